@@ -1,0 +1,487 @@
+//! Chunks: the self-delimiting, separately compressed unit of an `.atrace` file.
+//!
+//! A chunk is a fixed 64-byte header (layout in FORMAT.md, asserted in tests) followed by a zstd
+//! frame. An event chunk's payload is columnar: one varint stream per field, so that zstd sees
+//! runs of similar bytes. Every length read from a file is checked against [`MAX_PAYLOAD`] before
+//! anything is allocated, so a corrupt length cannot make a reader allocate gigabytes.
+
+use crate::event::{Event, Op, PtrKind};
+use crate::varint::{put_u64, unzigzag, zigzag, Cursor};
+
+/// Bytes in a chunk header.
+pub const CHUNK_HEADER_LEN: usize = 64;
+/// Magic at the start of every chunk header.
+pub const CHUNK_MAGIC: [u8; 4] = *b"ACHK";
+/// Largest compressed or uncompressed payload a reader accepts (64 MiB).
+pub const MAX_PAYLOAD: u32 = 64 << 20;
+/// Largest event count in one chunk (each event takes at least 3 payload bytes).
+pub const MAX_CHUNK_EVENTS: u32 = MAX_PAYLOAD / 3;
+
+/// What a chunk holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ChunkKind {
+    Events = 1,
+    Index = 2,
+}
+
+/// A decoded chunk header. Offsets in the file are kept by the reader, not here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub kind: ChunkKind,
+    /// Compressed payload bytes following the header.
+    pub compressed_len: u32,
+    /// Payload bytes after decompression.
+    pub uncompressed_len: u32,
+    /// Events (or index entries) in the chunk.
+    pub count: u32,
+    /// Sequence number of the first event (0 for an index chunk).
+    pub first_seq: u64,
+    /// Sequence number of the last event.
+    pub last_seq: u64,
+    /// Advisory: every event with a smaller seq is in this chunk or an earlier one in the file.
+    pub watermark: u64,
+    /// Timestamp of the first event, ns; the base of the timestamp deltas.
+    pub first_ts: u64,
+    /// CRC-32 (IEEE) of the compressed payload.
+    pub payload_crc: u32,
+}
+
+/// Why a chunk header or payload was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkFault {
+    BadMagic,
+    HeaderChecksum,
+    UnknownKind(u8),
+    TooLarge { what: &'static str, len: u32 },
+    PayloadChecksum,
+    Compress(String),
+    Decompress(String),
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for ChunkFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkFault::BadMagic => f.write_str("no chunk magic 'ACHK' where a chunk should start"),
+            ChunkFault::HeaderChecksum => f.write_str("chunk header checksum mismatch"),
+            ChunkFault::UnknownKind(k) => write!(f, "unknown chunk kind {k}"),
+            ChunkFault::TooLarge { what, len } => {
+                write!(f, "{what} of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+            }
+            ChunkFault::PayloadChecksum => f.write_str("chunk payload checksum mismatch"),
+            ChunkFault::Compress(e) => write!(f, "zstd could not compress a chunk: {e}"),
+            ChunkFault::Decompress(e) => write!(f, "chunk payload does not decompress: {e}"),
+            ChunkFault::Malformed(what) => write!(f, "malformed chunk payload: {what}"),
+        }
+    }
+}
+
+impl ChunkHeader {
+    /// Serialises the header, computing its own checksum.
+    pub fn to_bytes(&self) -> [u8; CHUNK_HEADER_LEN] {
+        let mut b = [0u8; CHUNK_HEADER_LEN];
+        b[0..4].copy_from_slice(&CHUNK_MAGIC);
+        b[4] = self.kind as u8;
+        // b[5..8] reserved, zero.
+        b[8..12].copy_from_slice(&self.compressed_len.to_le_bytes());
+        b[12..16].copy_from_slice(&self.uncompressed_len.to_le_bytes());
+        b[16..20].copy_from_slice(&self.count.to_le_bytes());
+        b[20..24].copy_from_slice(&self.payload_crc.to_le_bytes());
+        b[24..32].copy_from_slice(&self.first_seq.to_le_bytes());
+        b[32..40].copy_from_slice(&self.last_seq.to_le_bytes());
+        b[40..48].copy_from_slice(&self.watermark.to_le_bytes());
+        b[48..56].copy_from_slice(&self.first_ts.to_le_bytes());
+        // b[56..60] reserved, zero.
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses and validates a header: magic, checksum, kind and length limits.
+    pub fn parse(b: &[u8; CHUNK_HEADER_LEN]) -> Result<ChunkHeader, ChunkFault> {
+        if b[0..4] != CHUNK_MAGIC {
+            return Err(ChunkFault::BadMagic);
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        if crc32fast::hash(&b[0..60]) != u32_at(60) {
+            return Err(ChunkFault::HeaderChecksum);
+        }
+        let kind = match b[4] {
+            1 => ChunkKind::Events,
+            2 => ChunkKind::Index,
+            k => return Err(ChunkFault::UnknownKind(k)),
+        };
+        let h = ChunkHeader {
+            kind,
+            compressed_len: u32_at(8),
+            uncompressed_len: u32_at(12),
+            count: u32_at(16),
+            payload_crc: u32_at(20),
+            first_seq: u64_at(24),
+            last_seq: u64_at(32),
+            watermark: u64_at(40),
+            first_ts: u64_at(48),
+        };
+        for (what, len) in [
+            ("compressed payload", h.compressed_len),
+            ("uncompressed payload", h.uncompressed_len),
+        ] {
+            if len > MAX_PAYLOAD {
+                return Err(ChunkFault::TooLarge { what, len });
+            }
+        }
+        if h.count > MAX_CHUNK_EVENTS || h.last_seq < h.first_seq {
+            return Err(ChunkFault::Malformed("event count or sequence range out of bounds"));
+        }
+        Ok(h)
+    }
+}
+
+/// Reusable buffers for encoding event chunks.
+#[derive(Default)]
+pub struct ChunkEncoder {
+    ops: Vec<u8>,
+    seq: Vec<u8>,
+    thread: Vec<u8>,
+    ts: Vec<u8>,
+    latency: Vec<u8>,
+    addr: Vec<u8>,
+    old_addr: Vec<u8>,
+    size: Vec<u8>,
+    nmemb: Vec<u8>,
+    align: Vec<u8>,
+    callsite: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+/// The op byte: bits 0-3 op code, bit 4 failed, bits 5-6 pointer kind, bit 7 has call-site.
+fn op_byte(ev: &Event) -> u8 {
+    ev.op.code()
+        | (ev.failed as u8) << 4
+        | (ev.kind as u8) << 5
+        | (ev.callsite.is_some() as u8) << 7
+}
+
+impl ChunkEncoder {
+    /// Encodes `events` (strictly increasing `seq`, at most [`MAX_CHUNK_EVENTS`]) as a complete
+    /// chunk, header included, appended to `out`. `level` is the zstd level.
+    ///
+    /// Refuses (and writes nothing) when `events` is empty, longer than [`MAX_CHUNK_EVENTS`], or
+    /// not in strictly increasing seq order.
+    pub fn encode(
+        &mut self,
+        events: &[Event],
+        watermark: u64,
+        level: i32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChunkFault> {
+        if events.is_empty() || events.len() > MAX_CHUNK_EVENTS as usize {
+            return Err(ChunkFault::Malformed("a chunk holds 1 to MAX_CHUNK_EVENTS events"));
+        }
+        if events.windows(2).any(|w| w[1].seq <= w[0].seq) {
+            return Err(ChunkFault::Malformed("events not in increasing seq order"));
+        }
+        for b in [
+            &mut self.ops,
+            &mut self.seq,
+            &mut self.thread,
+            &mut self.ts,
+            &mut self.latency,
+            &mut self.addr,
+            &mut self.old_addr,
+            &mut self.size,
+            &mut self.nmemb,
+            &mut self.align,
+            &mut self.callsite,
+        ] {
+            b.clear();
+        }
+        let first = &events[0];
+        let mut prev_seq = first.seq.wrapping_sub(1);
+        let mut prev_ts = first.ts_ns;
+        let mut prev_addr = 0u64;
+        let mut prev_old = 0u64;
+        for ev in events {
+            self.ops.push(op_byte(ev));
+            put_u64(&mut self.seq, ev.seq.wrapping_sub(prev_seq).wrapping_sub(1));
+            prev_seq = ev.seq;
+            put_u64(&mut self.thread, ev.thread as u64);
+            put_u64(&mut self.ts, zigzag(ev.ts_ns.wrapping_sub(prev_ts) as i64));
+            prev_ts = ev.ts_ns;
+            put_u64(&mut self.latency, ev.latency_ns as u64);
+            if ev.op.returns_object() {
+                put_u64(&mut self.addr, zigzag(ev.addr.wrapping_sub(prev_addr) as i64));
+                prev_addr = ev.addr;
+                put_u64(&mut self.size, ev.size);
+            }
+            if ev.op.takes_address() {
+                put_u64(&mut self.old_addr, zigzag(ev.old_addr.wrapping_sub(prev_old) as i64));
+                prev_old = ev.old_addr;
+            }
+            if ev.op.has_nmemb() {
+                put_u64(&mut self.nmemb, ev.nmemb);
+            }
+            if ev.op.has_align() {
+                put_u64(&mut self.align, ev.align);
+            }
+            if let Some(cs) = ev.callsite {
+                put_u64(&mut self.callsite, cs as u64);
+            }
+        }
+        self.raw.clear();
+        for s in [
+            &self.ops,
+            &self.seq,
+            &self.thread,
+            &self.ts,
+            &self.latency,
+            &self.addr,
+            &self.old_addr,
+            &self.size,
+            &self.nmemb,
+            &self.align,
+            &self.callsite,
+        ] {
+            put_u64(&mut self.raw, s.len() as u64);
+            self.raw.extend_from_slice(s);
+        }
+        let last = events.last().unwrap();
+        write_chunk(
+            ChunkKind::Events,
+            &self.raw,
+            events.len() as u32,
+            (first.seq, last.seq, watermark, first.ts_ns),
+            level,
+            out,
+        )
+    }
+}
+
+/// Compresses `raw` and appends header + payload to `out`. `seqs` is (first, last, watermark, ts).
+pub(crate) fn write_chunk(
+    kind: ChunkKind,
+    raw: &[u8],
+    count: u32,
+    seqs: (u64, u64, u64, u64),
+    level: i32,
+    out: &mut Vec<u8>,
+) -> Result<(), ChunkFault> {
+    let too_large = |what, len: usize| ChunkFault::TooLarge { what, len: len.min(u32::MAX as usize) as u32 };
+    if raw.len() > MAX_PAYLOAD as usize {
+        return Err(too_large("uncompressed payload", raw.len()));
+    }
+    let compressed =
+        zstd::bulk::compress(raw, level).map_err(|e| ChunkFault::Compress(e.to_string()))?;
+    if compressed.len() > MAX_PAYLOAD as usize {
+        return Err(too_large("compressed payload", compressed.len()));
+    }
+    let payload = &compressed[..];
+    let header = ChunkHeader {
+        kind,
+        compressed_len: payload.len() as u32,
+        uncompressed_len: raw.len() as u32,
+        count,
+        first_seq: seqs.0,
+        last_seq: seqs.1,
+        watermark: seqs.2,
+        first_ts: seqs.3,
+        payload_crc: crc32fast::hash(payload),
+    };
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Checks the payload checksum and decompresses it (exactly `uncompressed_len` bytes).
+pub(crate) fn decompress(h: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, ChunkFault> {
+    if crc32fast::hash(payload) != h.payload_crc {
+        return Err(ChunkFault::PayloadChecksum);
+    }
+    let mut raw = Vec::with_capacity(h.uncompressed_len as usize);
+    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| ChunkFault::Decompress(e.to_string()))?;
+    // The capacity bounds the output: a payload claiming more is rejected, not grown into.
+    dec.decompress_to_buffer(payload, &mut raw)
+        .map_err(|e| ChunkFault::Decompress(e.to_string()))?;
+    if raw.len() != h.uncompressed_len as usize {
+        return Err(ChunkFault::Malformed("decompressed length differs from the header"));
+    }
+    Ok(raw)
+}
+
+/// Decodes an event chunk's payload into `out` (cleared first).
+pub fn decode_events(h: &ChunkHeader, payload: &[u8], out: &mut Vec<Event>) -> Result<(), ChunkFault> {
+    if h.kind != ChunkKind::Events {
+        return Err(ChunkFault::Malformed("not an event chunk"));
+    }
+    let raw = decompress(h, payload)?;
+    decode_raw(h, &raw, out)
+}
+
+fn decode_raw(h: &ChunkHeader, raw: &[u8], out: &mut Vec<Event>) -> Result<(), ChunkFault> {
+    use ChunkFault::Malformed;
+    let mut whole = Cursor::new(raw);
+    let mut stream = || -> Result<Cursor<'_>, ChunkFault> {
+        let len = whole.u64().ok_or(Malformed("stream length"))?;
+        let len = usize::try_from(len).map_err(|_| Malformed("stream length"))?;
+        Ok(Cursor::new(whole.take(len).ok_or(Malformed("stream past the payload end"))?))
+    };
+    let mut ops = stream()?;
+    let mut seq = stream()?;
+    let mut thread = stream()?;
+    let mut ts = stream()?;
+    let mut latency = stream()?;
+    let mut addr = stream()?;
+    let mut old_addr = stream()?;
+    let mut size = stream()?;
+    let mut nmemb = stream()?;
+    let mut align = stream()?;
+    let mut callsite = stream()?;
+
+    out.clear();
+    // One op byte per event: a count larger than the ops stream is a lie, caught before reserving.
+    if h.count as usize > ops.remaining() {
+        return Err(Malformed("event count larger than the payload"));
+    }
+    out.reserve(h.count as usize);
+    let mut prev_seq = h.first_seq.wrapping_sub(1);
+    let mut prev_ts = h.first_ts;
+    let mut prev_addr = 0u64;
+    let mut prev_old = 0u64;
+    let missing = |what| Malformed(what);
+    for _ in 0..h.count {
+        let b = ops.byte().ok_or(missing("ops stream too short"))?;
+        let op = Op::from_code(b & 0x0f).ok_or(Malformed("unknown op code"))?;
+        let kind = PtrKind::from_code((b >> 5) & 3).ok_or(Malformed("unknown pointer kind"))?;
+        let mut ev = Event::new(op);
+        ev.failed = b & 0x10 != 0;
+        ev.kind = kind;
+        let d = seq.u64().ok_or(missing("seq stream too short"))?;
+        // prev_seq starts one below first_seq (wrapping when that is 0), so the first delta is 0.
+        ev.seq = prev_seq.wrapping_add(d).wrapping_add(1);
+        if ev.seq < h.first_seq || (!out.is_empty() && ev.seq <= prev_seq) {
+            return Err(Malformed("sequence numbers out of order or overflowing"));
+        }
+        prev_seq = ev.seq;
+        let t = thread.u64().ok_or(missing("thread stream too short"))?;
+        ev.thread = u32::try_from(t).map_err(|_| Malformed("thread number too large"))?;
+        let dt = ts.u64().ok_or(missing("timestamp stream too short"))?;
+        ev.ts_ns = prev_ts.wrapping_add(unzigzag(dt) as u64);
+        prev_ts = ev.ts_ns;
+        let l = latency.u64().ok_or(missing("latency stream too short"))?;
+        ev.latency_ns = u32::try_from(l).map_err(|_| Malformed("latency too large"))?;
+        if op.returns_object() {
+            let da = addr.u64().ok_or(missing("address stream too short"))?;
+            ev.addr = prev_addr.wrapping_add(unzigzag(da) as u64);
+            prev_addr = ev.addr;
+            ev.size = size.u64().ok_or(missing("size stream too short"))?;
+        }
+        if op.takes_address() {
+            let da = old_addr.u64().ok_or(missing("old-address stream too short"))?;
+            ev.old_addr = prev_old.wrapping_add(unzigzag(da) as u64);
+            prev_old = ev.old_addr;
+        }
+        if op.has_nmemb() {
+            ev.nmemb = nmemb.u64().ok_or(missing("nmemb stream too short"))?;
+        }
+        if op.has_align() {
+            ev.align = align.u64().ok_or(missing("alignment stream too short"))?;
+        }
+        if b & 0x80 != 0 {
+            let c = callsite.u64().ok_or(missing("call-site stream too short"))?;
+            ev.callsite = Some(u32::try_from(c).map_err(|_| Malformed("call-site id too large"))?);
+        }
+        out.push(ev);
+    }
+    if prev_seq != h.last_seq {
+        return Err(Malformed("last sequence number differs from the header"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: u64) -> Vec<Event> {
+        (0..n)
+            .map(|i| {
+                let mut ev = Event::new(if i % 2 == 0 { Op::Malloc } else { Op::Free });
+                ev.seq = 10 + i * 2;
+                ev.ts_ns = 1000 + i * 37;
+                ev.latency_ns = 20 + (i % 7) as u32;
+                if ev.op == Op::Malloc {
+                    ev.addr = 0x5555_0000 + i * 48;
+                    ev.size = 24 + i % 100;
+                } else {
+                    ev.old_addr = 0x5555_0000 + (i - 1) * 48;
+                }
+                ev
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_layout_is_64_bytes_with_fields_where_format_md_says() {
+        let h = ChunkHeader {
+            kind: ChunkKind::Events,
+            compressed_len: 0x0102_0304,
+            uncompressed_len: 5,
+            count: 6,
+            first_seq: 7,
+            last_seq: 8,
+            watermark: 9,
+            first_ts: 10,
+            payload_crc: 11,
+        };
+        let b = h.to_bytes();
+        assert_eq!(b.len(), 64);
+        assert_eq!(&b[0..4], b"ACHK");
+        assert_eq!(b[4], 1);
+        assert_eq!(&b[8..12], &[4, 3, 2, 1]);
+        assert_eq!(b[12], 5);
+        assert_eq!(b[16], 6);
+        assert_eq!(b[20], 11);
+        assert_eq!(b[24], 7);
+        assert_eq!(b[32], 8);
+        assert_eq!(b[40], 9);
+        assert_eq!(b[48], 10);
+        assert_eq!(ChunkHeader::parse(&b), Ok(h));
+    }
+
+    #[test]
+    fn every_flipped_header_bit_is_caught() {
+        let mut out = Vec::new();
+        ChunkEncoder::default().encode(&sample(10), 30, 3, &mut out).unwrap();
+        let good: [u8; 64] = out[..64].try_into().unwrap();
+        for bit in 0..64 * 8 {
+            let mut b = good;
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(ChunkHeader::parse(&b).is_err(), "bit {bit} flip went unnoticed");
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let events = sample(1000);
+        let mut out = Vec::new();
+        ChunkEncoder::default().encode(&events, 0, 3, &mut out).unwrap();
+        let h = ChunkHeader::parse(out[..64].try_into().unwrap()).unwrap();
+        assert_eq!(h.compressed_len as usize, out.len() - 64);
+        let mut back = Vec::new();
+        decode_events(&h, &out[64..], &mut back).unwrap();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn corrupt_payload_is_an_error() {
+        let mut out = Vec::new();
+        ChunkEncoder::default().encode(&sample(100), 0, 3, &mut out).unwrap();
+        let h = ChunkHeader::parse(out[..64].try_into().unwrap()).unwrap();
+        let mut payload = out[64..].to_vec();
+        payload[3] ^= 0x40;
+        let mut back = Vec::new();
+        assert_eq!(decode_events(&h, &payload, &mut back), Err(ChunkFault::PayloadChecksum));
+    }
+}

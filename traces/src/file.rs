@@ -1,0 +1,72 @@
+//! The file header and trailer (layout in FORMAT.md).
+
+use crate::event::Header;
+use crate::TraceError;
+
+/// First 8 bytes of every `.atrace` file.
+pub const FILE_MAGIC: [u8; 8] = *b"\x89ATRACE\n";
+/// Last 8 bytes of a file that was finished cleanly (after the index offset).
+pub const TRAILER_MAGIC: [u8; 8] = *b"ATRINDEX";
+/// Format version this code writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// Oldest reader version that can read what this code writes.
+pub const MIN_READER_VERSION: u16 = 1;
+/// Fixed part of the file header.
+pub const FILE_HEADER_LEN: usize = 16;
+/// Bytes of the trailer: index chunk offset (u64) and [`TRAILER_MAGIC`].
+pub const TRAILER_LEN: usize = 16;
+/// Largest metadata block accepted (1 MiB).
+pub const MAX_METADATA: u32 = 1 << 20;
+/// Bytes per index entry: offset u64, compressed_len u32, count u32, first_seq u64, last_seq u64.
+pub const INDEX_ENTRY_LEN: usize = 32;
+
+/// Serialises the file header, metadata and its checksum.
+pub fn encode_header(header: &Header) -> Vec<u8> {
+    let mut meta = header.clone();
+    meta.format_version = FORMAT_VERSION;
+    let json = serde_json::to_vec(&meta).expect("header serialises");
+    let mut out = Vec::with_capacity(FILE_HEADER_LEN + json.len() + 4);
+    out.extend_from_slice(&FILE_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&MIN_READER_VERSION.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Parses the fixed header. Returns the metadata length.
+pub fn parse_fixed(b: &[u8; FILE_HEADER_LEN]) -> Result<u32, TraceError> {
+    if b[0..8] != FILE_MAGIC {
+        return Err(TraceError::NotATrace);
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    let needs = u16::from_le_bytes([b[10], b[11]]);
+    if needs > FORMAT_VERSION {
+        return Err(TraceError::FutureVersion { found: version, needs, supported: FORMAT_VERSION });
+    }
+    let len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    if len > MAX_METADATA {
+        return Err(TraceError::Corrupt {
+            offset: 12,
+            what: format!("metadata length {len} exceeds the {MAX_METADATA}-byte limit"),
+        });
+    }
+    Ok(len)
+}
+
+/// Checks the metadata checksum and parses it. `all` is the fixed header, metadata and checksum.
+pub fn parse_metadata(all: &[u8]) -> Result<Header, TraceError> {
+    let (body, crc) = all.split_at(all.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+        return Err(TraceError::Corrupt {
+            offset: FILE_HEADER_LEN as u64,
+            what: "metadata checksum mismatch".into(),
+        });
+    }
+    serde_json::from_slice(&body[FILE_HEADER_LEN..]).map_err(|e| TraceError::Corrupt {
+        offset: FILE_HEADER_LEN as u64,
+        what: format!("metadata is not valid: {e}"),
+    })
+}

@@ -1,12 +1,143 @@
-//! `allocscope info`: not built yet (see the open issues).
+//! `allocscope info T.atrace [--json]`: what a trace holds.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+use traces::stats::TraceStats;
+use traces::Header;
+
+use super::{open_trace, Problems};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Arguments (not yet interpreted).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Trace file.
+    trace: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Describe what a truncated trace holds instead of failing.
+    #[arg(long)]
+    allow_truncated: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("'info' is not implemented yet")
+#[derive(Serialize)]
+struct Info<'a> {
+    file: String,
+    file_bytes: u64,
+    chunks: usize,
+    indexed: bool,
+    header: &'a Header,
+    bytes_per_event: f64,
+    duration_ns: u64,
+    threads: usize,
+    stats: &'a TraceStats,
+    problems: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let reader = open_trace(&args.trace)?;
+    let mut stats = TraceStats::new();
+    let mut problems = Problems::new(&args.trace, args.allow_truncated);
+    let mut problem_text = Vec::new();
+    for ev in reader.events() {
+        match ev {
+            Ok(ev) => stats.add(&ev),
+            Err(e) => {
+                problem_text.push(e.to_string());
+                problems.note(e);
+            }
+        }
+    }
+    let info = Info {
+        file: args.trace.display().to_string(),
+        file_bytes: reader.file_len(),
+        chunks: reader.chunks().len(),
+        indexed: reader.directory() == traces::reader::Directory::Index,
+        header: reader.header(),
+        bytes_per_event: if stats.events == 0 {
+            0.0
+        } else {
+            reader.file_len() as f64 / stats.events as f64
+        },
+        duration_ns: stats.duration_ns(),
+        threads: stats.threads(),
+        stats: &stats,
+        problems: problem_text,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print_text(&info);
+    }
+    Ok(problems.exit_code())
+}
+
+fn print_text(i: &Info) {
+    let h = i.header;
+    let s = i.stats;
+    println!("trace      {}", i.file);
+    println!("recorder   {} (format {})", h.recorder, h.format_version);
+    println!("command    {}", h.command.join(" "));
+    println!(
+        "process    pid {} (parent {}) on {}",
+        h.pid,
+        h.ppid,
+        or_dash(&h.hostname)
+    );
+    println!("clock      {:?}, page size {} B", h.clock, h.page_size);
+    println!(
+        "file       {} B in {} chunks ({}), {:.2} B/event",
+        i.file_bytes,
+        i.chunks,
+        if i.indexed {
+            "indexed"
+        } else {
+            "no index: scanned"
+        },
+        i.bytes_per_event
+    );
+    println!(
+        "events     {} over {} threads, {}",
+        s.events,
+        i.threads,
+        human_ns(i.duration_ns)
+    );
+    for (op, n) in &s.per_op {
+        println!("  {:<15} {n}", op.name());
+    }
+    println!("failed     {} calls", s.failed_calls);
+    println!("requested  {} B in total", s.total_requested_bytes);
+    println!("live peak  {} B requested", s.peak_live_requested_bytes);
+    println!(
+        "live end   {} B in {} objects",
+        s.live_requested_bytes_at_end, s.live_objects_at_end
+    );
+    println!(
+        "anomalies  {} (unknown frees {}, double frees {}, live address returned again {})",
+        s.anomalies(),
+        s.unknown_frees,
+        s.double_frees,
+        s.live_address_reused
+    );
+    for a in &s.examples {
+        println!("  seq {}: {} {:#x}: {}", a.seq, a.op, a.addr, a.what);
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+fn human_ns(ns: u64) -> String {
+    match ns {
+        n if n >= 1_000_000_000 => format!("{:.3} s", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.3} ms", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.3} µs", n as f64 / 1e3),
+        n => format!("{n} ns"),
+    }
 }

@@ -67,7 +67,10 @@ impl std::fmt::Display for ChunkFault {
             ChunkFault::HeaderChecksum => f.write_str("chunk header checksum mismatch"),
             ChunkFault::UnknownKind(k) => write!(f, "unknown chunk kind {k}"),
             ChunkFault::TooLarge { what, len } => {
-                write!(f, "{what} of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+                write!(
+                    f,
+                    "{what} of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit"
+                )
             }
             ChunkFault::PayloadChecksum => f.write_str("chunk payload checksum mismatch"),
             ChunkFault::Compress(e) => write!(f, "zstd could not compress a chunk: {e}"),
@@ -133,7 +136,9 @@ impl ChunkHeader {
             }
         }
         if h.count > MAX_CHUNK_EVENTS || h.last_seq < h.first_seq {
-            return Err(ChunkFault::Malformed("event count or sequence range out of bounds"));
+            return Err(ChunkFault::Malformed(
+                "event count or sequence range out of bounds",
+            ));
         }
         Ok(h)
     }
@@ -178,7 +183,9 @@ impl ChunkEncoder {
         out: &mut Vec<u8>,
     ) -> Result<(), ChunkFault> {
         if events.is_empty() || events.len() > MAX_CHUNK_EVENTS as usize {
-            return Err(ChunkFault::Malformed("a chunk holds 1 to MAX_CHUNK_EVENTS events"));
+            return Err(ChunkFault::Malformed(
+                "a chunk holds 1 to MAX_CHUNK_EVENTS events",
+            ));
         }
         if events.windows(2).any(|w| w[1].seq <= w[0].seq) {
             return Err(ChunkFault::Malformed("events not in increasing seq order"));
@@ -212,12 +219,18 @@ impl ChunkEncoder {
             prev_ts = ev.ts_ns;
             put_u64(&mut self.latency, ev.latency_ns as u64);
             if ev.op.returns_object() {
-                put_u64(&mut self.addr, zigzag(ev.addr.wrapping_sub(prev_addr) as i64));
+                put_u64(
+                    &mut self.addr,
+                    zigzag(ev.addr.wrapping_sub(prev_addr) as i64),
+                );
                 prev_addr = ev.addr;
                 put_u64(&mut self.size, ev.size);
             }
             if ev.op.takes_address() {
-                put_u64(&mut self.old_addr, zigzag(ev.old_addr.wrapping_sub(prev_old) as i64));
+                put_u64(
+                    &mut self.old_addr,
+                    zigzag(ev.old_addr.wrapping_sub(prev_old) as i64),
+                );
                 prev_old = ev.old_addr;
             }
             if ev.op.has_nmemb() {
@@ -268,7 +281,10 @@ pub(crate) fn write_chunk(
     level: i32,
     out: &mut Vec<u8>,
 ) -> Result<(), ChunkFault> {
-    let too_large = |what, len: usize| ChunkFault::TooLarge { what, len: len.min(u32::MAX as usize) as u32 };
+    let too_large = |what, len: usize| ChunkFault::TooLarge {
+        what,
+        len: len.min(u32::MAX as usize) as u32,
+    };
     if raw.len() > MAX_PAYLOAD as usize {
         return Err(too_large("uncompressed payload", raw.len()));
     }
@@ -300,18 +316,25 @@ pub(crate) fn decompress(h: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, Chu
         return Err(ChunkFault::PayloadChecksum);
     }
     let mut raw = Vec::with_capacity(h.uncompressed_len as usize);
-    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| ChunkFault::Decompress(e.to_string()))?;
+    let mut dec =
+        zstd::bulk::Decompressor::new().map_err(|e| ChunkFault::Decompress(e.to_string()))?;
     // The capacity bounds the output: a payload claiming more is rejected, not grown into.
     dec.decompress_to_buffer(payload, &mut raw)
         .map_err(|e| ChunkFault::Decompress(e.to_string()))?;
     if raw.len() != h.uncompressed_len as usize {
-        return Err(ChunkFault::Malformed("decompressed length differs from the header"));
+        return Err(ChunkFault::Malformed(
+            "decompressed length differs from the header",
+        ));
     }
     Ok(raw)
 }
 
 /// Decodes an event chunk's payload into `out` (cleared first).
-pub fn decode_events(h: &ChunkHeader, payload: &[u8], out: &mut Vec<Event>) -> Result<(), ChunkFault> {
+pub fn decode_events(
+    h: &ChunkHeader,
+    payload: &[u8],
+    out: &mut Vec<Event>,
+) -> Result<(), ChunkFault> {
     if h.kind != ChunkKind::Events {
         return Err(ChunkFault::Malformed("not an event chunk"));
     }
@@ -325,7 +348,11 @@ fn decode_raw(h: &ChunkHeader, raw: &[u8], out: &mut Vec<Event>) -> Result<(), C
     let mut stream = || -> Result<Cursor<'_>, ChunkFault> {
         let len = whole.u64().ok_or(Malformed("stream length"))?;
         let len = usize::try_from(len).map_err(|_| Malformed("stream length"))?;
-        Ok(Cursor::new(whole.take(len).ok_or(Malformed("stream past the payload end"))?))
+        Ok(Cursor::new(
+            whole
+                .take(len)
+                .ok_or(Malformed("stream past the payload end"))?,
+        ))
     };
     let mut ops = stream()?;
     let mut seq = stream()?;
@@ -378,7 +405,9 @@ fn decode_raw(h: &ChunkHeader, raw: &[u8], out: &mut Vec<Event>) -> Result<(), C
             ev.size = size.u64().ok_or(missing("size stream too short"))?;
         }
         if op.takes_address() {
-            let da = old_addr.u64().ok_or(missing("old-address stream too short"))?;
+            let da = old_addr
+                .u64()
+                .ok_or(missing("old-address stream too short"))?;
             ev.old_addr = prev_old.wrapping_add(unzigzag(da) as u64);
             prev_old = ev.old_addr;
         }
@@ -389,7 +418,9 @@ fn decode_raw(h: &ChunkHeader, raw: &[u8], out: &mut Vec<Event>) -> Result<(), C
             ev.align = align.u64().ok_or(missing("alignment stream too short"))?;
         }
         if b & 0x80 != 0 {
-            let c = callsite.u64().ok_or(missing("call-site stream too short"))?;
+            let c = callsite
+                .u64()
+                .ok_or(missing("call-site stream too short"))?;
             ev.callsite = Some(u32::try_from(c).map_err(|_| Malformed("call-site id too large"))?);
         }
         out.push(ev);
@@ -453,12 +484,17 @@ mod tests {
     #[test]
     fn every_flipped_header_bit_is_caught() {
         let mut out = Vec::new();
-        ChunkEncoder::default().encode(&sample(10), 30, 3, &mut out).unwrap();
+        ChunkEncoder::default()
+            .encode(&sample(10), 30, 3, &mut out)
+            .unwrap();
         let good: [u8; 64] = out[..64].try_into().unwrap();
         for bit in 0..64 * 8 {
             let mut b = good;
             b[bit / 8] ^= 1 << (bit % 8);
-            assert!(ChunkHeader::parse(&b).is_err(), "bit {bit} flip went unnoticed");
+            assert!(
+                ChunkHeader::parse(&b).is_err(),
+                "bit {bit} flip went unnoticed"
+            );
         }
     }
 
@@ -466,7 +502,9 @@ mod tests {
     fn encode_decode_round_trip() {
         let events = sample(1000);
         let mut out = Vec::new();
-        ChunkEncoder::default().encode(&events, 0, 3, &mut out).unwrap();
+        ChunkEncoder::default()
+            .encode(&events, 0, 3, &mut out)
+            .unwrap();
         let h = ChunkHeader::parse(out[..64].try_into().unwrap()).unwrap();
         assert_eq!(h.compressed_len as usize, out.len() - 64);
         let mut back = Vec::new();
@@ -477,11 +515,16 @@ mod tests {
     #[test]
     fn corrupt_payload_is_an_error() {
         let mut out = Vec::new();
-        ChunkEncoder::default().encode(&sample(100), 0, 3, &mut out).unwrap();
+        ChunkEncoder::default()
+            .encode(&sample(100), 0, 3, &mut out)
+            .unwrap();
         let h = ChunkHeader::parse(out[..64].try_into().unwrap()).unwrap();
         let mut payload = out[64..].to_vec();
         payload[3] ^= 0x40;
         let mut back = Vec::new();
-        assert_eq!(decode_events(&h, &payload, &mut back), Err(ChunkFault::PayloadChecksum));
+        assert_eq!(
+            decode_events(&h, &payload, &mut back),
+            Err(ChunkFault::PayloadChecksum)
+        );
     }
 }

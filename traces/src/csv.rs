@@ -19,13 +19,36 @@ use crate::{Result, TraceError};
 
 const REQUIRED: [&str; 3] = ["op", "id", "size"];
 const OPTIONAL: [&str; 12] = [
-    "thread", "align", "ts_ns", "noscan", "old_id", "addr", "seq", "nmemb", "failed", "latency_ns",
-    "old_addr", "callsite",
+    "thread",
+    "align",
+    "ts_ns",
+    "noscan",
+    "old_id",
+    "addr",
+    "seq",
+    "nmemb",
+    "failed",
+    "latency_ns",
+    "old_addr",
+    "callsite",
 ];
 /// Column order of an export.
 const EXPORT: [&str; 15] = [
-    "seq", "thread", "ts_ns", "op", "id", "old_id", "size", "nmemb", "align", "noscan", "failed",
-    "latency_ns", "addr", "old_addr", "callsite",
+    "seq",
+    "thread",
+    "ts_ns",
+    "op",
+    "id",
+    "old_id",
+    "size",
+    "nmemb",
+    "align",
+    "noscan",
+    "failed",
+    "latency_ns",
+    "addr",
+    "old_addr",
+    "callsite",
 ];
 
 /// Where synthetic addresses start (an address no real heap on x86-64 Linux starts at).
@@ -45,7 +68,10 @@ struct Columns {
 
 impl Columns {
     fn get<'r>(&self, rec: &'r csv::StringRecord, name: &str) -> &'r str {
-        self.index.get(name).and_then(|&i| rec.get(i)).map_or("", str::trim)
+        self.index
+            .get(name)
+            .and_then(|&i| rec.get(i))
+            .map_or("", str::trim)
     }
 }
 
@@ -81,7 +107,11 @@ pub fn import<R: Read, W: Write>(input: R, writer: &mut TraceWriter<W>) -> Resul
     }
     for r in REQUIRED {
         if !index.contains_key(r) {
-            return Err(bad(1, r, "missing column (the header row needs at least op,id,size)"));
+            return Err(bad(
+                1,
+                r,
+                "missing column (the header row needs at least op,id,size)",
+            ));
         }
     }
     let cols = Columns { index };
@@ -104,7 +134,10 @@ pub fn import<R: Read, W: Write>(input: R, writer: &mut TraceWriter<W>) -> Resul
         writer.push(&ev)?;
         events += 1;
     }
-    Ok(ImportSummary { events, has_timestamps: has_ts })
+    Ok(ImportSummary {
+        events,
+        has_timestamps: has_ts,
+    })
 }
 
 struct ImportState {
@@ -129,7 +162,14 @@ impl ImportState {
         let op_name = field("op");
         let op = Op::from_name(op_name).ok_or_else(|| {
             let names: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
-            bad(line, "op", &format!("unknown op '{op_name}' (expected one of {})", names.join(", ")))
+            bad(
+                line,
+                "op",
+                &format!(
+                    "unknown op '{op_name}' (expected one of {})",
+                    names.join(", ")
+                ),
+            )
         })?;
         let mut ev = Event::new(op);
         ev.seq = match num("seq")? {
@@ -137,16 +177,24 @@ impl ImportState {
             None => self.last_seq.map_or(0, |l| l + 1),
         };
         if self.last_seq.is_some_and(|l| ev.seq <= l) {
-            return Err(bad(line, "seq", "sequence numbers must increase from row to row"));
+            return Err(bad(
+                line,
+                "seq",
+                "sequence numbers must increase from row to row",
+            ));
         }
         self.last_seq = Some(ev.seq);
         ev.thread = match num("thread")? {
-            Some(t) => u32::try_from(t).map_err(|_| bad(line, "thread", "thread number too large"))?,
+            Some(t) => {
+                u32::try_from(t).map_err(|_| bad(line, "thread", "thread number too large"))?
+            }
             None => 0,
         };
         ev.ts_ns = num("ts_ns")?.unwrap_or(n * 100);
         ev.latency_ns = match num("latency_ns")? {
-            Some(l) => u32::try_from(l).map_err(|_| bad(line, "latency_ns", "latency too large"))?,
+            Some(l) => {
+                u32::try_from(l).map_err(|_| bad(line, "latency_ns", "latency too large"))?
+            }
             None => 0,
         };
         ev.callsite = match num("callsite")? {
@@ -169,8 +217,8 @@ impl ImportState {
             self.take_old(cols, rec, line, op, id, &mut ev, &num)?;
         }
         if op.returns_object() {
-            ev.size = num("size")?
-                .ok_or_else(|| bad(line, "size", &format!("{op} needs a size")))?;
+            ev.size =
+                num("size")?.ok_or_else(|| bad(line, "size", &format!("{op} needs a size")))?;
             if op.has_nmemb() {
                 ev.nmemb = num("nmemb")?.unwrap_or(1);
             }
@@ -184,7 +232,11 @@ impl ImportState {
                     return Err(bad(line, "id", "an allocation needs an id"));
                 }
                 if self.live.contains_key(id) {
-                    return Err(bad(line, "id", &format!("id '{id}' is already live; free it first")));
+                    return Err(bad(
+                        line,
+                        "id",
+                        &format!("id '{id}' is already live; free it first"),
+                    ));
                 }
                 ev.addr = explicit.unwrap_or_else(|| self.synthesise(&ev));
                 if ev.addr != 0 {
@@ -226,7 +278,11 @@ impl ImportState {
             return Ok(());
         }
         let Some(&addr) = self.live.get(old_id) else {
-            return Err(bad(line, column, &format!("id '{old_id}' is not live (never allocated, or already freed)")));
+            return Err(bad(
+                line,
+                column,
+                &format!("id '{old_id}' is not live (never allocated, or already freed)"),
+            ));
         };
         ev.old_addr = explicit.unwrap_or(addr);
         let keeps_old = op != Op::Free && ev.failed && ev.requested_bytes() > 0;
@@ -237,7 +293,11 @@ impl ImportState {
     }
 
     fn synthesise(&mut self, ev: &Event) -> u64 {
-        let align = if ev.align.is_power_of_two() { ev.align.max(16) } else { 16 };
+        let align = if ev.align.is_power_of_two() {
+            ev.align.max(16)
+        } else {
+            16
+        };
         let addr = self.next_addr.next_multiple_of(align);
         self.next_addr = addr + ev.requested_bytes().max(1).next_multiple_of(16) + 16;
         addr
@@ -252,13 +312,19 @@ fn parse_u64(s: &str) -> Option<u64> {
 }
 
 fn bad(line: u64, column: &str, what: &str) -> TraceError {
-    TraceError::Csv { line, column: column.to_string(), what: what.to_string() }
+    TraceError::Csv {
+        line,
+        column: column.to_string(),
+        what: what.to_string(),
+    }
 }
 
 fn csv_error(e: &csv::Error, column: &str) -> TraceError {
     let line = e.position().map_or(0, |p| p.line());
     let what = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("row has {len} fields but the header has {expected_len}")
         }
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
@@ -278,7 +344,10 @@ impl<W: Write> Exporter<W> {
     pub fn new(out: W) -> Result<Self> {
         let mut out = csv::Writer::from_writer(out);
         out.write_record(EXPORT).map_err(io_error)?;
-        Ok(Exporter { out, live: HashMap::new() })
+        Ok(Exporter {
+            out,
+            live: HashMap::new(),
+        })
     }
 
     pub fn write(&mut self, ev: &Event) -> Result<()> {
@@ -326,7 +395,9 @@ impl<W: Write> Exporter<W> {
 
     pub fn finish(mut self) -> Result<W> {
         self.out.flush()?;
-        self.out.into_inner().map_err(|e| TraceError::Io(e.into_error()))
+        self.out
+            .into_inner()
+            .map_err(|e| TraceError::Io(e.into_error()))
     }
 }
 

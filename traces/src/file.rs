@@ -44,7 +44,11 @@ pub fn parse_fixed(b: &[u8; FILE_HEADER_LEN]) -> Result<u32, TraceError> {
     let version = u16::from_le_bytes([b[8], b[9]]);
     let needs = u16::from_le_bytes([b[10], b[11]]);
     if needs > FORMAT_VERSION {
-        return Err(TraceError::FutureVersion { found: version, needs, supported: FORMAT_VERSION });
+        return Err(TraceError::FutureVersion {
+            found: version,
+            needs,
+            supported: FORMAT_VERSION,
+        });
     }
     let len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
     if len > MAX_METADATA {

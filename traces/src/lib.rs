@@ -33,16 +33,28 @@ pub enum TraceError {
         "written in trace format {found}, which needs a reader of version {needs}; this allocscope \
          reads up to {supported}: upgrade allocscope"
     )]
-    FutureVersion { found: u16, needs: u16, supported: u16 },
+    FutureVersion {
+        found: u16,
+        needs: u16,
+        supported: u16,
+    },
     #[error("corrupt at byte {offset}: {what}")]
     Corrupt { offset: u64, what: String },
     #[error(
         "truncated at byte {offset} ({what}); the {chunks} complete chunks before it were read \
          (a recording that was killed ends like this)"
     )]
-    Truncated { offset: u64, chunks: usize, what: String },
+    Truncated {
+        offset: u64,
+        chunks: usize,
+        what: String,
+    },
     #[error("line {line}, column '{column}': {what}")]
-    Csv { line: u64, column: String, what: String },
+    Csv {
+        line: u64,
+        column: String,
+        what: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

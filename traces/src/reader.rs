@@ -19,7 +19,9 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::chunk::{decode_events, decompress, ChunkFault, ChunkHeader, ChunkKind, CHUNK_HEADER_LEN, CHUNK_MAGIC};
+use crate::chunk::{
+    decode_events, decompress, ChunkFault, ChunkHeader, ChunkKind, CHUNK_HEADER_LEN, CHUNK_MAGIC,
+};
 use crate::event::{Event, Header};
 use crate::file::{
     parse_fixed, parse_metadata, FILE_HEADER_LEN, INDEX_ENTRY_LEN, TRAILER_LEN, TRAILER_MAGIC,
@@ -133,7 +135,9 @@ impl TraceReader {
             return None;
         }
         let mut trailer = [0u8; TRAILER_LEN];
-        self.file.read_exact_at(&mut trailer, self.file_len - TRAILER_LEN as u64).ok()?;
+        self.file
+            .read_exact_at(&mut trailer, self.file_len - TRAILER_LEN as u64)
+            .ok()?;
         if trailer[8..] != TRAILER_MAGIC {
             return None;
         }
@@ -178,7 +182,8 @@ impl TraceReader {
             let left = self.file_len - pos;
             if left < CHUNK_HEADER_LEN as u64 {
                 let n = self.chunks.len();
-                self.problems.push(truncated(pos, n, "inside a chunk header"));
+                self.problems
+                    .push(truncated(pos, n, "inside a chunk header"));
                 return Ok(());
             }
             let mut hb = [0u8; CHUNK_HEADER_LEN];
@@ -188,7 +193,8 @@ impl TraceReader {
                     let end = pos + CHUNK_HEADER_LEN as u64 + h.compressed_len as u64;
                     if end > self.file_len {
                         let n = self.chunks.len();
-                        self.problems.push(truncated(pos, n, "inside a chunk's payload"));
+                        self.problems
+                            .push(truncated(pos, n, "inside a chunk's payload"));
                         return Ok(());
                     }
                     if h.kind == ChunkKind::Events {
@@ -248,24 +254,35 @@ impl TraceReader {
 
     /// Reads and validates the chunk header at `offset` and its payload bytes.
     fn read_chunk_at(&self, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
-        let corrupt = |f: ChunkFault| TraceError::Corrupt { offset, what: f.to_string() };
+        let corrupt = |f: ChunkFault| TraceError::Corrupt {
+            offset,
+            what: f.to_string(),
+        };
         let mut hb = [0u8; CHUNK_HEADER_LEN];
         self.file.read_exact_at(&mut hb, offset)?;
         let h = ChunkHeader::parse(&hb).map_err(corrupt)?;
         let end = offset + CHUNK_HEADER_LEN as u64 + h.compressed_len as u64;
         if end > self.file_len {
-            return Err(truncated(offset, 0, "chunk length points past the end of the file"));
+            return Err(truncated(
+                offset,
+                0,
+                "chunk length points past the end of the file",
+            ));
         }
         // compressed_len is bounded by MAX_PAYLOAD (checked in parse) and by the file size.
         let mut payload = vec![0u8; h.compressed_len as usize];
-        self.file.read_exact_at(&mut payload, offset + CHUNK_HEADER_LEN as u64)?;
+        self.file
+            .read_exact_at(&mut payload, offset + CHUNK_HEADER_LEN as u64)?;
         Ok((h, payload))
     }
 
     /// Reads and decodes one event chunk.
     pub fn read_chunk(&self, info: &ChunkInfo, out: &mut Vec<Event>) -> Result<()> {
         let (h, payload) = self.read_chunk_at(info.offset)?;
-        let corrupt = |what: String| TraceError::Corrupt { offset: info.offset, what };
+        let corrupt = |what: String| TraceError::Corrupt {
+            offset: info.offset,
+            what,
+        };
         if h.kind != ChunkKind::Events || h.first_seq != info.first_seq || h.count != info.count {
             return Err(corrupt("chunk header does not match the index".into()));
         }
@@ -309,17 +326,28 @@ impl TraceReader {
 }
 
 fn truncated(offset: u64, chunks: usize, what: &str) -> TraceError {
-    TraceError::Truncated { offset, chunks, what: what.to_string() }
+    TraceError::Truncated {
+        offset,
+        chunks,
+        what: what.to_string(),
+    }
 }
 
 fn clone_error(e: &TraceError) -> TraceError {
     match e {
-        TraceError::Truncated { offset, chunks, what } => {
-            TraceError::Truncated { offset: *offset, chunks: *chunks, what: what.clone() }
-        }
-        TraceError::Corrupt { offset, what } => {
-            TraceError::Corrupt { offset: *offset, what: what.clone() }
-        }
+        TraceError::Truncated {
+            offset,
+            chunks,
+            what,
+        } => TraceError::Truncated {
+            offset: *offset,
+            chunks: *chunks,
+            what: what.clone(),
+        },
+        TraceError::Corrupt { offset, what } => TraceError::Corrupt {
+            offset: *offset,
+            what: what.clone(),
+        },
         other => TraceError::Invalid(other.to_string()),
     }
 }
@@ -382,8 +410,9 @@ impl Events<'_> {
         }
         let n = read_ahead().min(self.pending.len());
         let batch: Vec<ChunkInfo> = self.pending.iter().take(n).copied().collect();
-        let mut bufs: Vec<Vec<Event>> =
-            (0..n).map(|_| self.spare.pop().unwrap_or_default()).collect();
+        let mut bufs: Vec<Vec<Event>> = (0..n)
+            .map(|_| self.spare.pop().unwrap_or_default())
+            .collect();
         let reader = self.reader;
         let results: Vec<Result<()>> = batch
             .par_iter()
@@ -430,7 +459,11 @@ impl Iterator for Events<'_> {
             if self.next_pending_seq() < self.heap_top_seq() {
                 self.fill();
                 self.pending.pop_front();
-                match self.ready.pop_front().expect("read-ahead holds the pending chunk") {
+                match self
+                    .ready
+                    .pop_front()
+                    .expect("read-ahead holds the pending chunk")
+                {
                     Ok(events) if !events.is_empty() => {
                         self.current = Some(Loaded { events, pos: 0 })
                     }

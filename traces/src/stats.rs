@@ -77,7 +77,11 @@ impl TraceStats {
                 self.note(ev, ev.old_addr, "freed an address already freed");
             } else {
                 self.unknown_frees += 1;
-                self.note(ev, ev.old_addr, "freed an address never allocated in the trace");
+                self.note(
+                    ev,
+                    ev.old_addr,
+                    "freed an address never allocated in the trace",
+                );
             }
         }
         if ev.allocates() {
@@ -98,7 +102,12 @@ impl TraceStats {
 
     fn note(&mut self, ev: &Event, addr: u64, what: &'static str) {
         if self.examples.len() < MAX_EXAMPLES {
-            self.examples.push(Anomaly { seq: ev.seq, op: ev.op, addr, what });
+            self.examples.push(Anomaly {
+                seq: ev.seq,
+                op: ev.op,
+                addr,
+                what,
+            });
         }
     }
 

@@ -114,17 +114,17 @@ mod tests {
 
     #[test]
     fn zigzag_keeps_small_values_small() {
-        assert_eq!(
-            [0, -1, 1, -2, 2].map(zigzag),
-            [0, 1, 2, 3, 4]
-        );
+        assert_eq!([0, -1, 1, -2, 2].map(zigzag), [0, 1, 2, 3, 4]);
     }
 
     #[test]
     fn overlong_and_truncated_varints_are_errors() {
         assert_eq!(Cursor::new(&[0x80]).u64(), None);
         assert_eq!(Cursor::new(&[0xff; 11]).u64(), None);
-        assert_eq!(Cursor::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).u64(), None);
+        assert_eq!(
+            Cursor::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).u64(),
+            None
+        );
         assert_eq!(
             Cursor::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).u64(),
             Some(u64::MAX)

@@ -25,7 +25,10 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { chunk_events: 1 << 16, zstd_level: 3 }
+        WriterOptions {
+            chunk_events: 1 << 16,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -66,7 +69,10 @@ impl<W: Write> TraceWriter<W> {
         Ok(TraceWriter {
             sink,
             pos: bytes.len() as u64,
-            options: WriterOptions { chunk_events, ..options },
+            options: WriterOptions {
+                chunk_events,
+                ..options
+            },
             pending: Vec::with_capacity(chunk_events),
             encoder: ChunkEncoder::default(),
             buf: Vec::new(),

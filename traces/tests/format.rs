@@ -108,11 +108,17 @@ fn files_are_private_and_never_overwritten_or_followed() {
     write_per_thread(&path, &workload(10, 1), 10, true);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(TraceWriter::create(&path, &header()).is_err(), "existing file overwritten");
+    assert!(
+        TraceWriter::create(&path, &header()).is_err(),
+        "existing file overwritten"
+    );
     let target = dir.path().join("target");
     let link = dir.path().join("link.atrace");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    assert!(TraceWriter::create(&link, &header()).is_err(), "symlink followed");
+    assert!(
+        TraceWriter::create(&link, &header()).is_err(),
+        "symlink followed"
+    );
     assert!(!target.exists());
 }
 
@@ -145,8 +151,14 @@ fn truncation_at_every_byte_recovers_every_complete_chunk() {
             Ok(r) => r,
             Err(e) => {
                 // Only a cut inside the file header may fail to open, and it says so.
-                assert!(len < complete[0].offset as usize, "cut at {len} failed to open: {e}");
-                assert!(matches!(e, TraceError::Truncated { .. } | TraceError::NotATrace), "{e}");
+                assert!(
+                    len < complete[0].offset as usize,
+                    "cut at {len} failed to open: {e}"
+                );
+                assert!(
+                    matches!(e, TraceError::Truncated { .. } | TraceError::NotATrace),
+                    "{e}"
+                );
                 if len > 0 {
                     assert!(e.is_truncation(), "cut at {len}: {e}");
                 }
@@ -164,7 +176,9 @@ fn truncation_at_every_byte_recovers_every_complete_chunk() {
         assert_eq!(back.len(), expected, "cut at {len}");
         assert!(back.windows(2).all(|w| w[0].seq < w[1].seq));
         let at_chunk_boundary = len as u64 == complete[0].offset
-            || complete.iter().any(|c| c.offset + 64 + c.compressed_len as u64 == len as u64);
+            || complete
+                .iter()
+                .any(|c| c.offset + 64 + c.compressed_len as u64 == len as u64);
         if len < bytes.len() && !at_chunk_boundary {
             assert!(
                 errors.iter().any(TraceError::is_truncation),
@@ -204,7 +218,10 @@ fn flipped_bytes_are_reported_with_an_offset_never_a_panic() {
             }
         }
     }
-    assert!(reported > bytes.len() / 7 / 2, "only {reported} flips were noticed");
+    assert!(
+        reported > bytes.len() / 7 / 2,
+        "only {reported} flips were noticed"
+    );
 }
 
 #[test]
@@ -215,7 +232,10 @@ fn wrong_magic_and_future_version_are_refused_plainly() {
     let mut bytes = std::fs::read(&path).unwrap();
     let other = dir.path().join("o.atrace");
     std::fs::write(&other, b"hello, this is a text file and not a trace at all").unwrap();
-    assert!(matches!(TraceReader::open(&other), Err(TraceError::NotATrace)));
+    assert!(matches!(
+        TraceReader::open(&other),
+        Err(TraceError::NotATrace)
+    ));
     bytes[10] = 99; // minimum reader version
     std::fs::write(&other, &bytes).unwrap();
     let err = TraceReader::open(&other).err().unwrap();
@@ -241,7 +261,10 @@ fn push_writes_a_single_ordered_stream_in_chunks() {
     let path = dir.path().join("t.atrace");
     let events = workload(10_000, 4);
     let file = std::fs::File::create(&path).unwrap();
-    let opts = WriterOptions { chunk_events: 777, zstd_level: 1 };
+    let opts = WriterOptions {
+        chunk_events: 777,
+        zstd_level: 1,
+    };
     let mut w = TraceWriter::with_options(file, &header(), opts).unwrap();
     for e in &events {
         w.push(e).unwrap();
@@ -249,7 +272,10 @@ fn push_writes_a_single_ordered_stream_in_chunks() {
     w.finish().unwrap();
     let r = TraceReader::open(&path).unwrap();
     assert_eq!(r.chunks().len(), 10_000_usize.div_ceil(777));
-    assert!(read_all(&path).0 == events, "events differ after the round trip");
+    assert!(
+        read_all(&path).0 == events,
+        "events differ after the round trip"
+    );
     // Parallel per-chunk statistics see every event once.
     let counts = r.par_map_chunks(|evs| evs.len()).unwrap();
     assert_eq!(counts.iter().sum::<usize>(), 10_000);
@@ -261,34 +287,42 @@ fn arb_event() -> impl Strategy<Value = Event> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
-        (any::<u64>(), any::<bool>(), any::<u32>(), 0u8..3, proptest::option::of(any::<u32>())),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            any::<u32>(),
+            0u8..3,
+            proptest::option::of(any::<u32>()),
+        ),
         (0u32..64, any::<u64>(), 1u64..4),
     )
-        .prop_map(|(op, addr, old, size, (align, failed, lat, kind, cs), (thread, ts, gap))| {
-            let op = Op::from_code(op).unwrap();
-            let mut e = Event::new(op);
-            if op.returns_object() {
-                e.addr = addr;
-                e.size = size;
-            }
-            if op.takes_address() {
-                e.old_addr = old;
-            }
-            if op.has_nmemb() {
-                e.nmemb = align >> 3;
-            }
-            if op.has_align() {
-                e.align = align;
-            }
-            e.failed = failed;
-            e.latency_ns = lat;
-            e.kind = PtrKind::from_code(kind).unwrap();
-            e.callsite = cs;
-            e.thread = thread;
-            e.ts_ns = ts;
-            e.seq = gap; // turned into increasing seqs below
-            e
-        })
+        .prop_map(
+            |(op, addr, old, size, (align, failed, lat, kind, cs), (thread, ts, gap))| {
+                let op = Op::from_code(op).unwrap();
+                let mut e = Event::new(op);
+                if op.returns_object() {
+                    e.addr = addr;
+                    e.size = size;
+                }
+                if op.takes_address() {
+                    e.old_addr = old;
+                }
+                if op.has_nmemb() {
+                    e.nmemb = align >> 3;
+                }
+                if op.has_align() {
+                    e.align = align;
+                }
+                e.failed = failed;
+                e.latency_ns = lat;
+                e.kind = PtrKind::from_code(kind).unwrap();
+                e.callsite = cs;
+                e.thread = thread;
+                e.ts_ns = ts;
+                e.seq = gap; // turned into increasing seqs below
+                e
+            },
+        )
 }
 
 proptest! {

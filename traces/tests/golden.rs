@@ -1,0 +1,120 @@
+//! Golden sample files, one per format version: what a version wrote must stay readable, with
+//! exactly the events it held. A new format version adds a new sample; old ones are never edited
+//! (see the compatibility policy in FORMAT.md).
+
+use std::path::{Path, PathBuf};
+
+use traces::{Event, Header, Op, PtrKind, TraceReader, TraceWriter, WriterOptions};
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+/// The events of v1-golden.csv, imported in memory.
+fn csv_events() -> Vec<Event> {
+    let csv = std::fs::read(samples().join("v1-golden.csv")).unwrap();
+    let mut w = TraceWriter::new(Vec::new(), &Header::default()).unwrap();
+    traces::csv::import(&csv[..], &mut w).unwrap();
+    let bytes = w.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.atrace");
+    std::fs::write(&path, bytes).unwrap();
+    TraceReader::open(&path)
+        .unwrap()
+        .events()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn v1_golden_sample_still_reads() {
+    let r = TraceReader::open(&samples().join("v1-golden.atrace")).unwrap();
+    assert_eq!(r.header().format_version, 1);
+    assert_eq!(r.header().recorder, "allocscope golden sample v1");
+    assert_eq!(r.header().command, ["golden", "--threads", "3"]);
+    assert_eq!(
+        (r.header().pid, r.header().ppid, r.header().page_size),
+        (4242, 1, 4096)
+    );
+    // Three threads of 7 events in per-thread chunks of 2: 12 chunks, out of seq order in the file.
+    assert_eq!(r.chunks().len(), 12);
+    let events: Vec<Event> = r.events().map(Result::unwrap).collect();
+    assert_eq!(events.len(), 21);
+
+    // Facts written down independently of the CSV importer.
+    let calloc = &events[1];
+    assert_eq!(
+        (calloc.op, calloc.nmemb, calloc.size, calloc.addr),
+        (Op::Calloc, 4, 16, 0x55550040)
+    );
+    assert_eq!(
+        (calloc.kind, calloc.callsite, calloc.thread),
+        (PtrKind::Noscan, Some(7), 1)
+    );
+    let aligned = &events[3];
+    assert_eq!(
+        (aligned.op, aligned.align, aligned.kind),
+        (Op::PosixMemalign, 64, PtrKind::Scan)
+    );
+    let failed = &events[9];
+    assert!(failed.failed && failed.addr == 0 && failed.size == u64::MAX);
+    let bad_align = &events[10];
+    assert!(bad_align.failed && bad_align.align == 3);
+    let ra = &events[8];
+    assert_eq!(
+        (ra.op, ra.old_addr, ra.nmemb, ra.size),
+        (Op::Reallocarray, 0x55552100, 10, 8)
+    );
+    assert_eq!(
+        events.iter().map(|e| e.latency_ns as u64).sum::<u64>(),
+        1_558
+    );
+    assert_eq!(events.iter().map(|e| e.ts_ns).max(), Some(2_900));
+    let ops: std::collections::BTreeSet<Op> = events.iter().map(|e| e.op).collect();
+    assert_eq!(ops.len(), Op::ALL.len(), "the sample covers every op");
+
+    assert!(
+        events == csv_events(),
+        "golden events differ from v1-golden.csv"
+    );
+}
+
+/// Rewrites the golden sample for the current format version. Run by hand, only when adding a
+/// new version's sample: `cargo test -p traces --test golden -- --ignored`.
+#[test]
+#[ignore]
+fn write_golden_sample() {
+    let events = csv_events();
+    let header = Header {
+        recorder: "allocscope golden sample v1".into(),
+        command: vec!["golden".into(), "--threads".into(), "3".into()],
+        pid: 4242,
+        ppid: 1,
+        start_unix_ns: 1_790_000_000_000_000_000,
+        page_size: 4096,
+        hostname: "golden".into(),
+        ..Header::default()
+    };
+    let path = samples().join(format!("v{}-golden.atrace", traces::FORMAT_VERSION));
+    let _ = std::fs::remove_file(&path);
+    let opts = WriterOptions {
+        chunk_events: 2,
+        zstd_level: 19,
+    };
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = TraceWriter::with_options(file, &header, opts).unwrap();
+    // Per-thread chunks of two events, written when full, as the collector does.
+    let mut bufs: Vec<Vec<Event>> = vec![Vec::new(); 3];
+    for e in &events {
+        let b = &mut bufs[e.thread as usize];
+        b.push(*e);
+        if b.len() == 2 {
+            w.write_chunk(b, 0).unwrap();
+            b.clear();
+        }
+    }
+    for b in bufs.iter().filter(|b| !b.is_empty()) {
+        w.write_chunk(b, 0).unwrap();
+    }
+    w.finish().unwrap();
+}

@@ -346,7 +346,10 @@ fn decode_raw(h: &ChunkHeader, raw: &[u8], out: &mut Vec<Event>) -> Result<(), C
     use ChunkFault::Malformed;
     let mut whole = Cursor::new(raw);
     let mut stream = || -> Result<Cursor<'_>, ChunkFault> {
-        let len = whole.u64().ok_or(Malformed("stream length"))?;
+        let len = whole.u64();
+        if whole.failed() {
+            return Err(Malformed("stream length"));
+        }
         let len = usize::try_from(len).map_err(|_| Malformed("stream length"))?;
         Ok(Cursor::new(
             whole
@@ -376,54 +379,72 @@ fn decode_raw(h: &ChunkHeader, raw: &[u8], out: &mut Vec<Event>) -> Result<(), C
     let mut prev_ts = h.first_ts;
     let mut prev_addr = 0u64;
     let mut prev_old = 0u64;
-    let missing = |what| Malformed(what);
+    // Out-of-range values set `bad`; the cursors remember short streams. Both are checked once,
+    // after the loop, so the loop has no error paths.
+    let mut bad = false;
     for _ in 0..h.count {
-        let b = ops.byte().ok_or(missing("ops stream too short"))?;
-        let op = Op::from_code(b & 0x0f).ok_or(Malformed("unknown op code"))?;
-        let kind = PtrKind::from_code((b >> 5) & 3).ok_or(Malformed("unknown pointer kind"))?;
-        let mut ev = Event::new(op);
-        ev.failed = b & 0x10 != 0;
-        ev.kind = kind;
-        let d = seq.u64().ok_or(missing("seq stream too short"))?;
+        let b = ops.byte();
+        let op = Op::from_code(b & 0x0f).unwrap_or(Op::Malloc);
+        let kind = PtrKind::from_code((b >> 5) & 3).unwrap_or_default();
+        bad |= b & 0x0f > 9 || (b >> 5) & 3 == 3;
         // prev_seq starts one below first_seq (wrapping when that is 0), so the first delta is 0.
-        ev.seq = prev_seq.wrapping_add(d).wrapping_add(1);
-        if ev.seq < h.first_seq || (!out.is_empty() && ev.seq <= prev_seq) {
-            return Err(Malformed("sequence numbers out of order or overflowing"));
-        }
-        prev_seq = ev.seq;
-        let t = thread.u64().ok_or(missing("thread stream too short"))?;
-        ev.thread = u32::try_from(t).map_err(|_| Malformed("thread number too large"))?;
-        let dt = ts.u64().ok_or(missing("timestamp stream too short"))?;
-        ev.ts_ns = prev_ts.wrapping_add(unzigzag(dt) as u64);
-        prev_ts = ev.ts_ns;
-        let l = latency.u64().ok_or(missing("latency stream too short"))?;
-        ev.latency_ns = u32::try_from(l).map_err(|_| Malformed("latency too large"))?;
+        let s = prev_seq.wrapping_add(seq.u64()).wrapping_add(1);
+        bad |= s < h.first_seq || (s <= prev_seq && !out.is_empty());
+        prev_seq = s;
+        let t = thread.u64();
+        bad |= t > u32::MAX as u64;
+        prev_ts = prev_ts.wrapping_add(unzigzag(ts.u64()) as u64);
+        let l = latency.u64();
+        bad |= l > u32::MAX as u64;
+        let mut ev = Event {
+            seq: s,
+            thread: t as u32,
+            ts_ns: prev_ts,
+            op,
+            addr: 0,
+            old_addr: 0,
+            size: 0,
+            nmemb: (op != Op::Free) as u64,
+            align: 0,
+            failed: b & 0x10 != 0,
+            latency_ns: l as u32,
+            kind,
+            callsite: None,
+        };
         if op.returns_object() {
-            let da = addr.u64().ok_or(missing("address stream too short"))?;
-            ev.addr = prev_addr.wrapping_add(unzigzag(da) as u64);
-            prev_addr = ev.addr;
-            ev.size = size.u64().ok_or(missing("size stream too short"))?;
+            prev_addr = prev_addr.wrapping_add(unzigzag(addr.u64()) as u64);
+            ev.addr = prev_addr;
+            ev.size = size.u64();
         }
         if op.takes_address() {
-            let da = old_addr
-                .u64()
-                .ok_or(missing("old-address stream too short"))?;
-            ev.old_addr = prev_old.wrapping_add(unzigzag(da) as u64);
-            prev_old = ev.old_addr;
+            prev_old = prev_old.wrapping_add(unzigzag(old_addr.u64()) as u64);
+            ev.old_addr = prev_old;
         }
         if op.has_nmemb() {
-            ev.nmemb = nmemb.u64().ok_or(missing("nmemb stream too short"))?;
+            ev.nmemb = nmemb.u64();
         }
         if op.has_align() {
-            ev.align = align.u64().ok_or(missing("alignment stream too short"))?;
+            ev.align = align.u64();
         }
         if b & 0x80 != 0 {
-            let c = callsite
-                .u64()
-                .ok_or(missing("call-site stream too short"))?;
-            ev.callsite = Some(u32::try_from(c).map_err(|_| Malformed("call-site id too large"))?);
+            let c = callsite.u64();
+            bad |= c > u32::MAX as u64;
+            ev.callsite = Some(c as u32);
         }
         out.push(ev);
+    }
+    let short = [
+        &ops, &seq, &thread, &ts, &latency, &addr, &old_addr, &size, &nmemb, &align, &callsite,
+    ]
+    .iter()
+    .any(|c| c.failed());
+    if short {
+        return Err(Malformed("a stream is shorter than the event count needs"));
+    }
+    if bad {
+        return Err(Malformed(
+            "a value is out of range (op, kind, sequence, thread, latency or call-site)",
+        ));
     }
     if prev_seq != h.last_seq {
         return Err(Malformed("last sequence number differs from the header"));

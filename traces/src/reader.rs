@@ -369,7 +369,7 @@ pub struct Events<'r> {
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     slots: Vec<Option<Loaded>>,
     current: Option<Loaded>,
-    /// The current chunk may emit while its next seq is below this.
+    /// The current chunk may emit while its next seq is at most this.
     bound: u64,
     last_seq: Option<u64>,
     errors: VecDeque<TraceError>,
@@ -436,7 +436,9 @@ impl Iterator for Events<'_> {
         loop {
             if let Some(cur) = &mut self.current {
                 if let Some(ev) = cur.events.get(cur.pos) {
-                    if ev.seq < self.bound {
+                    // `<=`: a seq equal to the bound can only be a duplicate (caught below), and
+                    // emitting it is what keeps two chunks tied on one seq from looping forever.
+                    if ev.seq <= self.bound {
                         let ev = *ev;
                         cur.pos += 1;
                         if self.last_seq.is_some_and(|last| ev.seq <= last) {

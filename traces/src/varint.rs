@@ -21,55 +21,70 @@ pub fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// A cursor over one varint stream. Reading past the end or an over-long varint is an error,
-/// never a panic.
+/// A cursor over one varint stream. Reading past the end or an over-long varint does not panic:
+/// it yields 0 and sets a sticky `failed` flag that the caller checks once, after a whole chunk,
+/// which keeps error handling out of the decode loop.
 pub struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    failed: bool,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Cursor { buf, pos: 0 }
-    }
-
-    #[inline]
-    pub fn u64(&mut self) -> Option<u64> {
-        // Fast path: one byte.
-        let first = *self.buf.get(self.pos)?;
-        self.pos += 1;
-        if first < 0x80 {
-            return Some(first as u64);
+        Cursor {
+            buf,
+            pos: 0,
+            failed: false,
         }
-        self.u64_slow(first)
     }
 
-    #[cold]
-    fn u64_slow(&mut self, first: u8) -> Option<u64> {
-        let mut v = (first & 0x7f) as u64;
-        let mut shift = 7u32;
-        loop {
-            let b = *self.buf.get(self.pos)?;
-            self.pos += 1;
-            if shift == 63 && b > 1 {
-                return None; // more than 64 bits
-            }
-            v |= ((b & 0x7f) as u64) << shift;
+    /// The next varint (0 after a failure).
+    #[inline(always)]
+    pub fn u64(&mut self) -> u64 {
+        if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
-                return Some(v);
-            }
-            shift += 7;
-            if shift > 63 {
-                return None;
+                self.pos += 1;
+                return b as u64;
             }
         }
+        self.u64_slow()
     }
 
-    #[inline]
-    pub fn byte(&mut self) -> Option<u8> {
-        let b = *self.buf.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
+    #[inline(never)]
+    fn u64_slow(&mut self) -> u64 {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos + i) else {
+                break;
+            };
+            if i == 9 && b > 1 {
+                break; // more than 64 bits
+            }
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b < 0x80 {
+                self.pos += i + 1;
+                return v;
+            }
+        }
+        self.failed = true;
+        self.pos = self.buf.len();
+        0
+    }
+
+    /// The next byte (0 after a failure).
+    #[inline(always)]
+    pub fn byte(&mut self) -> u8 {
+        match self.buf.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                b
+            }
+            None => {
+                self.failed = true;
+                0
+            }
+        }
     }
 
     /// Splits off the next `len` bytes as their own slice.
@@ -78,6 +93,11 @@ impl<'a> Cursor<'a> {
         let s = self.buf.get(self.pos..end)?;
         self.pos = end;
         Some(s)
+    }
+
+    /// True once any read ran past the end or met an over-long varint.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Bytes not yet read.
@@ -102,8 +122,8 @@ mod tests {
             put_u64(&mut out, v);
             prop_assert!(out.len() <= 10);
             let mut c = Cursor::new(&out);
-            prop_assert_eq!(c.u64(), Some(v));
-            prop_assert!(c.is_empty());
+            prop_assert_eq!(c.u64(), v);
+            prop_assert!(c.is_empty() && !c.failed());
         }
 
         #[test]
@@ -119,15 +139,22 @@ mod tests {
 
     #[test]
     fn overlong_and_truncated_varints_are_errors() {
-        assert_eq!(Cursor::new(&[0x80]).u64(), None);
-        assert_eq!(Cursor::new(&[0xff; 11]).u64(), None);
+        let read = |bytes: &[u8]| {
+            let mut c = Cursor::new(bytes);
+            let v = c.u64();
+            (!c.failed()).then_some(v)
+        };
+        assert_eq!(read(&[0x80]), None);
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&[0xff; 11]), None);
         assert_eq!(
-            Cursor::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).u64(),
+            read(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
             None
         );
         assert_eq!(
-            Cursor::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).u64(),
+            read(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
             Some(u64::MAX)
         );
+        assert_eq!(read(&[0x96, 0x01]), Some(150));
     }
 }

@@ -346,3 +346,23 @@ proptest! {
         prop_assert_eq!(back, events);
     }
 }
+
+#[test]
+fn the_same_seq_in_two_chunks_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dup.atrace");
+    let mut events = workload(6, 1);
+    let mut w = TraceWriter::create(&path, &header()).unwrap();
+    w.write_chunk(&events[0..3], 0).unwrap();
+    events[3].seq = 2; // chunk 2 starts at a seq chunk 1 already holds
+    w.write_chunk(&events[3..6], 0).unwrap();
+    w.finish().unwrap();
+    let (back, errors) = read_all(&path);
+    assert_eq!(back.len(), 5);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].to_string().contains("appears in two chunks"),
+        "{}",
+        errors[0]
+    );
+}

@@ -75,6 +75,39 @@ fn codec(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // A real recording, when given: ALLOCSCOPE_BENCH_TRACE=path/to/file.atrace.
+    if let Ok(path) = std::env::var("ALLOCSCOPE_BENCH_TRACE") {
+        let reader = TraceReader::open(std::path::Path::new(&path)).unwrap();
+        let n = reader.event_count();
+        eprintln!(
+            "{path}: {n} events, {:.2} bytes/event",
+            reader.file_len() as f64 / n as f64
+        );
+        let mut g = c.benchmark_group("recorded");
+        g.throughput(Throughput::Elements(n));
+        g.sample_size(10);
+        g.bench_function("read_ordered", |b| {
+            b.iter(|| reader.events().filter(|e| e.is_ok()).count())
+        });
+        g.bench_function("read_parallel_chunks", |b| {
+            b.iter(|| {
+                reader
+                    .par_map_chunks(|evs| evs.len())
+                    .unwrap()
+                    .iter()
+                    .sum::<usize>()
+            })
+        });
+        g.bench_function("stats", |b| {
+            b.iter(|| {
+                let mut s = traces::stats::TraceStats::new();
+                reader.events().flatten().for_each(|e| s.add(&e));
+                s.events
+            })
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, codec);

@@ -1,1 +1,125 @@
-//! Placeholder: see the crate's issue.
+//! The replayer: a model of the Go runtime's heap allocator running on real memory, and the
+//! engine that replays allocation traces through it.
+//!
+//! One module per Go structure, each opening with what it models, its invariants and where it
+//! deliberately differs:
+//!
+//! | module | Go |
+//! |---|---|
+//! | [`sizeclass`] | sizeclasses.go, msize.go: classes, lookup tables, span classes, malloc header |
+//! | [`mspan`] | mspan: alloc bits, alloc cache, freeindex, `nextFreeFast` |
+//! | [`mcache`] | mcache.go: per-P span cache, refill, tiny allocator state, large objects |
+//! | [`mcentral`] | mcentral.go, mspanset.go: partial/full × swept/unswept span sets |
+//! | [`mheap`] | mheap.go: span allocation, page cache use, growth, zeroing decisions |
+//! | [`pagealloc`] | mpagealloc.go: first-fit page allocator over 4 MiB chunks |
+//! | [`pagecache`] | mpagecache.go: per-P 64-page cache |
+//! | [`arena`] | heapArena, sysAlloc/sysMap: the real mmap'd memory (the only `unsafe`) |
+//! | [`malloc`] | malloc.go `mallocgc`, frees under each policy |
+//! | [`mgc`] | mgc.go: GC cycles (start, mark phase, mark termination) |
+//! | [`pacer`] | mgcpacer.go: heap goal and trigger |
+//! | [`sweep`] | mgcsweep.go: lazy and proportional sweeping, reclaim |
+//! | [`scavenge`] | mgcscavenge.go: returning free pages to the OS |
+//! | [`mstats`] | mstats.go: MemStats |
+//!
+//! [`engine`] compiles a trace to an op stream and runs it; [`report`] builds the JSON document
+//! and the text summary; [`config`] holds the knobs.
+#![deny(unsafe_code)]
+
+pub mod arena;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod malloc;
+pub mod mcache;
+pub mod mcentral;
+pub mod measure;
+pub mod mgc;
+pub mod mheap;
+pub mod mspan;
+pub mod mstats;
+pub mod pacer;
+pub mod pagealloc;
+pub mod pagecache;
+pub mod report;
+pub mod scavenge;
+pub mod sizeclass;
+pub mod sweep;
+
+pub use config::{Config, FreePolicy, Pointers};
+pub use error::ReplayError;
+pub use malloc::Heap;
+pub use report::ReplayReport;
+
+/// Replays `events` (in sequence order) through a Go model set up by `cfg`. `path` names the
+/// trace in the report.
+pub fn replay<E: std::fmt::Display>(
+    path: &str,
+    events: impl IntoIterator<Item = Result<traces::Event, E>>,
+    cfg: &Config,
+    strict: bool,
+) -> Result<ReplayReport, ReplayError> {
+    let mut heap = Heap::new(cfg)?;
+    let events = events
+        .into_iter()
+        .map(|r| r.map_err(|e| ReplayError::Trace(e.to_string())));
+    let compiled = engine::compile(events, cfg, &heap.mheap.classes, strict)?;
+    let run = engine::run(&mut heap, &compiled)?;
+    Ok(ReplayReport::build(path, cfg, &heap, &compiled, &run))
+}
+
+/// Replays an `.atrace` file.
+pub fn replay_file(
+    path: &std::path::Path,
+    cfg: &Config,
+    strict: bool,
+) -> Result<ReplayReport, ReplayError> {
+    let reader = traces::TraceReader::open(path)
+        .map_err(|e| ReplayError::Trace(format!("{}: {e}", path.display())))?;
+    replay(&path.display().to_string(), reader.events(), cfg, strict)
+}
+
+/// Replays a CSV workload (the text form of a trace, see `traces::csv`) without writing a
+/// trace file: the CSV is imported into memory first.
+pub fn replay_csv(
+    name: &str,
+    csv: impl std::io::Read,
+    cfg: &Config,
+    strict: bool,
+) -> Result<ReplayReport, ReplayError> {
+    let events = csv_events(csv)?;
+    replay(
+        name,
+        events.into_iter().map(Ok::<_, ReplayError>),
+        cfg,
+        strict,
+    )
+}
+
+/// Imports a CSV workload into events (through the `.atrace` writer and reader, in memory).
+pub fn csv_events(csv: impl std::io::Read) -> Result<Vec<traces::Event>, ReplayError> {
+    let terr = |e: traces::TraceError| ReplayError::Trace(e.to_string());
+    let mut w = traces::TraceWriter::new(Vec::new(), &traces::Header::default()).map_err(terr)?;
+    traces::csv::import(csv, &mut w).map_err(terr)?;
+    let bytes = w.finish().map_err(terr)?;
+    let dir = std::env::temp_dir().join(format!(
+        "allocscope-replay-{}-{}.atrace",
+        std::process::id(),
+        unique()
+    ));
+    std::fs::write(&dir, &bytes).map_err(|source| ReplayError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let out = (|| {
+        let r = traces::TraceReader::open(&dir).map_err(terr)?;
+        r.events().collect::<Result<Vec<_>, _>>().map_err(terr)
+    })();
+    let _ = std::fs::remove_file(&dir);
+    out
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

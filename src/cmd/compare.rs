@@ -1,12 +1,44 @@
-//! `allocscope compare`: not built yet (see the open issues).
+//! `allocscope compare BASE.json NEW.json [--fail-if LIMITS]`: a markdown table of the two
+//! results' `metrics` (replay or report JSON), exit 1 when a limit is crossed, 0 otherwise, 2 on
+//! bad input. Limit grammar in `analysis::compare`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Arguments (not yet interpreted).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// The baseline result (JSON with a `metrics` map).
+    base: PathBuf,
+    /// The new result.
+    new: PathBuf,
+    /// Limits, e.g. 'waste_pct>+1,p99_ns>+10%,peak_heap>+5%': +N is an absolute increase, +N% a
+    /// relative one, a bare N the new value; use < with -N / -N% for metrics that must not fall.
+    #[arg(long, value_name = "LIMITS", allow_hyphen_values = true)]
+    fail_if: Option<String>,
+    /// Also write the markdown table to FILE (for a PR comment).
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("'compare' is not implemented yet")
+pub fn run(args: Args) -> Result<i32> {
+    use analysis::compare;
+    use analysis::replay_json::{metrics, read_json};
+    let limits = match &args.fail_if {
+        Some(e) => compare::parse_limits(e)?,
+        None => Vec::new(),
+    };
+    let base = metrics(&args.base, &read_json(&args.base)?)?;
+    let new = metrics(&args.new, &read_json(&args.new)?)?;
+    let rows = compare::compare(&base, &new, &limits)?;
+    let md = compare::markdown(
+        &rows,
+        &args.base.display().to_string(),
+        &args.new.display().to_string(),
+    );
+    print!("{md}");
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &md).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    Ok(if rows.iter().any(|r| r.crossed) { 1 } else { 0 })
 }

@@ -1,12 +1,100 @@
-//! `allocscope report`: not built yet (see the open issues).
+//! `allocscope report T.atrace`: the workload view of a trace, size-class waste under a class
+//! table, fragmentation and recorded latency; text on stdout, plus JSON, CSV, charts and HTML on
+//! request. See `analysis` for what each figure means.
+
+use std::path::PathBuf;
+
+use analysis::analyze::TraceInfo;
+use anyhow::{Context, Result};
+use replayer::sizeclass::SizeClasses;
+
+use super::{open_trace, Problems};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Arguments (not yet interpreted).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Trace file (.atrace).
+    trace: PathBuf,
+    /// Write DIR/index.html (one self-contained page) and the charts as SVG and PNG into DIR.
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write the report as JSON (with a flat `metrics` map for compare/trend).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write every table as DIR/<table>.csv.
+    #[arg(long, value_name = "DIR")]
+    csv: Option<PathBuf>,
+    /// Size-class table as CSV (class,bytes_per_obj,bytes_per_span,...); Go's by default.
+    #[arg(long, value_name = "FILE.csv")]
+    classes: Option<PathBuf>,
+    /// A replay JSON of the same trace: adds the replayed heap figures (J&W on heap_inuse).
+    #[arg(long, value_name = "FILE.json")]
+    replay: Option<PathBuf>,
+    /// Report on what a truncated trace holds instead of failing.
+    #[arg(long)]
+    allow_truncated: bool,
+    /// Print nothing on stdout.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("'report' is not implemented yet")
+pub fn run(args: Args) -> Result<i32> {
+    let classes = match &args.classes {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+            SizeClasses::from_csv_text(&p.display().to_string(), &text, 8192)?
+        }
+        None => SizeClasses::go(),
+    };
+    let replay = match &args.replay {
+        Some(p) => Some(analysis::replay_json::read_json(p)?),
+        None => None,
+    };
+    let reader = open_trace(&args.trace)?;
+    let mut problems = Problems::new(&args.trace, args.allow_truncated);
+    let mut an = analysis::Analyzer::new(classes);
+    let bar = analysis::progress_bar(reader.event_count());
+    let mut events = 0u64;
+    for ev in reader.events() {
+        match ev {
+            Ok(ev) => {
+                an.add(&ev);
+                events += 1;
+                if events % 65536 == 0 {
+                    bar.set_position(events);
+                }
+            }
+            Err(e) => problems.note(e),
+        }
+    }
+    bar.finish_and_clear();
+    if problems.exit_code() != 0 {
+        return Ok(problems.exit_code());
+    }
+    let info = TraceInfo {
+        path: args.trace.display().to_string(),
+        events,
+        synthetic_clock: reader.header().clock == traces::ClockSource::Synthetic,
+    };
+    let report = an.finish(info, replay.as_ref());
+    if !args.quiet {
+        print!("{}", analysis::text::summary(&report));
+    }
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(p, text + "\n").with_context(|| p.display().to_string())?;
+    }
+    if let Some(d) = &args.csv {
+        analysis::tables::write_csv(&report, d)?;
+    }
+    if let Some(d) = &args.out {
+        let charts = analysis::charts::report_charts(&report, Some(d))?;
+        let page = analysis::html::write_report(&report, &charts, d)?;
+        let json = d.join("report.json");
+        std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| json.display().to_string())?;
+        if !args.quiet {
+            println!("\nwrote {}", page.display());
+        }
+    }
+    Ok(0)
 }

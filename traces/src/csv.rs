@@ -337,7 +337,7 @@ fn csv_error(e: &csv::Error, column: &str) -> TraceError {
 pub struct Exporter<W: Write> {
     out: csv::Writer<W>,
     /// Live addresses and the id (seq of the allocating event) they were given.
-    live: HashMap<u64, u64>,
+    live: rustc_hash::FxHashMap<u64, u64>,
 }
 
 impl<W: Write> Exporter<W> {
@@ -346,7 +346,7 @@ impl<W: Write> Exporter<W> {
         out.write_record(EXPORT).map_err(io_error)?;
         Ok(Exporter {
             out,
-            live: HashMap::new(),
+            live: Default::default(),
         })
     }
 

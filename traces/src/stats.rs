@@ -1,6 +1,8 @@
 //! Whole-trace statistics, computed in one pass in seq order: what `allocscope info` shows.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use serde::Serialize;
 
@@ -40,9 +42,9 @@ pub struct TraceStats {
     /// The first few anomalies, for the user to look at.
     pub examples: Vec<Anomaly>,
     #[serde(skip)]
-    live: HashMap<u64, u64>,
+    live: FxHashMap<u64, u64>,
     #[serde(skip)]
-    freed: HashSet<u64>,
+    freed: FxHashSet<u64>,
     #[serde(skip)]
     live_bytes: u64,
 }

@@ -1,0 +1,233 @@
+//! The streaming pass: events in seq order in, a [`Report`] out. See the crate comment.
+//!
+//! The only per-object state is one [`LiveObj`] per live address. A free of an address that is not
+//! live (unknown or double free) is counted and otherwise ignored; an allocation returning an
+//! address still live retires the old object first (a missed free).
+
+use std::collections::{BTreeMap, HashMap};
+
+use replayer::sizeclass::SizeClasses;
+use serde::Serialize;
+use traces::{Event, Op};
+
+use crate::frag::{Frag, FragReport};
+use crate::latency::{Latency, LatencyReport};
+use crate::replay_json::ReplayFigures;
+use crate::waste::{Placement, Waste, WasteReport};
+use crate::workload::{Workload, WorkloadReport};
+
+/// Rows in the "top wasting request sizes" table.
+pub const TOP_SIZES: usize = 20;
+
+#[derive(Clone, Copy, Debug)]
+struct LiveObj {
+    requested_bytes: u64,
+    placement: Placement,
+    born_ts_ns: u64,
+    /// `Workload::allocated_bytes` right after this object's first allocation.
+    born_allocated_bytes: u64,
+    born_thread: u32,
+    reallocs: u32,
+}
+
+pub struct Analyzer {
+    live: HashMap<u64, LiveObj>,
+    workload: Workload,
+    waste: Waste,
+    frag: Frag,
+    latency: Latency,
+}
+
+impl Analyzer {
+    pub fn new(classes: SizeClasses) -> Analyzer {
+        Analyzer {
+            live: HashMap::new(),
+            workload: Workload::default(),
+            frag: Frag::new(&classes),
+            waste: Waste::new(classes),
+            latency: Latency::default(),
+        }
+    }
+
+    /// Adds the next event (seq order).
+    pub fn add(&mut self, ev: &Event) {
+        self.workload.event(ev.op, ev.thread, ev.ts_ns, ev.failed);
+        self.latency.add(ev.op, ev.requested_bytes(), ev.latency_ns);
+        let mut carried: Option<LiveObj> = None;
+        if ev.op.takes_address() && ev.old_addr != 0 {
+            if !self.live.contains_key(&ev.old_addr) {
+                self.workload.unknown_frees += 1;
+            } else if ev.releases() {
+                let o = self.live.remove(&ev.old_addr).expect("checked above");
+                self.frag.died(o.requested_bytes, o.placement);
+                if ev.op == Op::Free || !ev.allocates() {
+                    self.death(ev, &o);
+                } else {
+                    carried = Some(o);
+                }
+            }
+        }
+        if ev.allocates() {
+            let bytes = ev.requested_bytes();
+            if let Some(old) = self.live.remove(&ev.addr) {
+                // A live address returned again: the trace missed a free.
+                self.frag.died(old.requested_bytes, old.placement);
+                self.death(ev, &old);
+            }
+            self.workload.alloc(ev.thread, bytes);
+            let placement = self.waste.place(bytes, ev.kind, ev.thread);
+            self.frag.born(bytes, placement);
+            let obj = match carried {
+                Some(o) => {
+                    let chain = o.reallocs + 1;
+                    self.workload.resize(
+                        o.requested_bytes,
+                        bytes,
+                        ev.addr == ev.old_addr,
+                        chain as u64,
+                    );
+                    LiveObj {
+                        requested_bytes: bytes,
+                        placement,
+                        reallocs: chain,
+                        ..o
+                    }
+                }
+                None => LiveObj {
+                    requested_bytes: bytes,
+                    placement,
+                    born_ts_ns: ev.ts_ns,
+                    born_allocated_bytes: self.workload.allocated_bytes,
+                    born_thread: ev.thread,
+                    reallocs: 0,
+                },
+            };
+            self.live.insert(ev.addr, obj);
+        }
+        self.frag.tick(ev.ts_ns);
+    }
+
+    fn death(&mut self, ev: &Event, o: &LiveObj) {
+        self.workload.death(
+            ev.thread,
+            o.born_thread,
+            o.requested_bytes,
+            ev.ts_ns.saturating_sub(o.born_ts_ns),
+            self.workload.allocated_bytes - o.born_allocated_bytes,
+            o.reallocs as u64,
+        );
+    }
+
+    /// Objects live now.
+    pub fn live_objects(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The report. `replay` is a replay JSON of the same trace, when the user gave one.
+    pub fn finish(self, trace: TraceInfo, replay: Option<&serde_json::Value>) -> Report {
+        let frag = self.frag.report();
+        let workload = self.workload.report(self.live.len() as u64);
+        let waste = self.waste.report(&self.frag.peak_live_objects, TOP_SIZES);
+        let latency = self.latency.report();
+        let replay = replay.map(|v| ReplayFigures::from_json(v, frag.peak_live_requested_bytes));
+        let mut r = Report {
+            schema: 1,
+            kind: "report".into(),
+            tool: format!("allocscope {}", env!("CARGO_PKG_VERSION")),
+            trace,
+            workload,
+            waste,
+            frag,
+            latency,
+            replay,
+            metrics: BTreeMap::new(),
+        };
+        r.metrics = r.compute_metrics();
+        r
+    }
+}
+
+/// Which trace a report is about.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TraceInfo {
+    pub path: String,
+    pub events: u64,
+    /// Timestamps were synthesised (no real clock): time-based figures mean little.
+    pub synthetic_clock: bool,
+}
+
+/// A whole report (what `--json` writes).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    /// "report" (a replay JSON has no kind, or "replay").
+    pub kind: String,
+    pub tool: String,
+    pub trace: TraceInfo,
+    pub workload: WorkloadReport,
+    pub waste: WasteReport,
+    pub frag: FragReport,
+    pub latency: LatencyReport,
+    pub replay: Option<ReplayFigures>,
+    /// Flat name -> number map that `compare` and `trend` read.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Report {
+    fn compute_metrics(&self) -> BTreeMap<String, f64> {
+        let w = &self.workload;
+        let f = &self.frag;
+        let x = &self.waste;
+        let l = &self.latency.all_ns;
+        let mut m: BTreeMap<String, f64> = [
+            ("events", w.events as f64),
+            ("allocs", w.allocs as f64),
+            ("frees", w.frees as f64),
+            ("allocated_bytes", w.allocated_bytes as f64),
+            ("peak_live_requested", f.peak_live_requested_bytes as f64),
+            ("peak_live_rounded", f.peak_live_rounded_bytes as f64),
+            ("peak_span_heap", f.peak_span_heap_bytes as f64),
+            ("jw_frag", f.jw_rounded),
+            ("jw_frag_spans", f.jw_spans),
+            ("waste_pct", x.waste_pct),
+            ("waste_bytes", x.total_waste_bytes as f64),
+            (
+                "span_tail_waste_at_peak",
+                x.span_tail_waste_at_peak_bytes as f64,
+            ),
+            ("temporary_pct", w.temporary_pct_of_frees),
+            ("lifetime_bytes_p50", w.lifetime_bytes.p50 as f64),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if !self.trace.synthetic_clock {
+            m.insert("duration_ns".into(), w.duration_ns as f64);
+            m.insert("alloc_rate_per_s".into(), w.alloc_rate_per_s);
+            m.insert("alloc_bytes_per_s".into(), w.alloc_bytes_per_s);
+            m.insert("lifetime_ns_p50".into(), w.lifetime_ns.p50 as f64);
+        }
+        if self.latency.recorded {
+            for (k, v) in [
+                ("recorded_p50_ns", l.p50),
+                ("recorded_p99_ns", l.p99),
+                ("recorded_p99_9_ns", l.p99_9),
+                ("recorded_max_ns", l.max),
+            ] {
+                m.insert(k.into(), v as f64);
+            }
+        }
+        if let Some(r) = &self.replay {
+            if let Some(h) = r.peak_heap_inuse_bytes {
+                m.insert("peak_heap".into(), h as f64);
+            }
+            if let Some(j) = r.jw_heap_inuse {
+                m.insert("jw_frag_replay".into(), j);
+            }
+            if let Some(p) = r.page_frag {
+                m.insert("page_frag".into(), p);
+            }
+        }
+        m
+    }
+}

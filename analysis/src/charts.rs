@@ -1,0 +1,348 @@
+//! Charts with plotters, each rendered as SVG (kept as a string for the HTML page and written to
+//! `<name>.svg`) and as PNG (`<name>.png`). Text uses the system's sans-serif font (plotters'
+//! `ttf` feature, through fontconfig); a machine without any font gets a clear error.
+
+use std::error::Error;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::analyze::Report;
+use crate::pct::QUANTILES;
+use crate::{io_err, AnalysisError, Result};
+
+/// Pixel size of every chart.
+pub const SIZE: (u32, u32) = (960, 480);
+const FONT: &str = "sans-serif";
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+pub type DrawResult = std::result::Result<(), Box<dyn Error>>;
+
+/// A rendered chart.
+pub struct Chart {
+    pub name: String,
+    pub title: String,
+    pub svg: String,
+}
+
+pub(crate) fn chart_err(name: &str, e: impl std::fmt::Display) -> AnalysisError {
+    AnalysisError::Chart {
+        name: name.to_string(),
+        msg: e.to_string(),
+    }
+}
+
+/// Renders a drawing function (generic over the backend) as SVG and, when `dir` is given, also
+/// writes `<name>.svg` and `<name>.png` there.
+macro_rules! render_both {
+    ($name:expr, $title:expr, $size:expr, $dir:expr, $f:expr, $($arg:expr),*) => {{
+        let name: &str = $name;
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, $size).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| $crate::charts::chart_err(name, e))?;
+            $f(&root, $($arg),*).map_err(|e| $crate::charts::chart_err(name, e))?;
+            root.present().map_err(|e| $crate::charts::chart_err(name, e))?;
+        }
+        if let Some(dir) = $dir {
+            let svg_path = dir.join(format!("{name}.svg"));
+            std::fs::write(&svg_path, &svg).map_err($crate::io_err(&svg_path))?;
+            let png_path = dir.join(format!("{name}.png"));
+            let root = BitMapBackend::new(&png_path, $size).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| $crate::charts::chart_err(name, e))?;
+            $f(&root, $($arg),*).map_err(|e| $crate::charts::chart_err(name, e))?;
+            root.present().map_err(|e| $crate::charts::chart_err(name, e))?;
+        }
+        Chart { name: name.to_string(), title: $title.to_string(), svg }
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use render_both;
+
+/// A byte scale for an axis: divisor and unit name.
+pub fn byte_unit(max: f64) -> (f64, &'static str) {
+    if max >= 1024.0 * 1024.0 * 1024.0 {
+        (1024.0 * 1024.0 * 1024.0, "GiB")
+    } else if max >= 1024.0 * 1024.0 {
+        (1024.0 * 1024.0, "MiB")
+    } else if max >= 1024.0 {
+        (1024.0, "KiB")
+    } else {
+        (1.0, "bytes")
+    }
+}
+
+fn timeline<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let pts = &r.frag.timeline;
+    let by_time = !r.trace.synthetic_clock;
+    let t0 = pts.first().map_or(0, |p| p.ts_ns);
+    let x = |p: &crate::frag::Point| {
+        if by_time {
+            (p.ts_ns - t0) as f64 / 1e6
+        } else {
+            p.event as f64
+        }
+    };
+    let xmax = pts.iter().map(x).fold(1e-9, f64::max);
+    let ymax = pts
+        .iter()
+        .map(|p| p.span_heap_bytes.max(p.live_rounded_bytes) as f64)
+        .fold(1.0, f64::max);
+    let (div, unit) = byte_unit(ymax);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Live heap over time (window maxima)", (FONT, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(75)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax / div * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc(if by_time {
+            "time since start (ms)"
+        } else {
+            "event number"
+        })
+        .y_desc(format!("live bytes ({unit})"))
+        .label_style((FONT, 14))
+        .draw()?;
+    type Get = fn(&crate::frag::Point) -> u64;
+    let series: [(&str, Get); 3] = [
+        ("live requested", |p| p.live_requested_bytes),
+        ("live rounded (size classes)", |p| p.live_rounded_bytes),
+        ("span heap (compacted spans)", |p| p.span_heap_bytes),
+    ];
+    for (i, (label, get)) in series.iter().enumerate() {
+        let c = COLORS[i];
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (x(p), get(p) as f64 / div)),
+                c.stroke_width(2),
+            ))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn sizes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let b = &r.workload.size_log2;
+    let labels: Vec<String> = b
+        .iter()
+        .map(|b| crate::text::bytes(b.from_bytes).replace(".0", ""))
+        .collect();
+    let ymax = b.iter().map(|b| b.allocs as f64).fold(1.0, f64::max);
+    let n = b.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Request sizes (log2 buckets)", (FONT, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(75)
+        .build_cartesian_2d((0..n).into_segmented(), 0f64..ymax * 1.05)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n + 1)
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => {
+                labels.get(*i).map(|l| format!("≥{l}")).unwrap_or_default()
+            }
+            _ => String::new(),
+        })
+        .x_desc("request size bucket (bytes, from)")
+        .y_desc("allocations")
+        .label_style((FONT, 13))
+        .draw()?;
+    chart.draw_series(b.iter().enumerate().map(|(i, b)| {
+        let mut r = Rectangle::new(
+            [
+                (SegmentValue::Exact(i), 0.0),
+                (SegmentValue::Exact(i + 1), b.allocs as f64),
+            ],
+            COLORS[0].filled(),
+        );
+        r.set_margin(0, 0, 3, 3);
+        r
+    }))?;
+    Ok(())
+}
+
+fn waste<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let cs: Vec<_> = r.waste.classes.iter().filter(|c| c.allocs > 0).collect();
+    let n = cs.len().max(1);
+    let ymax = cs
+        .iter()
+        .map(|c| c.waste_pct.max(c.theoretical_max_waste_pct))
+        .fold(1.0, f64::max);
+    let labels: Vec<String> = cs.iter().map(|c| c.size_bytes.to_string()).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!("Internal waste per size class ({} table)", r.waste.table),
+            (FONT, 22),
+        )
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0..n).into_segmented(), 0f64..ymax * 1.1)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n + 1)
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_desc("size class (bytes per object)")
+        .y_desc("waste (% of rounded bytes)")
+        .label_style((FONT, 13))
+        .draw()?;
+    chart
+        .draw_series(cs.iter().enumerate().map(|(i, c)| {
+            let mut r = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), c.waste_pct),
+                ],
+                COLORS[1].filled(),
+            );
+            r.set_margin(0, 0, 3, 3);
+            r
+        }))?
+        .label("waste in this trace")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], COLORS[1].filled()));
+    chart
+        .draw_series(cs.iter().enumerate().map(|(i, c)| {
+            Cross::new(
+                (SegmentValue::CenterOf(i), c.theoretical_max_waste_pct),
+                6,
+                COLORS[3].stroke_width(2),
+            )
+        }))?
+        .label("table's theoretical max")
+        .legend(|(x, y)| Cross::new((x + 8, y), 6, COLORS[3].stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// Latency percentiles on a log scale: one line per series (name, values p50..max in ns).
+pub fn latency_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[(String, [u64; 6])],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let ymax = series
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .map(|&v| v as f64)
+        .fold(10.0, f64::max);
+    let labels: Vec<&str> = QUANTILES.iter().map(|q| q.0).chain(["max"]).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(75)
+        .build_cartesian_2d(-0.2f64..5.2, (1f64..ymax * 2.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_labels(6)
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-9 {
+                labels
+                    .get(v.round() as usize)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| crate::text::ns(*v as u64))
+        .x_desc("percentile")
+        .y_desc("latency (log scale)")
+        .label_style((FONT, 14))
+        .draw()?;
+    for (i, (name, vals)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let pts: Vec<(f64, f64)> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as f64, (v as f64).max(1.0)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// Every chart of a report. With `dir`, also writes them there as SVG and PNG.
+pub fn report_charts(r: &Report, dir: Option<&Path>) -> Result<Vec<Chart>> {
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d).map_err(io_err(d))?;
+    }
+    let mut out = vec![
+        render_both!("timeline", "Live heap over time", SIZE, dir, timeline, r),
+        render_both!("sizes", "Request sizes", SIZE, dir, sizes, r),
+        render_both!("waste", "Waste per size class", SIZE, dir, waste, r),
+    ];
+    if r.latency.recorded {
+        let series: Vec<(String, [u64; 6])> = r
+            .latency
+            .per_op_ns
+            .iter()
+            .map(|(k, p)| (k.clone(), p.values()))
+            .collect();
+        out.push(render_both!(
+            "latency",
+            "Recorded latency percentiles",
+            SIZE,
+            dir,
+            latency_chart,
+            "Recorded latency per op (real allocator)",
+            &series
+        ));
+    }
+    Ok(out)
+}

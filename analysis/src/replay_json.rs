@@ -1,0 +1,109 @@
+//! Reading result JSON files: the flat `metrics` map (any result) and a replay's heap figures
+//! (schema in ARCHITECTURE.md). Missing fields are tolerated: a figure that is absent is `None`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{io_err, AnalysisError, Result};
+
+/// Reads and parses a JSON file.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|e| AnalysisError::Json {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })
+}
+
+/// The flat `metrics` map of a result: every numeric entry (others are skipped).
+pub fn metrics(path: &Path, v: &Value) -> Result<BTreeMap<String, f64>> {
+    let m = v
+        .get("metrics")
+        .and_then(Value::as_object)
+        .ok_or_else(|| AnalysisError::Input {
+            path: path.display().to_string(),
+            msg: "no \"metrics\" object (expected a report or replay JSON)".into(),
+        })?;
+    Ok(m.iter()
+        .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+        .collect())
+}
+
+/// A replay's heap figures, as far as the file has them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplayFigures {
+    pub config: Option<String>,
+    pub peak_heap_inuse_bytes: Option<u64>,
+    pub peak_heap_alloc_bytes: Option<u64>,
+    pub peak_heap_sys_bytes: Option<u64>,
+    pub peak_live_requested_bytes: Option<u64>,
+    pub heap_inuse_bytes: Option<u64>,
+    pub heap_idle_bytes: Option<u64>,
+    pub heap_released_bytes: Option<u64>,
+    pub heap_sys_bytes: Option<u64>,
+    pub num_gc: Option<u64>,
+    pub free_pages: Option<u64>,
+    pub largest_free_run_pages: Option<u64>,
+    /// J&W: peak heap_inuse / peak live requested.
+    pub jw_heap_inuse: Option<f64>,
+    /// 1 - largest free run / free pages (0: the free pages are one run).
+    pub page_frag: Option<f64>,
+    /// Per class: objects in use and occupancy of their spans.
+    pub classes: Vec<(u64, u64, f64)>,
+}
+
+fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+impl ReplayFigures {
+    pub fn from_json(v: &Value, trace_peak_live: u64) -> ReplayFigures {
+        let u = |p: &[&str]| at(v, p).and_then(Value::as_u64);
+        let mut f = ReplayFigures {
+            config: at(v, &["config"]).map(|c| c.to_string()),
+            peak_heap_inuse_bytes: u(&["model", "peak", "heap_inuse"])
+                .or(u(&["metrics", "peak_heap"])),
+            peak_heap_alloc_bytes: u(&["model", "peak", "heap_alloc"]),
+            peak_heap_sys_bytes: u(&["model", "peak", "heap_sys"]),
+            peak_live_requested_bytes: u(&["model", "peak", "live_requested"]),
+            heap_inuse_bytes: u(&["go_memstats", "heap_inuse"]),
+            heap_idle_bytes: u(&["go_memstats", "heap_idle"]),
+            heap_released_bytes: u(&["go_memstats", "heap_released"]),
+            heap_sys_bytes: u(&["go_memstats", "heap_sys"]),
+            num_gc: u(&["go_memstats", "num_gc"]),
+            free_pages: u(&["model", "pages", "free"]),
+            largest_free_run_pages: u(&["model", "pages", "largest_free_run"]),
+            ..Default::default()
+        };
+        let live = f
+            .peak_live_requested_bytes
+            .filter(|&l| l > 0)
+            .unwrap_or(trace_peak_live);
+        if let (Some(h), true) = (f.peak_heap_inuse_bytes, live > 0) {
+            f.jw_heap_inuse = Some(h as f64 / live as f64);
+        }
+        if let (Some(free), Some(run)) = (f.free_pages, f.largest_free_run_pages) {
+            f.page_frag = Some(if free == 0 {
+                0.0
+            } else {
+                1.0 - run as f64 / free as f64
+            });
+        }
+        if let Some(cs) = at(v, &["model", "classes"]).and_then(Value::as_array) {
+            f.classes = cs
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.get("size")?.as_u64()?,
+                        c.get("objects_in_use").and_then(Value::as_u64).unwrap_or(0),
+                        c.get("occupancy").and_then(Value::as_f64).unwrap_or(0.0),
+                    ))
+                })
+                .collect();
+        }
+        f
+    }
+}

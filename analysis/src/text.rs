@@ -1,0 +1,230 @@
+//! The terminal summary of a report: a screenful, most important figures first.
+
+use std::fmt::Write;
+
+use crate::analyze::Report;
+use crate::pct::Percentiles;
+
+/// Bytes in a human unit (binary prefixes).
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Nanoseconds in a human unit.
+pub fn ns(n: u64) -> String {
+    let v = n as f64;
+    if n < 1_000 {
+        format!("{n} ns")
+    } else if n < 1_000_000 {
+        format!("{:.1} µs", v / 1e3)
+    } else if n < 1_000_000_000 {
+        format!("{:.1} ms", v / 1e6)
+    } else {
+        format!("{:.2} s", v / 1e9)
+    }
+}
+
+/// A count with thousands separators.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string().into_bytes();
+    let groups: Vec<String> = digits
+        .rchunks(3)
+        .rev()
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect();
+    groups.join(",")
+}
+
+fn pct_line(name: &str, p: &Percentiles, f: fn(u64) -> String) -> String {
+    format!(
+        "  {name:<22} p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  p99.99 {:>9}  max {:>9}  (n={})\n",
+        f(p.p50),
+        f(p.p90),
+        f(p.p99),
+        f(p.p99_9),
+        f(p.p99_99),
+        f(p.max),
+        count(p.count)
+    )
+}
+
+/// The summary text.
+pub fn summary(r: &Report) -> String {
+    let mut s = String::new();
+    let w = &r.workload;
+    let f = &r.frag;
+    let x = &r.waste;
+    let _ = writeln!(s, "allocscope report: {}", r.trace.path);
+    let clock = if r.trace.synthetic_clock {
+        " (synthetic clock)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        s,
+        "  {} events over {}{clock}; {} allocations ({}), {} frees, {} live at end",
+        count(w.events),
+        ns(w.duration_ns),
+        count(w.allocs),
+        bytes(w.allocated_bytes),
+        count(w.frees),
+        count(w.live_objects_at_end)
+    );
+    if !r.trace.synthetic_clock {
+        let _ = writeln!(
+            s,
+            "  allocation rate {:.0}/s, {}/s",
+            w.alloc_rate_per_s,
+            bytes(w.alloc_bytes_per_s as u64)
+        );
+    }
+    let ops: Vec<String> = w
+        .per_op
+        .iter()
+        .map(|(k, v)| format!("{k} {}", count(*v)))
+        .collect();
+    let _ = writeln!(s, "  ops: {}", ops.join(", "));
+    let _ = writeln!(
+        s,
+        "  threads: {}; failed calls {}; unknown frees {}",
+        w.per_thread.len(),
+        w.failed_calls,
+        w.unknown_frees
+    );
+
+    let _ = writeln!(s, "\nMemory (class table: {})", x.table);
+    let _ = writeln!(
+        s,
+        "  peak live requested   {:>12}  (at event {})",
+        bytes(f.peak_live_requested_bytes),
+        f.peak_live_requested_event
+    );
+    let _ = writeln!(
+        s,
+        "  peak live rounded     {:>12}  J&W {:.3}",
+        bytes(f.peak_live_rounded_bytes),
+        f.jw_rounded
+    );
+    let _ = writeln!(
+        s,
+        "  peak span heap        {:>12}  J&W {:.3}  (perfectly compacted spans)",
+        bytes(f.peak_span_heap_bytes),
+        f.jw_spans
+    );
+    if let Some(rp) = &r.replay {
+        if let (Some(h), Some(j)) = (rp.peak_heap_inuse_bytes, rp.jw_heap_inuse) {
+            let _ = writeln!(s, "  replay peak heap_inuse{:>12}  J&W {j:.3}", bytes(h));
+        }
+        if let Some(p) = rp.page_frag {
+            let _ = writeln!(
+                s,
+                "  replay page-heap fragmentation {:.1}% (1 - largest free run / free pages)",
+                p * 100.0
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\nSize-class waste (all allocations)");
+    let _ = writeln!(
+        s,
+        "  requested {}  rounded {}  waste {} = {:.2}%",
+        bytes(x.total_requested_bytes),
+        bytes(x.total_rounded_bytes),
+        bytes(x.total_waste_bytes),
+        x.waste_pct
+    );
+    let _ = writeln!(
+        s,
+        "  tiny: {} objects in {} blocks ({:.2}/block), waste {};  large: {} objects, page rounding {}",
+        count(x.tiny.allocs),
+        count(x.tiny.blocks),
+        x.tiny.objects_per_block,
+        bytes(x.tiny.waste_bytes),
+        count(x.large.allocs),
+        bytes(x.large.page_waste_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "  span tail waste at peak {}",
+        bytes(x.span_tail_waste_at_peak_bytes)
+    );
+    let mut worst: Vec<_> = x.classes.iter().filter(|c| c.allocs > 0).collect();
+    worst.sort_by_key(|c| std::cmp::Reverse(c.waste_bytes));
+    for c in worst.iter().take(5) {
+        let _ = writeln!(
+            s,
+            "  class {:>2} ({:>5} B): {:>10} allocs, waste {:>10} = {:5.1}% (table max {:4.1}%)",
+            c.class,
+            c.size_bytes,
+            count(c.allocs),
+            bytes(c.waste_bytes),
+            c.waste_pct,
+            c.theoretical_max_waste_pct
+        );
+    }
+    if let Some(t) = x.top_sizes.first() {
+        let _ = writeln!(
+            s,
+            "  worst request size: {} B -> {} B, {} allocs, waste {}",
+            t.request_bytes,
+            t.rounded_to_bytes,
+            count(t.allocs),
+            bytes(t.waste_bytes)
+        );
+    }
+
+    let _ = writeln!(s, "\nLifetimes (objects that died)");
+    s.push_str(&pct_line(
+        "bytes allocated meanwhile",
+        &w.lifetime_bytes,
+        bytes,
+    ));
+    if !r.trace.synthetic_clock {
+        s.push_str(&pct_line("time", &w.lifetime_ns, ns));
+    }
+    let _ = writeln!(
+        s,
+        "  temporary (freed before {} more were allocated): {} objects = {:.1}% of frees, {}",
+        bytes(w.temporary_threshold_bytes),
+        count(w.temporary_objects),
+        w.temporary_pct_of_frees,
+        bytes(w.temporary_bytes)
+    );
+    let re = &w.realloc;
+    if re.resizes > 0 {
+        let _ = writeln!(
+            s,
+            "  reallocs: {} (grow {}, shrink {}, same {}); in place {}, moved {} copying {}; longest chain {}",
+            count(re.resizes),
+            count(re.grow),
+            count(re.shrink),
+            count(re.same),
+            count(re.in_place),
+            count(re.moved),
+            bytes(re.moved_bytes),
+            re.longest_chain
+        );
+    }
+
+    let _ = writeln!(s, "\nRecorded latency (real allocator)");
+    if r.latency.recorded {
+        s.push_str(&pct_line("all calls", &r.latency.all_ns, ns));
+        for (op, p) in &r.latency.per_op_ns {
+            s.push_str(&pct_line(op, p, ns));
+        }
+    } else {
+        let _ = writeln!(s, "  not recorded in this trace (no latency_ns)");
+    }
+    s
+}

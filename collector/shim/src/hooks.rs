@@ -1,0 +1,342 @@
+//! The exported malloc-family hooks. Each: resolve the real functions if needed (the bootstrap arena
+//! serves the resolving thread), call the real function, record, return its result unchanged (errno
+//! included: nothing between the real call and the return touches errno, and the cold paths that may
+//! restore it). See `lib.rs` for the ordering rules.
+
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+use traces::Op;
+
+use crate::ring::Record;
+use crate::{clock, enter, real};
+
+/// Records a call that returned memory: its seq is taken after the real call.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn record_after(
+    h: crate::Hook,
+    op: Op,
+    start: u64,
+    end: u64,
+    addr: u64,
+    old: u64,
+    size: u64,
+    extra: u64,
+    failed: bool,
+) {
+    let seq = h.seq();
+    h.commit(Record {
+        seq,
+        start,
+        ticks: end.wrapping_sub(start),
+        addr,
+        old_addr: old,
+        size,
+        extra,
+        thread: 0,
+        op: op.code(),
+        failed: failed as u8,
+        _pad: [0; 2],
+    });
+}
+
+fn enomem<T>(v: T) -> T {
+    crate::set_errno(libc::ENOMEM);
+    v
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    if !real::ready() {
+        let p = real::arena_alloc(size, 16);
+        return if p.is_null() { enomem(p) } else { p };
+    }
+    let Some(f) = real::malloc() else {
+        return enomem(null_mut());
+    };
+    let Some(h) = enter() else { return f(size) };
+    let t0 = clock::now();
+    let p = f(size);
+    let t1 = clock::now();
+    record_after(
+        h,
+        Op::Malloc,
+        t0,
+        t1,
+        p as u64,
+        0,
+        size as u64,
+        1,
+        p.is_null(),
+    );
+    p
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn calloc(nmemb: usize, size: usize) -> *mut c_void {
+    if !real::ready() {
+        // Arena memory is static, zeroed and never reused, so it is already cleared.
+        let p = match nmemb.checked_mul(size) {
+            Some(n) => real::arena_alloc(n, 16),
+            None => null_mut(),
+        };
+        return if p.is_null() { enomem(p) } else { p };
+    }
+    let Some(f) = real::calloc() else {
+        return enomem(null_mut());
+    };
+    let Some(h) = enter() else {
+        return f(nmemb, size);
+    };
+    let t0 = clock::now();
+    let p = f(nmemb, size);
+    let t1 = clock::now();
+    record_after(
+        h,
+        Op::Calloc,
+        t0,
+        t1,
+        p as u64,
+        0,
+        size as u64,
+        nmemb as u64,
+        p.is_null(),
+    );
+    p
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if real::in_arena(p) || !real::ready() {
+        return; // arena memory is never reused; before resolution only arena memory exists
+    }
+    let Some(f) = real::free() else { return };
+    let Some(h) = enter() else { return f(p) };
+    let seq = h.seq(); // before the call: the address may be reused as soon as it is released
+    let t0 = clock::now();
+    f(p);
+    let t1 = clock::now();
+    h.commit(Record {
+        seq,
+        start: t0,
+        ticks: t1.wrapping_sub(t0),
+        old_addr: p as u64,
+        op: Op::Free.code(),
+        ..Record::default()
+    });
+}
+
+/// Moves an arena object to the real heap (realloc of memory handed out during bootstrap).
+#[cold]
+unsafe fn realloc_from_arena(p: *mut c_void, size: usize) -> *mut c_void {
+    let n = if real::ready() {
+        malloc(size)
+    } else {
+        real::arena_alloc(size, 16)
+    };
+    if !n.is_null() {
+        std::ptr::copy_nonoverlapping(p as *const u8, n as *mut u8, size.min(real::arena_size(p)));
+    }
+    n
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if real::in_arena(p) || !real::ready() {
+        if p.is_null() {
+            return malloc(size);
+        }
+        return realloc_from_arena(p, size);
+    }
+    let Some(f) = real::realloc() else {
+        return enomem(null_mut());
+    };
+    let Some(h) = enter() else { return f(p, size) };
+    if size == 0 && !p.is_null() {
+        // Acts as a free in glibc: take the number first.
+        let seq = h.seq();
+        let t0 = clock::now();
+        let n = f(p, size);
+        let t1 = clock::now();
+        h.commit(Record {
+            seq,
+            start: t0,
+            ticks: t1.wrapping_sub(t0),
+            addr: n as u64,
+            old_addr: p as u64,
+            size: 0,
+            extra: 1,
+            op: Op::Realloc.code(),
+            failed: n.is_null() as u8,
+            ..Record::default()
+        });
+        return n;
+    }
+    let t0 = clock::now();
+    let n = f(p, size);
+    let t1 = clock::now();
+    record_after(
+        h,
+        Op::Realloc,
+        t0,
+        t1,
+        n as u64,
+        p as u64,
+        size as u64,
+        1,
+        n.is_null(),
+    );
+    n
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, nmemb: usize, size: usize) -> *mut c_void {
+    if real::in_arena(p) || !real::ready() {
+        return match nmemb.checked_mul(size) {
+            Some(n) => realloc(p, n),
+            None => enomem(null_mut()),
+        };
+    }
+    let Some(f) = real::reallocarray() else {
+        return enomem(null_mut());
+    };
+    let Some(h) = enter() else {
+        return f(p, nmemb, size);
+    };
+    let t0 = clock::now();
+    let n = f(p, nmemb, size);
+    let t1 = clock::now();
+    record_after(
+        h,
+        Op::Reallocarray,
+        t0,
+        t1,
+        n as u64,
+        p as u64,
+        size as u64,
+        nmemb as u64,
+        n.is_null(),
+    );
+    n
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> libc::c_int {
+    if !real::ready() {
+        if !align.is_power_of_two() || !align.is_multiple_of(std::mem::size_of::<usize>()) {
+            return libc::EINVAL;
+        }
+        let p = real::arena_alloc(size, align);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        *out = p;
+        return 0;
+    }
+    let Some(f) = real::posix_memalign() else {
+        return libc::ENOMEM;
+    };
+    let Some(h) = enter() else {
+        return f(out, align, size);
+    };
+    let t0 = clock::now();
+    let rc = f(out, align, size);
+    let t1 = clock::now();
+    // On failure `*out` is unspecified (glibc leaves it alone): record 0.
+    let addr = if rc == 0 { *out as u64 } else { 0 };
+    record_after(
+        h,
+        Op::PosixMemalign,
+        t0,
+        t1,
+        addr,
+        0,
+        size as u64,
+        align as u64,
+        rc != 0,
+    );
+    rc
+}
+
+macro_rules! aligned_hook {
+    ($name:ident, $get:ident, $op:expr) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(align: usize, size: usize) -> *mut c_void {
+            if !real::ready() {
+                if !align.is_power_of_two() {
+                    crate::set_errno(libc::EINVAL);
+                    return null_mut();
+                }
+                let p = real::arena_alloc(size, align);
+                return if p.is_null() { enomem(p) } else { p };
+            }
+            let Some(f) = real::$get() else {
+                return enomem(null_mut());
+            };
+            let Some(h) = enter() else {
+                return f(align, size);
+            };
+            let t0 = clock::now();
+            let p = f(align, size);
+            let t1 = clock::now();
+            record_after(
+                h,
+                $op,
+                t0,
+                t1,
+                p as u64,
+                0,
+                size as u64,
+                align as u64,
+                p.is_null(),
+            );
+            p
+        }
+    };
+}
+
+aligned_hook!(aligned_alloc, aligned_alloc, Op::AlignedAlloc);
+aligned_hook!(memalign, memalign, Op::Memalign);
+
+macro_rules! page_hook {
+    ($name:ident, $get:ident, $op:expr) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(size: usize) -> *mut c_void {
+            if !real::ready() {
+                let p = real::arena_alloc(size, 4096);
+                return if p.is_null() { enomem(p) } else { p };
+            }
+            let Some(f) = real::$get() else {
+                return enomem(null_mut());
+            };
+            let Some(h) = enter() else { return f(size) };
+            let t0 = clock::now();
+            let p = f(size);
+            let t1 = clock::now();
+            record_after(h, $op, t0, t1, p as u64, 0, size as u64, 1, p.is_null());
+            p
+        }
+    };
+}
+
+page_hook!(valloc, valloc, Op::Valloc);
+page_hook!(pvalloc, pvalloc, Op::Pvalloc);
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if real::in_arena(p) {
+        return real::arena_size(p);
+    }
+    if !real::ready() {
+        return 0;
+    }
+    match real::usable_size() {
+        Some(f) => f(p),
+        None => 0,
+    }
+}

@@ -1,0 +1,275 @@
+//! The allocscope preload shim: `LD_PRELOAD=libcollector_shim.so` records every call of the malloc
+//! family of a process into a trace file (`traces` format).
+//!
+//! ## Design
+//! - **Hooks** (`hooks.rs`) call the real function, then append one fixed-size [`ring::Record`] to the
+//!   calling thread's ring (`ring.rs`, memory from `mmap`) and return. No lock, no I/O, no allocation
+//!   through the hooked allocator, no panic. Calls made while a hook of the same thread is running
+//!   (the real allocator calling itself, `dlsym`, the shim's own code) and calls of the writer thread
+//!   pass straight through unrecorded (`depth` in [`ThreadState`]).
+//! - **Order**: a global `SEQ` counter numbers every recorded call. Calls that release memory (free,
+//!   realloc to 0) take their number *before* the real call, calls that return memory *after* it, so a
+//!   free always precedes the allocation that reuses its address. (A moving `realloc` releases its old
+//!   block inside the call; another thread that gets that block back in the few instructions before the
+//!   realloc takes its number would appear to allocate it before it was released.)
+//! - **Watermark**: before taking a number a hook stores `SEQ`'s current value in its ring's
+//!   `inflight` (Release), then `fetch_add`s (AcqRel), appends the record (`head`, Release) and resets
+//!   `inflight` to `u64::MAX`. The writer loads `SEQ` (Acquire) = G, then every `inflight`, then drains;
+//!   every record with seq < min(G, inflights) has then been drained. Chunks hold exactly the drained
+//!   records below that watermark (the rest waits for the next chunk), so chunks cover disjoint,
+//!   increasing seq ranges, except the final flushes (exit, exec, `_exit`) which write everything.
+//! - **Writer** (`writer.rs`): one thread with all signals blocked wakes every `ALLOCSCOPE_FLUSH_MS`
+//!   (100 ms) or when a hook is waiting for room, drains all rings, and writes each chunk with a single
+//!   `write(2)`, so a SIGKILL leaves whole chunks. A full ring makes its hook wait, never drop.
+//! - **Lifecycle** (`lifecycle.rs`): constructor (config, file, writer thread), `.fini_array` flush,
+//!   `_exit`/`abort`/exec flush, fork (the child starts its own trace file and writer).
+//!
+//! Environment (set by `allocscope record`): `ALLOCSCOPE_OUT` (trace path; without it the shim passes
+//! everything through), `ALLOCSCOPE_MANIFEST` (file that lists the traces written),
+//! `ALLOCSCOPE_PARENT_PID` (pid of the recorder: its child is the top process), `ALLOCSCOPE_NO_FOLLOW`,
+//! `ALLOCSCOPE_FLUSH_MS`, `ALLOCSCOPE_CONTROL` (a shared page whose first byte is 1 while recording).
+
+#![allow(clippy::missing_safety_doc)] // the exported hooks have the C library's contracts
+
+mod clock;
+mod hooks;
+mod lifecycle;
+mod real;
+mod ring;
+mod writer;
+
+use std::cell::Cell;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use ring::{Record, Ring};
+
+/// Recording state of the process image.
+static MODE: AtomicU8 = AtomicU8::new(MODE_PENDING);
+/// Before the constructor: hooks record into rings (which grow: no writer drains them yet).
+const MODE_PENDING: u8 = 0;
+/// Writer running.
+const MODE_ACTIVE: u8 = 1;
+/// Not recording (no output configured, not followed, or setup failed): pass everything through.
+const MODE_OFF: u8 = 2;
+/// After the final flush at exit: every record is followed by a synchronous flush.
+const MODE_LATE: u8 = 3;
+
+/// Next sequence number.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+/// Times a hook found its ring full and waited for the writer (statistics, cold path only).
+static WAITS: AtomicU64 = AtomicU64::new(0);
+/// Next recorder thread number.
+static THREADS: AtomicU32 = AtomicU32::new(0);
+/// First byte of the shared control page (1 = recording), or null when there is none.
+static CONTROL: AtomicPtr<AtomicU8> = AtomicPtr::new(null_mut());
+/// pthread key whose destructor orphans a thread's ring (u32::MAX until created).
+static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Per-thread state. `const` initialised and without `Drop`, so access never allocates or registers
+/// a destructor.
+struct ThreadState {
+    /// This thread's ring (null until its first recorded call, and after thread exit).
+    ring: Cell<*mut Ring>,
+    /// > 0 while inside a hook or shim code: calls pass through unrecorded.
+    depth: Cell<u32>,
+    /// Recorder thread number + 1 (0 = not assigned yet).
+    thread_no: Cell<u32>,
+    /// The pthread key destructor ran: the thread is exiting.
+    exiting: Cell<bool>,
+}
+
+thread_local! {
+    static TLS: ThreadState = const {
+        ThreadState {
+            ring: Cell::new(null_mut()),
+            depth: Cell::new(0),
+            thread_no: Cell::new(0),
+            exiting: Cell::new(false),
+        }
+    };
+}
+
+fn tls() -> &'static ThreadState {
+    // SAFETY: the TLS slot lives as long as the thread, and the reference never leaves the thread
+    // (ThreadState is !Sync because of its Cells).
+    TLS.with(|t| unsafe { &*(t as *const ThreadState) })
+}
+
+/// Marks shim code (not a hook) on this thread: allocations inside pass through unrecorded.
+pub(crate) struct Quiet(&'static ThreadState);
+
+impl Quiet {
+    pub(crate) fn new() -> Quiet {
+        let t = tls();
+        t.depth.set(t.depth.get() + 1);
+        Quiet(t)
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        self.0.depth.set(self.0.depth.get() - 1);
+    }
+}
+
+/// A hook call being recorded: entered with [`enter`], finished with [`Hook::commit`] or
+/// [`Hook::abandon`].
+pub(crate) struct Hook {
+    t: &'static ThreadState,
+    ring: &'static Ring,
+    /// The ring was taken for this one call (thread exiting): orphan it again after the call.
+    temporary: bool,
+}
+
+/// Starts recording a call, or None when it must pass through unrecorded.
+#[inline(always)]
+pub(crate) fn enter() -> Option<Hook> {
+    let mode = MODE.load(Ordering::Relaxed);
+    if mode == MODE_OFF {
+        return None;
+    }
+    let ctl = CONTROL.load(Ordering::Relaxed);
+    // SAFETY: a non-null CONTROL points into a shared mapping that is never unmapped.
+    if !ctl.is_null() && unsafe { (*ctl).load(Ordering::Relaxed) } == 0 {
+        return None;
+    }
+    let t = tls();
+    if t.depth.get() != 0 {
+        return None;
+    }
+    let ring = t.ring.get();
+    if ring.is_null() {
+        return enter_slow(t);
+    }
+    t.depth.set(1);
+    // SAFETY: rings are never unmapped.
+    Some(Hook {
+        t,
+        ring: unsafe { &*ring },
+        temporary: false,
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn enter_slow(t: &'static ThreadState) -> Option<Hook> {
+    t.depth.set(1);
+    let ring = ring::acquire();
+    if ring.is_null() {
+        t.depth.set(0);
+        return None;
+    }
+    if t.thread_no.get() == 0 {
+        t.thread_no.set(THREADS.fetch_add(1, Ordering::Relaxed) + 1);
+    }
+    let temporary = t.exiting.get();
+    if !temporary {
+        t.ring.set(ring);
+        let key = KEY.load(Ordering::Acquire);
+        if key != u32::MAX {
+            // SAFETY: the key was created by pthread_key_create; the value is this thread's ring.
+            // Any allocation pthread_setspecific makes comes back with depth 1 and passes through.
+            unsafe { libc::pthread_setspecific(key, ring.cast()) };
+        }
+    }
+    // SAFETY: rings are never unmapped.
+    Some(Hook {
+        t,
+        ring: unsafe { &*ring },
+        temporary,
+    })
+}
+
+impl Hook {
+    /// Takes the next sequence number (waiting for room in the ring first).
+    #[inline(always)]
+    pub(crate) fn seq(&self) -> u64 {
+        if !self.ring.has_room() {
+            wait_for_room(self.ring);
+        }
+        self.ring
+            .inflight
+            .store(SEQ.load(Ordering::Relaxed), Ordering::Release);
+        SEQ.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Appends the record (its `seq` from [`Hook::seq`]) and leaves the hook.
+    #[inline(always)]
+    pub(crate) fn commit(self, mut rec: Record) {
+        rec.thread = self.t.thread_no.get() - 1;
+        let half_full = self.ring.push(&rec);
+        self.ring.inflight.store(u64::MAX, Ordering::Release);
+        if half_full || self.temporary || MODE.load(Ordering::Relaxed) == MODE_LATE {
+            commit_slow(&self, half_full);
+        }
+        self.t.depth.set(0);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn commit_slow(h: &Hook, half_full: bool) {
+    if half_full {
+        let saved = errno();
+        writer::wake();
+        set_errno(saved);
+    }
+    if h.temporary {
+        h.ring.state.store(ring::ORPHANED, Ordering::Release);
+    }
+    if MODE.load(Ordering::Relaxed) == MODE_LATE {
+        writer::flush_sync(writer::REQ_FLUSH);
+    }
+}
+
+/// Waits until the writer made room in `ring` (or grows it while no writer exists yet).
+#[cold]
+#[inline(never)]
+fn wait_for_room(ring: &Ring) {
+    let saved = errno();
+    let mut spins = 0u32;
+    while !ring.has_room() {
+        if MODE.load(Ordering::Acquire) == MODE_PENDING && ring.grow() {
+            continue;
+        }
+        writer::wake();
+        if spins == 0 {
+            WAITS.fetch_add(1, Ordering::Relaxed);
+        }
+        spins += 1;
+        let ns = if spins < 10 { 20_000 } else { 200_000 };
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: ns,
+        };
+        // SAFETY: valid timespec; a null remainder is allowed.
+        unsafe { libc::nanosleep(&ts, null_mut()) };
+    }
+    set_errno(saved);
+}
+
+pub(crate) fn errno() -> i32 {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+pub(crate) fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v };
+}
+
+/// pthread key destructor: the thread is exiting; its ring is handed to the writer to drain.
+extern "C" fn on_thread_exit(ring: *mut libc::c_void) {
+    let t = tls();
+    t.exiting.set(true);
+    if !ring.is_null() && t.ring.get() == ring.cast() {
+        t.ring.set(null_mut());
+        // SAFETY: `ring` is the thread's ring from `ring::acquire`, never unmapped.
+        unsafe {
+            (*(ring as *const Ring))
+                .state
+                .store(ring::ORPHANED, Ordering::Release)
+        };
+    }
+}

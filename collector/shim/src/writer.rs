@@ -1,0 +1,350 @@
+//! The writer thread: drains every ring, orders the records and writes them as trace chunks.
+//!
+//! It wakes every `flush_ms`, when a hook waits for room (`wake`), or when some code asks for a
+//! synchronous flush (`flush_sync`: exit, `_exit`, exec, abort, late events). A normal tick writes the
+//! records below the watermark (see `lib.rs`) and keeps the rest for the next tick; a requested flush
+//! writes everything it drained. `REQ_FINISH` also writes the index footer and closes the file; records
+//! that arrive after that (a failed exec, frees after the final flush) go to a continuation file.
+//!
+//! Errors (disk full, ...) stop the recording: the process goes on untraced and the manifest gets a
+//! line `error <path> <message>` that `allocscope record` reports. The writer never writes to the
+//! traced program's stdout or stderr.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use traces::{Event, Op, PtrKind, TraceWriter};
+
+use crate::clock::Calibration;
+use crate::lifecycle::{self, Config};
+use crate::ring::{self, Record};
+use crate::{MODE, MODE_OFF, SEQ};
+
+/// Write everything drained and flush.
+pub const REQ_FLUSH: u32 = 1;
+/// Like REQ_FLUSH, then write the index footer and close the file.
+pub const REQ_FINISH: u32 = 2;
+
+/// Futex word the writer sleeps on; hooks set it to 1 to wake it early.
+static WAKE: AtomicU32 = AtomicU32::new(0);
+/// Requests not yet served (REQ_* bits).
+static REQ_BITS: AtomicU32 = AtomicU32::new(0);
+/// Tickets handed to `flush_sync` callers, and the highest ticket served.
+static REQ_TICKET: AtomicU64 = AtomicU64::new(0);
+static REQ_DONE: AtomicU32 = AtomicU32::new(0);
+/// True while a writer thread exists in this process.
+pub static RUNNING: AtomicBool = AtomicBool::new(false);
+/// The writer thread's kernel tid (it must never wait for itself).
+static WRITER_TID: AtomicU32 = AtomicU32::new(0);
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a valid aligned u32 for the duration of the call; FUTEX_WAIT_PRIVATE only
+    // reads it; `ts` is a valid relative timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a valid aligned u32; waking has no other effect.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        )
+    };
+}
+
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Wakes the writer now (a hook is waiting for room). Async-signal-safe, never blocks.
+pub fn wake() {
+    if WAKE.swap(1, Ordering::AcqRel) == 0 {
+        futex_wake(&WAKE);
+    }
+}
+
+/// Asks the writer to write everything recorded so far (and with REQ_FINISH, close the file), and
+/// waits until it has (at most 10 s: a writer stuck on a full disk must not hang the program).
+/// errno is preserved.
+pub fn flush_sync(bits: u32) {
+    if !RUNNING.load(Ordering::Acquire) || WRITER_TID.load(Ordering::Relaxed) == gettid() {
+        return;
+    }
+    let saved = crate::errno();
+    REQ_BITS.fetch_or(bits, Ordering::AcqRel);
+    let ticket = REQ_TICKET.fetch_add(1, Ordering::AcqRel) + 1;
+    wake();
+    let deadline = crate::clock::monotonic_ns() + 10_000_000_000;
+    loop {
+        let done = REQ_DONE.load(Ordering::Acquire);
+        if done as u64 >= ticket || !RUNNING.load(Ordering::Acquire) {
+            break;
+        }
+        if crate::clock::monotonic_ns() > deadline {
+            break;
+        }
+        futex_wait(&REQ_DONE, done, Duration::from_millis(50));
+    }
+    crate::set_errno(saved);
+}
+
+/// Resets the request state (in a fork child, where no writer exists yet).
+pub fn reset_after_fork() {
+    WAKE.store(0, Ordering::Relaxed);
+    REQ_BITS.store(0, Ordering::Relaxed);
+    REQ_TICKET.store(0, Ordering::Relaxed);
+    REQ_DONE.store(0, Ordering::Relaxed);
+    RUNNING.store(false, Ordering::Relaxed);
+    WRITER_TID.store(0, Ordering::Relaxed);
+}
+
+/// What the writer thread owns.
+pub struct Writer {
+    pub cfg: &'static Config,
+    /// The open trace (None after REQ_FINISH until more records arrive).
+    pub out: Option<(TraceWriter<File>, String)>,
+    /// Drained events not written yet (seq at or above the last watermark).
+    held: Vec<Event>,
+    calib: Option<Calibration>,
+    /// Path and events written of the current (or last) file, for the manifest's `stats` lines.
+    written: (String, u64),
+}
+
+impl Writer {
+    pub fn new(cfg: &'static Config, out: TraceWriter<File>, path: String) -> Writer {
+        let written = (path.clone(), 0);
+        Writer {
+            cfg,
+            out: Some((out, path)),
+            held: Vec::new(),
+            calib: None,
+            written,
+        }
+    }
+
+    /// Starts the writer thread with every signal blocked. Err when the thread cannot be created.
+    ///
+    /// A raw pthread rather than `std::thread`: std's thread prologue allocates and reads
+    /// /proc/self/maps before our code runs, and those calls would be recorded as the program's.
+    pub fn spawn(self) -> Result<(), String> {
+        RUNNING.store(true, Ordering::Release);
+        let boxed = Box::into_raw(Box::new(self));
+        // SAFETY: sigset_t and pthread types are plain data initialised by the calls below;
+        // pthread_sigmask only changes this thread's mask, restored right after the create (the new
+        // thread inherits the full mask, so no signal of the program is ever delivered to it).
+        // `boxed` is handed to the new thread, which takes ownership; on failure we take it back.
+        let rc = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setstacksize(&mut attr, 1 << 20);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut tid: libc::pthread_t = 0;
+            let rc = libc::pthread_create(&mut tid, &attr, writer_main, boxed.cast());
+            libc::pthread_attr_destroy(&mut attr);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            rc
+        };
+        if rc != 0 {
+            // SAFETY: the thread was not created, so `boxed` is still ours alone.
+            drop(unsafe { Box::from_raw(boxed) });
+            RUNNING.store(false, Ordering::Release);
+            return Err(format!("cannot start the writer thread: error {rc}"));
+        }
+        Ok(())
+    }
+
+    fn run(mut self) {
+        WRITER_TID.store(gettid(), Ordering::Relaxed);
+        let period = Duration::from_millis(self.cfg.flush_ms);
+        loop {
+            if WAKE.load(Ordering::Acquire) == 0 && REQ_BITS.load(Ordering::Acquire) == 0 {
+                futex_wait(&WAKE, 0, period);
+            }
+            WAKE.store(0, Ordering::Release);
+            let ticket = REQ_TICKET.load(Ordering::Acquire);
+            let bits = REQ_BITS.swap(0, Ordering::AcqRel);
+            match self.tick(bits) {
+                // After each requested flush (exit, exec, late events): what this file holds, so
+                // `record` can check that the reader gets every event back.
+                Ok(()) if bits != 0 => lifecycle::manifest_line(
+                    self.cfg,
+                    &format!(
+                        "stats {} {} {} {}",
+                        self.written.0,
+                        self.written.1,
+                        crate::WAITS.load(Ordering::Relaxed),
+                        crate::THREADS.load(Ordering::Relaxed)
+                    ),
+                ),
+                Ok(()) => {}
+                Err(e) => self.fail(&e),
+            }
+            if ticket > REQ_DONE.load(Ordering::Relaxed) as u64 {
+                REQ_DONE.store(ticket as u32, Ordering::Release);
+                futex_wake(&REQ_DONE);
+            }
+            if MODE.load(Ordering::Relaxed) == MODE_OFF {
+                break;
+            }
+        }
+        RUNNING.store(false, Ordering::Release);
+        futex_wake(&REQ_DONE);
+    }
+
+    fn fail(&mut self, e: &str) {
+        let path = self
+            .out
+            .as_ref()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        lifecycle::manifest_line(self.cfg, &format!("error {path} {e}"));
+        MODE.store(MODE_OFF, Ordering::Release);
+        // Unblock hooks that wait for room: their records are dropped from now on.
+        ring::for_each(|r| {
+            r.drain(|_| {});
+        });
+        self.out = None;
+    }
+
+    fn calibration(&mut self) -> Calibration {
+        if let Some(c) = self.calib {
+            return c;
+        }
+        let origin = crate::clock::origin();
+        // At least 20 ms between the two readings keeps the TSC ratio error in the ppm range.
+        let elapsed = crate::clock::monotonic_ns().saturating_sub(origin.1);
+        if elapsed < 20_000_000 {
+            std::thread::sleep(Duration::from_nanos(20_000_000 - elapsed));
+        }
+        let c = Calibration::finish(origin);
+        self.calib = Some(c);
+        c
+    }
+
+    /// One pass: drain, write what the watermark allows (everything when `bits` asks for it).
+    fn tick(&mut self, bits: u32) -> Result<(), String> {
+        let g = SEQ.load(Ordering::Acquire);
+        let mut watermark = g;
+        ring::for_each(|r| watermark = watermark.min(r.inflight.load(Ordering::Acquire)));
+        let calib = self.calibration();
+        let held = &mut self.held;
+        ring::for_each(|r| {
+            let orphaned = r.state.load(Ordering::Acquire) == ring::ORPHANED;
+            if r.drain(|rec| held.push(to_event(rec, &calib))) && orphaned && r.len() == 0 {
+                let _ = r.state.compare_exchange(
+                    ring::ORPHANED,
+                    ring::FREE,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+        });
+        let all = bits & (REQ_FLUSH | REQ_FINISH) != 0;
+        if !self.held.is_empty() {
+            // Records of one thread arrive in order; the sort merges threads (cheap on sorted runs).
+            if !self.held.is_sorted_by_key(|e| e.seq) {
+                self.held.sort_unstable_by_key(|e| e.seq);
+            }
+            let n = if all {
+                self.held.len()
+            } else {
+                self.held.partition_point(|e| e.seq < watermark)
+            };
+            if n > 0 {
+                if self.out.is_none() {
+                    self.out = Some(lifecycle::open_trace(self.cfg, true)?);
+                }
+                let (w, path) = self.out.as_mut().expect("opened above");
+                for part in self.held[..n].chunks(1 << 20) {
+                    w.write_chunk(part, watermark)
+                        .map_err(|e| format!("{path}: {e}"))?;
+                }
+                self.held.drain(..n);
+                self.written = (path.clone(), w.events_written());
+            }
+        }
+        if bits & REQ_FINISH != 0 {
+            if let Some((w, path)) = self.out.take() {
+                w.finish().map_err(|e| format!("{path}: {e}"))?;
+            }
+        } else if all {
+            if let Some((w, path)) = self.out.as_mut() {
+                w.flush().map_err(|e| format!("{path}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+extern "C" fn writer_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // Everything this thread allocates passes through unrecorded (first thing: before any call).
+    let _quiet = crate::Quiet::new();
+    // SAFETY: `arg` is the Box<Writer> leaked by `spawn` for this thread alone.
+    let w = unsafe { Box::from_raw(arg as *mut Writer) };
+    w.run();
+    std::ptr::null_mut()
+}
+
+fn to_event(r: &Record, calib: &Calibration) -> Event {
+    let op = Op::from_code(r.op).unwrap_or(Op::Malloc);
+    let (nmemb, align) = if op == Op::Free {
+        (0, 0)
+    } else if op.has_nmemb() {
+        (r.extra, 0)
+    } else if op.has_align() {
+        (1, r.extra)
+    } else {
+        (1, 0)
+    };
+    Event {
+        seq: r.seq,
+        thread: r.thread,
+        ts_ns: calib.ns(r.start),
+        op,
+        addr: r.addr,
+        old_addr: r.old_addr,
+        size: r.size,
+        nmemb,
+        align,
+        failed: r.failed != 0,
+        latency_ns: calib.latency_ns(r.ticks),
+        kind: PtrKind::Unknown,
+        callsite: None,
+    }
+}
+
+/// Writes a whole buffer to a raw fd (manifest lines), retrying on EINTR.
+pub fn write_fd(fd: i32, mut b: &[u8]) {
+    while !b.is_empty() {
+        // SAFETY: `b` is a valid readable slice; `fd` is owned by the caller.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n < 0 {
+            if crate::errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        b = &b[n as usize..];
+    }
+}

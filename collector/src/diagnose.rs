@@ -1,0 +1,133 @@
+//! Why a command left no trace, or an empty one: the blind spots of an LD_PRELOAD recorder.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Finds the file `command` runs (PATH search when it has no slash).
+pub fn resolve(command: &OsStr) -> Option<PathBuf> {
+    let p = Path::new(command);
+    if p.components().count() > 1 || command.to_string_lossy().contains('/') {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+}
+
+/// What kind of executable a file is, as far as LD_PRELOAD is concerned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Dynamically linked ELF: the loader honours LD_PRELOAD.
+    Dynamic,
+    /// ELF without an interpreter: no dynamic loader, no preload.
+    Static,
+    /// setuid/setgid: the loader ignores LD_PRELOAD (secure-execution mode).
+    SetId,
+    /// A script (`#!`): what matters is the interpreter.
+    Script,
+    Unknown,
+}
+
+/// Classifies an executable file.
+pub fn classify(path: &Path) -> Kind {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Kind::Unknown;
+    };
+    if meta.mode() & 0o6000 != 0 {
+        return Kind::SetId;
+    }
+    let Ok(bytes) = std::fs::read(path) else {
+        return Kind::Unknown;
+    };
+    if bytes.starts_with(b"#!") {
+        return Kind::Script;
+    }
+    match has_interp(&bytes) {
+        Some(true) => Kind::Dynamic,
+        Some(false) => Kind::Static,
+        None => Kind::Unknown,
+    }
+}
+
+/// For a 64-bit little-endian ELF: whether it has a PT_INTERP program header.
+fn has_interp(b: &[u8]) -> Option<bool> {
+    if b.len() < 64 || &b[0..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
+    };
+    let phoff = u64::from_le_bytes(b.get(0x20..0x28)?.try_into().ok()?) as usize;
+    let phentsize = u16_at(0x36)?;
+    let phnum = u16_at(0x38)?;
+    for i in 0..phnum {
+        let off = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        let ty = u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?);
+        if ty == 3 {
+            return Some(true); // PT_INTERP
+        }
+    }
+    Some(false)
+}
+
+/// The plain message for a run where no process loaded the recorder.
+pub fn no_trace_message(command: &OsStr) -> String {
+    let name = command.to_string_lossy();
+    let why = match resolve(command).map(|p| classify(&p)) {
+        Some(Kind::Static) => format!("'{name}' is statically linked, so the dynamic loader (and LD_PRELOAD) never runs"),
+        Some(Kind::SetId) => format!("'{name}' is setuid/setgid, and the loader ignores LD_PRELOAD for such programs"),
+        _ => format!("no process of '{name}' loaded the recorder (a static or setuid program, or one that clears LD_PRELOAD)"),
+    };
+    format!("nothing was recorded: {why}; its allocations cannot be traced with allocscope record")
+}
+
+/// The plain message for a process that loaded the recorder but has no allocation call in its trace.
+pub fn few_events_message(pid: u32, events: u64) -> String {
+    format!(
+        "pid {pid}: {events} allocation calls recorded: it allocates in a way the recorder cannot see \
+         (Go, or an allocator such as jemalloc or mimalloc linked in), or a signal killed it before \
+         its first flush"
+    )
+}
+
+/// The plain message for a process that exec'd a program which did not load the recorder.
+pub fn exec_untraced_message(pid: u32, program: &str) -> String {
+    let why = match resolve(program.as_ref()).map(|p| classify(&p)) {
+        Some(Kind::Static) => "it is statically linked".to_string(),
+        Some(Kind::SetId) => {
+            "it is setuid/setgid and the loader ignores LD_PRELOAD for it".to_string()
+        }
+        _ => "a static or setuid program, or LD_PRELOAD was cleared".to_string(),
+    };
+    format!("pid {pid} ran '{program}', which did not load the recorder ({why}): its allocations are not traced")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn classifies_dynamic_static_setid_and_scripts() {
+        assert_eq!(classify(&resolve("sh".as_ref()).unwrap()), Kind::Dynamic);
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+        assert_eq!(classify(&script), Kind::Script);
+        // An ELF header with no program headers at all: no PT_INTERP, so static.
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let stat = dir.path().join("static");
+        std::fs::write(&stat, &elf).unwrap();
+        assert_eq!(classify(&stat), Kind::Static);
+        let setid = dir.path().join("setuid");
+        std::fs::copy(resolve("sh".as_ref()).unwrap(), &setid).unwrap();
+        std::fs::set_permissions(&setid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        assert_eq!(classify(&setid), Kind::SetId);
+        assert!(no_trace_message(setid.as_os_str()).contains("setuid"));
+        assert_eq!(classify(&dir.path().join("missing")), Kind::Unknown);
+    }
+}

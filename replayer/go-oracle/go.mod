@@ -1,0 +1,3 @@
+module allocscope/go-oracle
+
+go 1.22

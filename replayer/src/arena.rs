@@ -1,0 +1,259 @@
+//! Real memory behind the model: models `mheap.sysAlloc` / `sysMap` / `sysUsed` / `sysUnused`
+//! (malloc.go, mem_linux.go) and the `heapArena` layout (64 MiB arenas on linux/amd64).
+//!
+//! The model works in *model addresses*: Go's address space layout, starting at the arena hint
+//! `0x00c000000000`. Each 64 MiB arena is an anonymous private `mmap` with `MAP_NORESERVE`,
+//! requested at its model address; when the kernel places it elsewhere (the hint is taken, ASLR),
+//! the arena table translates. Every operation splits at arena boundaries, so a span that crosses
+//! two arenas works whether or not their real mappings are adjacent.
+//!
+//! This is the only module with `unsafe`. Safety rests on one invariant, checked on every call
+//! (not only in debug builds): an operation touches only bytes inside arenas this struct mapped
+//! and has not yet unmapped, and the mappings live until `Drop`.
+//!
+//! Deliberate differences: Go reserves address space and commits with `sysMap`; on Linux both are
+//! the same `mmap` with overcommit, so we map once per arena. `release` is `madvise(MADV_DONTNEED)`,
+//! Go's Linux default for the scavenger.
+#![allow(unsafe_code)]
+
+use crate::error::ReplayError;
+
+/// `heapArenaBytes` on linux/amd64.
+pub const ARENA_BYTES: u64 = 64 << 20;
+/// Go's first arena hint on linux/amd64 (`0x00c0 << 32`).
+pub const ARENA_HINT_ADDR: u64 = 0x00c0 << 32;
+
+/// The arenas mapped so far.
+pub struct Arena {
+    /// Model address of arena 0.
+    base_addr: u64,
+    /// Real base of each mapped arena, indexed by arena number; null when not mapped.
+    real: Vec<*mut u8>,
+    /// Whether object memory is really written (false: the model runs on addresses only, for
+    /// tests that want to go fast or huge heaps in CI).
+    pub touch_memory: bool,
+}
+
+// SAFETY: the raw pointers are owned mappings, not shared with anything else; moving the
+// struct to another thread moves their ownership with it.
+unsafe impl Send for Arena {}
+
+impl Arena {
+    pub fn new(base_addr: u64, touch_memory: bool) -> Arena {
+        Arena {
+            base_addr,
+            real: Vec::new(),
+            touch_memory,
+        }
+    }
+
+    /// Makes sure `[addr, addr+bytes)` is backed by mapped arenas.
+    pub fn map(&mut self, addr: u64, bytes: u64) -> Result<(), ReplayError> {
+        if !self.touch_memory || bytes == 0 {
+            return Ok(());
+        }
+        let first = self.arena_index(addr);
+        let last = self.arena_index(addr + bytes - 1);
+        if self.real.len() <= last {
+            self.real.resize(last + 1, std::ptr::null_mut());
+        }
+        for i in first..=last {
+            if !self.real[i].is_null() {
+                continue;
+            }
+            let hint = self.base_addr + i as u64 * ARENA_BYTES;
+            // SAFETY: an anonymous private mapping with a hint (no MAP_FIXED) cannot clobber
+            // any existing mapping; the kernel picks another place when the hint is taken.
+            let p = unsafe {
+                libc::mmap(
+                    hint as *mut libc::c_void,
+                    ARENA_BYTES as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(ReplayError::OutOfMemory {
+                    bytes: ARENA_BYTES,
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            self.real[i] = p as *mut u8;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn arena_index(&self, addr: u64) -> usize {
+        ((addr - self.base_addr) / ARENA_BYTES) as usize
+    }
+
+    /// Calls `f(real_ptr, len)` for each piece of `[addr, addr+len)` inside one arena.
+    /// Panics when any byte is outside the mapped arenas: that is a model bug, and writing
+    /// there would be undefined behaviour.
+    #[inline]
+    fn pieces(&self, mut addr: u64, mut len: u64, mut f: impl FnMut(*mut u8, usize)) {
+        while len > 0 {
+            assert!(addr >= self.base_addr, "address {addr:#x} below the heap");
+            let i = self.arena_index(addr);
+            let off = (addr - self.base_addr) % ARENA_BYTES;
+            let n = len.min(ARENA_BYTES - off);
+            let base = *self.real.get(i).unwrap_or(&std::ptr::null_mut());
+            assert!(
+                !base.is_null(),
+                "address {addr:#x} is not in a mapped arena"
+            );
+            // SAFETY: `base` is a live mapping of ARENA_BYTES bytes and off + n <= ARENA_BYTES,
+            // so the pointer stays inside the mapping.
+            f(unsafe { base.add(off as usize) }, n as usize);
+            addr += n;
+            len -= n;
+        }
+    }
+
+    /// `memclrNoHeapPointers`: zeroes `[addr, addr+len)`.
+    pub fn zero(&self, addr: u64, len: u64) {
+        if !self.touch_memory {
+            return;
+        }
+        // SAFETY: `pieces` hands out pointers to `n` mapped, writable bytes.
+        self.pieces(addr, len, |p, n| unsafe { std::ptr::write_bytes(p, 0, n) });
+    }
+
+    /// Writes a 64-bit word (a malloc header, a tiny block's first word).
+    pub fn write_u64(&self, addr: u64, value: u64) {
+        if !self.touch_memory {
+            return;
+        }
+        debug_assert_eq!(addr % 8, 0);
+        let bytes = value.to_ne_bytes();
+        let mut at = 0;
+        // SAFETY: `pieces` hands out pointers to `n` mapped, writable bytes; `at + n <= 8`.
+        self.pieces(addr, 8, |p, n| unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(at), p, n);
+            at += n;
+        });
+    }
+
+    /// Reads a 64-bit word (tests use it to check what the model wrote).
+    pub fn read_u64(&self, addr: u64) -> u64 {
+        if !self.touch_memory {
+            return 0;
+        }
+        let mut bytes = [0u8; 8];
+        let mut at = 0;
+        // SAFETY: `pieces` hands out pointers to `n` mapped, readable bytes; `at + n <= 8`.
+        self.pieces(addr, 8, |p, n| unsafe {
+            std::ptr::copy_nonoverlapping(p, bytes.as_mut_ptr().add(at), n);
+            at += n;
+        });
+        u64::from_ne_bytes(bytes)
+    }
+
+    /// What a program does with a fresh object: writes its first byte and one byte in each
+    /// later 4 KiB page, so page faults and TLB misses happen where they would.
+    pub fn touch(&self, addr: u64, len: u64, stamp: u8) {
+        if !self.touch_memory || len == 0 {
+            return;
+        }
+        let mut a = addr;
+        while a < addr + len {
+            // SAFETY: `pieces` hands out a pointer to at least one mapped, writable byte.
+            self.pieces(a, 1, |p, _| unsafe { p.write_volatile(stamp) });
+            a = (a & !4095) + 4096;
+        }
+    }
+
+    /// Copies `len` bytes between objects (what `append`/`copy` does when a slice grows).
+    pub fn copy(&self, dst: u64, src: u64, len: u64) {
+        if !self.touch_memory || len == 0 {
+            return;
+        }
+        let mut done = 0;
+        while done < len {
+            let mut dptr = std::ptr::null_mut();
+            let mut dn = 0;
+            self.pieces(dst + done, 1, |p, _| dptr = p);
+            self.pieces(dst + done, len - done, |_, n| {
+                if dn == 0 {
+                    dn = n
+                }
+            });
+            let mut sptr = std::ptr::null_mut();
+            let mut sn = 0;
+            self.pieces(src + done, 1, |p, _| sptr = p);
+            self.pieces(src + done, len - done, |_, n| {
+                if sn == 0 {
+                    sn = n
+                }
+            });
+            let n = dn.min(sn);
+            // SAFETY: both pointers address at least `n` mapped bytes (the first piece of each
+            // range), and distinct live objects never overlap.
+            unsafe { std::ptr::copy(sptr as *const u8, dptr, n) };
+            done += n as u64;
+        }
+    }
+
+    /// `sysUnused`: gives `[addr, addr+len)` back to the OS (MADV_DONTNEED); the bytes read as
+    /// zero afterwards.
+    pub fn release(&self, addr: u64, len: u64) {
+        if !self.touch_memory {
+            return;
+        }
+        self.pieces(addr, len, |p, n| {
+            // SAFETY: the range is inside our own anonymous mapping; MADV_DONTNEED on it only
+            // drops its pages, which no Rust reference points into.
+            unsafe { libc::madvise(p as *mut libc::c_void, n, libc::MADV_DONTNEED) };
+        });
+    }
+
+    /// Real address of a model address (for reports and tests).
+    pub fn real_addr(&self, addr: u64) -> Option<usize> {
+        let i = self.arena_index(addr);
+        let base = *self.real.get(i)?;
+        (!base.is_null()).then(|| base as usize + ((addr - self.base_addr) % ARENA_BYTES) as usize)
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        for &p in &self.real {
+            if !p.is_null() {
+                // SAFETY: `p` is a mapping of ARENA_BYTES this struct made and nothing else
+                // refers to it once the arena is dropped.
+                unsafe { libc::munmap(p as *mut libc::c_void, ARENA_BYTES as usize) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_zero_across_arenas() {
+        let mut a = Arena::new(ARENA_HINT_ADDR, true);
+        let end0 = ARENA_HINT_ADDR + ARENA_BYTES;
+        a.map(end0 - 8, 16).unwrap();
+        a.write_u64(end0 - 8, 0x0102030405060708);
+        a.write_u64(end0, 0x1112131415161718);
+        assert_eq!(a.read_u64(end0 - 8), 0x0102030405060708);
+        // Copy 8 bytes that straddle the arena boundary, then zero across it.
+        a.copy(end0 - 32, end0 - 4, 8);
+        assert_eq!(a.read_u64(end0 - 32), 0x1516171801020304);
+        a.zero(end0 - 4, 8);
+        assert_eq!(a.read_u64(end0 - 8), 0x0000000005060708);
+        assert_eq!(
+            a.read_u64(end0),
+            0x1112131415161700 & 0x1112131400000000 | 0
+        );
+        a.touch(end0 - 1, 2, 7);
+        a.release(end0 - 8192, 16384);
+        assert_eq!(a.read_u64(end0), 0);
+        assert!(a.real_addr(end0).is_some());
+    }
+}

@@ -1,0 +1,8 @@
+//! Measurement for replays on real hardware: perf counters ([`perf`]), a calibrated cycle clock
+//! for per-call latency ([`clock`]) and latency histograms with their outputs ([`latency`]).
+//!
+//! Nothing here knows about the allocator model; the replay loop calls into it.
+
+pub mod clock;
+pub mod latency;
+pub mod perf;

@@ -1,0 +1,170 @@
+//! GC cycles: models mgc.go (`gcStart`, the concurrent mark phase, `gcMarkTermination`,
+//! `gcSweep`) as far as the heap can see them.
+//!
+//! A cycle starts when heapLive reaches the pacer's trigger (checked, as in Go, after an mcache
+//! refill and after a large allocation):
+//! 1. `gcStart`: finish the previous cycle's sweep (`finishsweep_m`);
+//! 2. mark: the marked set is what the trace still holds at the start (a snapshot, as Go's
+//!    deletion barrier keeps everything reachable at the start), plus every object allocated
+//!    while marking runs (allocate-black);
+//! 3. the mark phase lasts while the program allocates `cons_mark * (1-u)/(u+idle) * scanWork`
+//!    bytes (u = 0.25, the dedicated workers' share; idle = `idle_mark_utilization`, the share of
+//!    idle Ps running idle mark workers; scanWork = scannable marked bytes + stacks + globals +
+//!    `mark_object_cost_bytes` per marked object, since marking a pointer-free object costs
+//!    time that Go's scan-work counter does not see but its measured cons/mark absorbs):
+//!    the inverse of how Go measures cons/mark at the end of a cycle. It ends no later than the
+//!    heap goal, where Go's assists would finish it;
+//! 4. `gcMarkTermination`: heapMarked = marked bytes, heapLive := heapMarked, sweepgen += 2
+//!    (every span becomes unswept), every mcache is released (`prepareForSweep`; spans cached
+//!    across the cycle are swept then), idle Ps' page caches are flushed, the pacer commits the
+//!    next goal and trigger, sweeping and scavenging are paced; the background sweeper and
+//!    scavenger then run (when on; see sweep.rs and scavenge.rs).
+//!
+//! Deliberate difference: mark time is measured in bytes allocated, not in seconds; with
+//! `cons_mark = 0` the mark is instantaneous.
+
+use serde::Serialize;
+
+use crate::malloc::Heap;
+use crate::mcache::MCache;
+use crate::mspan::SpanState;
+
+/// `gcGoalUtilization`.
+const GC_GOAL_UTILIZATION: f64 = 0.25;
+
+/// One GC cycle, for reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GcCycle {
+    pub n: u64,
+    /// Index of the op whose allocation started the cycle.
+    pub event: u64,
+    /// heapLive when the cycle started (the trigger was reached).
+    pub heap_live_before: u64,
+    /// heapLive when the mark phase ended.
+    pub heap_live_at_mark_end: u64,
+    pub heap_marked: u64,
+    /// Heap goal set at the end of the cycle (NextGC).
+    pub goal: u64,
+    /// The trigger for the next cycle.
+    pub trigger: u64,
+}
+
+impl Heap {
+    /// `gcTrigger{kind: gcTriggerHeap}.test()`, and the end of a running mark phase.
+    #[inline]
+    pub(crate) fn maybe_gc(&mut self, p: usize) {
+        let live = self.mheap.sweep.heap_live_bytes;
+        if self.marking {
+            if live >= self.mark_end_bytes {
+                self.gc_mark_termination(p);
+            }
+        } else if live >= self.trigger_bytes {
+            self.gc_start(p);
+        }
+    }
+
+    /// Runs one whole GC cycle now, with an instantaneous mark (`runtime.GC()` as a test sees
+    /// it). A running mark phase is finished first.
+    pub fn gc_cycle(&mut self, p: usize) {
+        if !self.marking {
+            self.gc_start(p);
+        }
+        if self.marking {
+            self.gc_mark_termination(p);
+        }
+    }
+
+    /// `gcStart` and the mark snapshot.
+    #[cold]
+    #[inline(never)]
+    fn gc_start(&mut self, p: usize) {
+        self.mheap.finish_sweep();
+        let live = self.mheap.sweep.heap_live_bytes;
+        self.pacer.start_cycle(live);
+        self.cycle_start_live_bytes = live;
+        self.cycle_start_event = self.current_event;
+        let mut scan_bytes = 0u64;
+        let mut objects = 0u64;
+        for s in self.mheap.spans.iter_mut().skip(1) {
+            if s.state != SpanState::InUse {
+                continue;
+            }
+            s.mark();
+            let n = s.count_marked() as u64;
+            objects += n;
+            if !s.noscan() {
+                scan_bytes += n * s.elem_bytes;
+            }
+        }
+        let scan_work = scan_bytes
+            + objects * self.pacer.mark_object_cost_bytes
+            + self.pacer.stacks_bytes
+            + self.pacer.globals_bytes;
+        let window = (self.pacer.cons_mark * (1.0 - GC_GOAL_UTILIZATION)
+            / (GC_GOAL_UTILIZATION + self.pacer.idle_mark_utilization)
+            * scan_work as f64) as u64;
+        self.marking = true;
+        self.mark_end_bytes = (live + window).min(self.goal_bytes.max(live));
+        if window == 0 || self.mark_end_bytes <= live {
+            self.gc_mark_termination(p);
+        }
+    }
+
+    /// `gcMarkTermination` and the start of the sweep phase.
+    #[cold]
+    #[inline(never)]
+    fn gc_mark_termination(&mut self, p: usize) {
+        self.marking = false;
+        let mut marked = 0u64;
+        let mut scan = 0u64;
+        for s in self.mheap.spans.iter().skip(1) {
+            if s.state != SpanState::InUse {
+                continue;
+            }
+            let n = s.count_marked() as u64;
+            marked += n * s.elem_bytes;
+            scan += n * self.pacer.mark_object_cost_bytes;
+            if !s.noscan() {
+                scan += n * s.elem_bytes;
+            }
+        }
+        let live_at_end = self.mheap.sweep.heap_live_bytes;
+        let last_goal = self.goal_bytes;
+        self.pacer.heap_marked_bytes = marked;
+        self.pacer.last_heap_scan_bytes = scan;
+        self.mheap.sweep.heap_live_bytes = marked;
+        let last_heap_inuse = self.mheap.stats.heap_inuse_bytes;
+        self.mheap.begin_sweep_phase();
+        for q in 0..self.mcaches.len() {
+            let mut mc = std::mem::replace(&mut self.mcaches[q], MCache::new(0));
+            self.mheap.release_all(&mut mc);
+            self.mcaches[q] = mc;
+            if q != p {
+                self.mheap.flush_page_cache(q);
+            }
+        }
+        self.pacer.commit(false, self.mheap.sweep.heap_live_bytes);
+        self.update_trigger();
+        self.mheap.pace_sweeper(self.trigger_bytes);
+        self.mheap.pace_scavenger(
+            self.pacer.memory_limit_bytes,
+            self.pacer.non_heap_bytes,
+            self.goal_bytes,
+            last_goal,
+            last_heap_inuse,
+        );
+        if self.bg_sweep {
+            self.mheap.finish_sweep();
+        }
+        self.mheap.scavenge_background(self.pacer.non_heap_bytes);
+        self.gc_cycles.push(GcCycle {
+            n: self.gc_cycles.len() as u64 + 1,
+            event: self.cycle_start_event,
+            heap_live_before: self.cycle_start_live_bytes,
+            heap_live_at_mark_end: live_at_end,
+            heap_marked: marked,
+            goal: self.goal_bytes,
+            trigger: self.trigger_bytes,
+        });
+    }
+}

@@ -1,0 +1,418 @@
+//! Spans: models `mspan` (mheap.go) with its allocation state from mbitmap.go and malloc.go
+//! (`nextFreeFast`, `nextFreeIndex`, `refillAllocCache`, `countAlloc`).
+//!
+//! A span is a run of pages holding either `nelems` objects of one size class or one large
+//! object. Allocation walks `freeindex` upward: `alloc_cache` holds the complement of
+//! `alloc_bits` for the 64 objects from `freeindex & !63`, shifted so bit 0 is `freeindex`;
+//! `next_free_fast` is a count-trailing-zeros on it. Objects below `freeindex` are allocated.
+//!
+//! Invariants (checked by [`MSpan::check_invariants`]):
+//! - `alloc_count` == number of allocated objects (`i < freeindex || alloc_bits[i]`);
+//! - `alloc_count <= nelems`, `freeindex <= nelems`;
+//! - `live_bits ⊆ allocated` and, for tiny-class spans, `live_bits[i] == (tiny_refs[i] > 0)`.
+//!
+//! Deliberate differences:
+//! - `alloc_bits` is also set when an object is handed out (Go leaves it to the next sweep).
+//!   Allocation order is unchanged (bits below `freeindex` are never read by `nextFreeIndex`),
+//!   and it lets the `immediate` free policy lower `freeindex` safely.
+//! - Reachability is not traced: `live_bits` holds the objects the trace has not freed, and a GC
+//!   copies it to `mark_bits` (what Go's mark phase would have found).
+//! - Tiny blocks (16 bytes holding several tiny objects) keep a count of live sub-objects in
+//!   `tiny_refs`, standing in for "some pointer into the block is live".
+
+/// Index of a span in the heap's span table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpanId(pub u32);
+
+impl SpanId {
+    pub const NONE: SpanId = SpanId(u32::MAX);
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// `mSpanState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanState {
+    Dead,
+    InUse,
+}
+
+/// Where a span sits (Go keeps this implicitly in which set holds it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanHome {
+    /// Not on any list (dead, or being handed around).
+    None,
+    /// In an mcache (`cached_by` says which P).
+    Cached,
+    /// In its mcentral's partial or full set of the given parity.
+    Partial(u8),
+    Full(u8),
+}
+
+#[derive(Clone, Debug)]
+pub struct MSpan {
+    /// Model address of the first byte.
+    pub base_addr: u64,
+    /// Length in pages.
+    pub npages: u32,
+    pub state: SpanState,
+    /// `spanclass`: size class << 1 | noscan (0/1 for large objects).
+    pub spanclass: u8,
+    /// Bytes per object (the whole span for a large object).
+    pub elem_bytes: u64,
+    /// Objects that fit (1 for a large object).
+    pub nelems: u32,
+    /// Next object index to examine for allocation.
+    pub freeindex: u32,
+    /// Objects allocated (as of the last sweep plus those handed out since).
+    pub alloc_count: u32,
+    /// Complement of `alloc_bits` from `freeindex` (see the module comment).
+    pub alloc_cache: u64,
+    /// Allocated objects (1 = in use).
+    pub alloc_bits: Vec<u64>,
+    /// What the last GC found live (copied from `live_bits` at mark time).
+    pub mark_bits: Vec<u64>,
+    /// Objects the trace still holds.
+    pub live_bits: Vec<u64>,
+    /// Live sub-objects per 16-byte block, for spans of the tiny span class (empty otherwise).
+    pub tiny_refs: Vec<u8>,
+    /// The span's memory may hold garbage and must be zeroed before use.
+    pub needzero: bool,
+    /// `sweepgen` relative to `mheap.sweepgen` (see sweep.rs).
+    pub sweepgen: u64,
+    /// `allocCountBeforeCache`: `alloc_count` when an mcache took the span, lowered by one for
+    /// each `immediate` free while cached, so `alloc_count - this` counts allocations.
+    pub alloc_count_before_cache: i64,
+    pub home: SpanHome,
+    /// Bumped whenever the span leaves a span set, so stale queue entries are skipped.
+    pub list_token: u32,
+    /// Requested bytes of the large object (statistics).
+    pub large_requested_bytes: u64,
+}
+
+impl MSpan {
+    pub fn new_dead() -> MSpan {
+        MSpan {
+            base_addr: 0,
+            npages: 0,
+            state: SpanState::Dead,
+            spanclass: 0,
+            elem_bytes: 0,
+            nelems: 0,
+            freeindex: 0,
+            alloc_count: 0,
+            alloc_cache: 0,
+            alloc_bits: Vec::new(),
+            mark_bits: Vec::new(),
+            live_bits: Vec::new(),
+            tiny_refs: Vec::new(),
+            needzero: false,
+            sweepgen: 0,
+            alloc_count_before_cache: 0,
+            home: SpanHome::None,
+            list_token: 0,
+            large_requested_bytes: 0,
+        }
+    }
+
+    /// `initSpan`'s allocation-state part: every object free, bitmaps cleared.
+    pub fn init_objects(&mut self, elem_bytes: u64, nelems: u32, tiny_class: bool) {
+        let words = (nelems as usize).div_ceil(64);
+        self.elem_bytes = elem_bytes;
+        self.nelems = nelems;
+        self.freeindex = 0;
+        self.alloc_count = 0;
+        self.alloc_cache = !0;
+        for v in [
+            &mut self.alloc_bits,
+            &mut self.mark_bits,
+            &mut self.live_bits,
+        ] {
+            v.clear();
+            v.resize(words, 0);
+        }
+        self.tiny_refs.clear();
+        if tiny_class {
+            self.tiny_refs.resize(nelems as usize, 0);
+        }
+        self.alloc_count_before_cache = 0;
+        self.large_requested_bytes = 0;
+    }
+
+    pub fn is_large(&self) -> bool {
+        self.spanclass >> 1 == 0
+    }
+
+    pub fn noscan(&self) -> bool {
+        self.spanclass & 1 == 1
+    }
+
+    pub fn limit_addr(&self) -> u64 {
+        self.base_addr + self.nelems as u64 * self.elem_bytes
+    }
+
+    /// `nextFreeFast`: the next free object from the alloc cache, or `None` when the cache
+    /// word is exhausted (the caller falls back to the slow path).
+    #[inline]
+    pub fn next_free_fast(&mut self) -> Option<u64> {
+        let tz = self.alloc_cache.trailing_zeros();
+        if tz < 64 {
+            let result = self.freeindex + tz;
+            if result < self.nelems {
+                let fi = result + 1;
+                if fi % 64 == 0 && fi != self.nelems {
+                    return None;
+                }
+                self.alloc_cache = self.alloc_cache.checked_shr(tz + 1).unwrap_or(0);
+                self.freeindex = fi;
+                self.take(result);
+                return Some(self.base_addr + result as u64 * self.elem_bytes);
+            }
+        }
+        None
+    }
+
+    /// Marks object `i` allocated (counts and the bitmap; see the module comment).
+    #[inline]
+    fn take(&mut self, i: u32) {
+        self.alloc_bits[(i / 64) as usize] |= 1 << (i % 64);
+        self.alloc_count += 1;
+    }
+
+    /// `refillAllocCache`: loads the complement of 64 alloc bits starting at object `64*word`.
+    pub fn refill_alloc_cache(&mut self, word: u32) {
+        self.alloc_cache = !self.alloc_bits.get(word as usize).copied().unwrap_or(!0);
+    }
+
+    /// `nextFreeIndex`: the index of the next free object at or after `freeindex`, refilling
+    /// the cache as needed; `nelems` when the span is full.
+    pub fn next_free_index(&mut self) -> u32 {
+        let mut sfreeindex = self.freeindex;
+        let snelems = self.nelems;
+        if sfreeindex == snelems {
+            return sfreeindex;
+        }
+        let mut a_cache = self.alloc_cache;
+        let mut bit_index = a_cache.trailing_zeros();
+        while bit_index == 64 {
+            // Move to the next 64-object word.
+            sfreeindex = (sfreeindex + 64) & !63;
+            if sfreeindex >= snelems {
+                self.freeindex = snelems;
+                return snelems;
+            }
+            self.refill_alloc_cache(sfreeindex / 64);
+            a_cache = self.alloc_cache;
+            bit_index = a_cache.trailing_zeros();
+        }
+        let result = sfreeindex + bit_index;
+        if result >= snelems {
+            self.freeindex = snelems;
+            return snelems;
+        }
+        // Go's shift by 64 gives 0; Rust's would overflow.
+        self.alloc_cache = self.alloc_cache.checked_shr(bit_index + 1).unwrap_or(0);
+        sfreeindex = result + 1;
+        if sfreeindex % 64 == 0 && sfreeindex != snelems {
+            self.refill_alloc_cache(sfreeindex / 64);
+        }
+        self.freeindex = sfreeindex;
+        result
+    }
+
+    /// `mcache.nextFree`'s use of a span: takes the object `next_free_index` found.
+    pub fn take_at(&mut self, i: u32) -> u64 {
+        self.take(i);
+        self.base_addr + i as u64 * self.elem_bytes
+    }
+
+    /// Positions `freeindex` and the alloc cache as `mcentral.cacheSpan` does before handing a
+    /// span to an mcache.
+    pub fn prime_alloc_cache(&mut self) {
+        let fi = self.freeindex;
+        self.refill_alloc_cache(fi / 64);
+        self.alloc_cache >>= fi % 64;
+    }
+
+    /// Object index of an address inside the span.
+    #[inline]
+    pub fn object_index(&self, addr: u64) -> u32 {
+        ((addr - self.base_addr) / self.elem_bytes) as u32
+    }
+
+    #[inline]
+    pub fn is_allocated(&self, i: u32) -> bool {
+        self.alloc_bits[(i / 64) as usize] >> (i % 64) & 1 == 1
+    }
+
+    #[inline]
+    pub fn set_live(&mut self, i: u32, live: bool) {
+        let w = &mut self.live_bits[(i / 64) as usize];
+        if live {
+            *w |= 1 << (i % 64);
+        } else {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    #[inline]
+    pub fn is_live(&self, i: u32) -> bool {
+        self.live_bits[(i / 64) as usize] >> (i % 64) & 1 == 1
+    }
+
+    /// Objects the trace still holds.
+    pub fn live_count(&self) -> u32 {
+        self.live_bits.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The mark phase for this span: what is live now is what the GC would find.
+    pub fn mark(&mut self) {
+        self.mark_bits.copy_from_slice(&self.live_bits);
+    }
+
+    /// Allocate-black: an object allocated during a mark phase survives it.
+    #[inline]
+    pub fn set_marked(&mut self, i: u32) {
+        self.mark_bits[(i / 64) as usize] |= 1 << (i % 64);
+    }
+
+    /// `countAlloc` on the mark bits.
+    pub fn count_marked(&self) -> u32 {
+        self.mark_bits.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The bitmap part of `sweep`: marked objects become the allocated ones, `freeindex` goes
+    /// back to 0. Returns the number of objects freed.
+    pub fn sweep_bits(&mut self) -> u32 {
+        let nalloc = self.count_marked();
+        assert!(
+            nalloc <= self.alloc_count,
+            "sweep increased allocation count"
+        );
+        let nfreed = self.alloc_count - nalloc;
+        self.alloc_count = nalloc;
+        self.freeindex = 0;
+        self.alloc_bits.copy_from_slice(&self.mark_bits);
+        self.mark_bits.iter_mut().for_each(|w| *w = 0);
+        self.refill_alloc_cache(0);
+        if nfreed > 0 {
+            self.needzero = true;
+        }
+        nfreed
+    }
+
+    /// The `immediate` policy's free: object `i` is free now; `freeindex` drops to it so the
+    /// next allocation from this span can reuse it.
+    pub fn free_now(&mut self, i: u32) {
+        debug_assert!(self.is_allocated(i));
+        self.alloc_bits[(i / 64) as usize] &= !(1 << (i % 64));
+        self.alloc_count -= 1;
+        if self.home == SpanHome::Cached {
+            self.alloc_count_before_cache -= 1;
+        }
+        self.needzero = true;
+        if i < self.freeindex {
+            self.freeindex = i;
+        }
+        // The alloc cache may hold this object's old bit.
+        self.prime_alloc_cache();
+    }
+
+    /// Walks the span's allocation state and panics on a broken invariant.
+    pub fn check_invariants(&self) {
+        if self.state == SpanState::Dead {
+            return;
+        }
+        assert!(self.freeindex <= self.nelems);
+        assert!(self.alloc_count <= self.nelems);
+        let mut allocated = 0;
+        for i in 0..self.nelems {
+            let a = self.is_allocated(i);
+            allocated += a as u32;
+            if self.is_live(i) {
+                assert!(
+                    a,
+                    "span {:#x}: live object {i} not allocated",
+                    self.base_addr
+                );
+            }
+            if !self.tiny_refs.is_empty() {
+                assert_eq!(self.is_live(i), self.tiny_refs[i as usize] > 0);
+            }
+        }
+        assert_eq!(
+            allocated, self.alloc_count,
+            "span {:#x}: alloc_count",
+            self.base_addr
+        );
+        for i in self.nelems..(self.alloc_bits.len() as u32 * 64) {
+            assert!(!self.is_allocated(i) && !self.is_live(i));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(nelems: u32) -> MSpan {
+        let mut s = MSpan::new_dead();
+        s.state = SpanState::InUse;
+        s.base_addr = 0x1000_0000;
+        s.npages = 1;
+        s.init_objects(16, nelems, false);
+        s
+    }
+
+    #[test]
+    fn fast_path_walks_in_address_order_and_stops_at_word_end() {
+        let mut s = span(100);
+        for i in 0..63 {
+            assert_eq!(s.next_free_fast(), Some(0x1000_0000 + i * 16));
+        }
+        // Object 63 would move freeindex to 64: the fast path declines, the slow path refills.
+        assert_eq!(s.next_free_fast(), None);
+        let i = s.next_free_index();
+        assert_eq!(i, 63);
+        s.take_at(i);
+        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 64 * 16));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn sweep_keeps_marked_and_reuses_the_rest_lowest_first() {
+        let mut s = span(8);
+        for _ in 0..8 {
+            let i = s.next_free_index();
+            s.take_at(i);
+            s.set_live(i, true);
+        }
+        assert_eq!(s.next_free_index(), 8);
+        s.set_live(2, false);
+        s.set_live(5, false);
+        s.mark();
+        assert_eq!(s.sweep_bits(), 2);
+        assert!(s.needzero);
+        assert_eq!(s.alloc_count, 6);
+        assert_eq!(s.next_free_index(), 2);
+        s.take_at(2);
+        assert_eq!(s.next_free_index(), 5);
+        s.take_at(5);
+        assert_eq!(s.next_free_index(), 8);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn immediate_free_lowers_freeindex() {
+        let mut s = span(8);
+        for _ in 0..4 {
+            let i = s.next_free_index();
+            s.take_at(i);
+        }
+        s.free_now(1);
+        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 16));
+        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 4 * 16));
+        s.check_invariants();
+    }
+}

@@ -1,0 +1,96 @@
+//! Statistics: models `memstats` / `heapStatsDelta` (mstats.go) and the `gcController` byte
+//! counters that `ReadMemStats` and runtime/metrics report.
+//!
+//! As in Go, small-object allocation counts are added when an mcache gives a span back
+//! (`refill`, `releaseAll`): `alloc_count - alloc_count_before_cache`. Reports call
+//! `Heap::flush_mcaches_for_stats`-free reads via [`crate::malloc::Heap::memstats`], which adds
+//! the counts still held by cached spans, just as `ReadMemStats` flushes the mcaches first.
+//!
+//! Invariants: `heap_inuse + heap_free + heap_released == heap_sys` (checked in mheap);
+//! frees never exceed allocations per class.
+//!
+//! Deliberate difference: `heap_alloc_bytes` is kept exactly at every allocation and sweep
+//! (Go derives it from the counters at read time; the values agree), so peaks are exact.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default)]
+pub struct MStats {
+    /// Bytes in in-use spans (`heapInUse`).
+    pub heap_inuse_bytes: u64,
+    /// Bytes in free spans not released to the OS (`heapFree`).
+    pub heap_free_bytes: u64,
+    /// Bytes released to the OS, including fresh never-used memory (`heapReleased`).
+    pub heap_released_bytes: u64,
+    /// Bytes of heap address space mapped (`HeapSys`).
+    pub heap_sys_bytes: u64,
+    /// Bytes of allocated objects, live or dead-but-unswept (`HeapAlloc`).
+    pub heap_alloc_bytes: u64,
+    /// Pages in in-use spans (`pagesInUse`).
+    pub pages_in_use: u64,
+    /// Objects per size class handed out by spans that have left an mcache (`smallAllocCount`).
+    pub small_alloc_count: Vec<u64>,
+    /// Objects per size class freed by sweeping (`smallFreeCount`).
+    pub small_free_count: Vec<u64>,
+    pub large_alloc_count: u64,
+    /// Bytes (whole pages) of large objects allocated.
+    pub large_alloc_bytes: u64,
+    pub large_free_count: u64,
+    pub large_free_bytes: u64,
+    /// Tiny objects packed into an existing block (`tinyAllocCount`), flushed from mcaches.
+    pub tiny_alloc_count: u64,
+    pub peak_heap_inuse_bytes: u64,
+    pub peak_heap_sys_bytes: u64,
+    pub peak_heap_alloc_bytes: u64,
+}
+
+impl MStats {
+    pub fn new(nclasses: usize) -> MStats {
+        MStats {
+            small_alloc_count: vec![0; nclasses],
+            small_free_count: vec![0; nclasses],
+            ..MStats::default()
+        }
+    }
+
+    /// Records peaks of the page-level numbers (called where they change).
+    #[inline]
+    pub fn note_heap_peaks(&mut self) {
+        self.peak_heap_inuse_bytes = self.peak_heap_inuse_bytes.max(self.heap_inuse_bytes);
+        self.peak_heap_sys_bytes = self.peak_heap_sys_bytes.max(self.heap_sys_bytes);
+    }
+}
+
+/// One entry of `MemStats.BySize` (here for every class, not only the first 61).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BySize {
+    pub size: u64,
+    pub mallocs: u64,
+    pub frees: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LargeStats {
+    pub mallocs: u64,
+    pub frees: u64,
+    /// Bytes of large objects allocated (whole pages), over the run.
+    pub bytes: u64,
+}
+
+/// What `runtime.ReadMemStats` would report, in snake case (ARCHITECTURE.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GoMemStats {
+    pub heap_alloc: u64,
+    pub heap_inuse: u64,
+    pub heap_idle: u64,
+    pub heap_released: u64,
+    pub heap_sys: u64,
+    pub mallocs: u64,
+    pub frees: u64,
+    pub heap_objects: u64,
+    pub tiny_allocs: u64,
+    pub num_gc: u64,
+    pub next_gc: u64,
+    pub by_size: Vec<BySize>,
+    pub large: LargeStats,
+}

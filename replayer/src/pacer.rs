@@ -1,0 +1,237 @@
+//! GC pacing: models `gcControllerState` (mgcpacer.go): the heap goal from GOGC and
+//! GOMEMLIMIT, and the trigger.
+//!
+//! - GOGC goal = heapMarked + (heapMarked + stacks + globals) * GOGC / 100, at least
+//!   `heapMinimum` = 4 MiB * GOGC / 100 (`commit`).
+//! - GOMEMLIMIT goal = limit - (non-heap memory + overage), minus headroom max(3 %, 1 MiB), at
+//!   least heapMarked (`memoryLimitHeapGoal`); the smaller goal wins.
+//! - The goal is raised to `sweepDistMinTrigger` (heapLive + 1 MiB when the cycle's sweep is not
+//!   done at commit) and to `triggered + 64 KiB` (`minRunway`).
+//! - Trigger = goal - runway, clamped to [heapMarked + 45/64 (goal - heapMarked),
+//!   heapMarked + 61/64 (goal - heapMarked)], with the upper bound raised to goal - 4 MiB for big
+//!   heaps (`trigger`).
+//!
+//! Deliberate difference (documented choice): Go's runway comes from the measured cons/mark
+//! ratio (allocation rate over scan rate), a timing measurement. The model uses a fixed
+//! `cons_mark` ratio from the configuration: runway = cons_mark * (1 - 0.25) / 0.25 *
+//! (last heap scan + stacks + globals). With the default 0.1, noscan-heavy heaps trigger near the
+//! 61/64 bound, as the real runtime does for them; pointer-heavy heaps trigger earlier. The same
+//! ratio sets how long the model's mark phase lasts (mgc.rs).
+
+/// `defaultHeapMinimum` at GOGC=100.
+pub const DEFAULT_HEAP_MINIMUM_BYTES: u64 = 4 << 20;
+const TRIGGER_RATIO_DEN: u64 = 64;
+const MIN_TRIGGER_RATIO_NUM: u64 = 45;
+const MAX_TRIGGER_RATIO_NUM: u64 = 61;
+const MIN_RUNWAY_BYTES: u64 = 64 << 10;
+const GC_GOAL_UTILIZATION: f64 = 0.25;
+
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    /// GOGC; negative = off.
+    pub gogc: i32,
+    /// GOMEMLIMIT in bytes, if set.
+    pub memory_limit_bytes: Option<u64>,
+    /// Bytes of goroutine stacks the GC scans (a constant input).
+    pub stacks_bytes: u64,
+    /// Bytes of globals the GC scans (a constant input).
+    pub globals_bytes: u64,
+    /// Mapped memory outside the heap (stacks, runtime structures), for the memory-limit goal.
+    pub non_heap_bytes: u64,
+    /// Fixed cons/mark ratio (see the module comment).
+    pub cons_mark: f64,
+    /// Share of CPU idle Ps give to marking (mgc.rs; 0 with no idle P).
+    pub idle_mark_utilization: f64,
+    /// Scan-work bytes a marked object costs besides its scanned bytes (mgc.rs).
+    pub mark_object_cost_bytes: u64,
+    /// Live heap after the last mark (`heapMarked`).
+    pub heap_marked_bytes: u64,
+    /// Scan work of the last mark (`lastHeapScan`, with the per-object cost).
+    pub last_heap_scan_bytes: u64,
+    /// heapLive when the last cycle started (`triggered`), `u64::MAX` before the first.
+    triggered_bytes: u64,
+    sweep_dist_min_trigger_bytes: u64,
+    gc_percent_goal_bytes: u64,
+    runway_bytes: u64,
+}
+
+impl Pacer {
+    pub fn new(
+        gogc: i32,
+        memory_limit_bytes: Option<u64>,
+        stacks_bytes: u64,
+        globals_bytes: u64,
+    ) -> Pacer {
+        let mut p = Pacer {
+            gogc,
+            memory_limit_bytes,
+            stacks_bytes,
+            globals_bytes,
+            non_heap_bytes: stacks_bytes + globals_bytes,
+            cons_mark: 0.1,
+            idle_mark_utilization: 0.25,
+            mark_object_cost_bytes: 64,
+            heap_marked_bytes: 0,
+            last_heap_scan_bytes: 0,
+            triggered_bytes: u64::MAX,
+            sweep_dist_min_trigger_bytes: 0,
+            gc_percent_goal_bytes: u64::MAX,
+            runway_bytes: 0,
+        };
+        p.commit(true, 0);
+        p
+    }
+
+    /// True when a GC can ever start.
+    pub fn enabled(&self) -> bool {
+        self.gogc >= 0 || self.memory_limit_bytes.is_some()
+    }
+
+    /// `heapMinimum`.
+    pub fn heap_minimum_bytes(&self) -> u64 {
+        if self.gogc < 0 {
+            0
+        } else {
+            DEFAULT_HEAP_MINIMUM_BYTES * self.gogc as u64 / 100
+        }
+    }
+
+    /// `commit`: recomputes the GOGC goal and the runway after a mark (or at start).
+    pub fn commit(&mut self, sweep_done: bool, heap_live_bytes: u64) {
+        self.sweep_dist_min_trigger_bytes = if sweep_done {
+            0
+        } else {
+            heap_live_bytes + crate::sweep::SWEEP_MIN_HEAP_DISTANCE_BYTES
+        };
+        self.gc_percent_goal_bytes = if self.gogc >= 0 {
+            let g = self.heap_marked_bytes
+                + (self.heap_marked_bytes + self.stacks_bytes + self.globals_bytes)
+                    * self.gogc as u64
+                    / 100;
+            g.max(self.heap_minimum_bytes())
+        } else {
+            u64::MAX
+        };
+        let scan = self.last_heap_scan_bytes + self.stacks_bytes + self.globals_bytes;
+        self.runway_bytes = (self.cons_mark * (1.0 - GC_GOAL_UTILIZATION) / GC_GOAL_UTILIZATION
+            * scan as f64) as u64;
+    }
+
+    /// `heapGoalInternal`: the goal and the minimum trigger. `heap_free`, `heap_alloc` and
+    /// `heap_inuse` feed the memory-limit goal.
+    pub fn heap_goal(&self, heap: &HeapSizes) -> (u64, u64) {
+        let mut goal = self.gc_percent_goal_bytes;
+        let mut min_trigger = 0;
+        let limit_goal = self.memory_limit_goal(heap);
+        if limit_goal < goal {
+            goal = limit_goal;
+        } else {
+            let sweep_dist = self.sweep_dist_min_trigger_bytes;
+            if sweep_dist > goal {
+                goal = sweep_dist;
+            }
+            min_trigger = sweep_dist;
+            if self.triggered_bytes != u64::MAX && goal < self.triggered_bytes + MIN_RUNWAY_BYTES {
+                goal = self.triggered_bytes + MIN_RUNWAY_BYTES;
+            }
+        }
+        (goal, min_trigger)
+    }
+
+    fn memory_limit_goal(&self, heap: &HeapSizes) -> u64 {
+        let Some(limit) = self.memory_limit_bytes else {
+            return u64::MAX;
+        };
+        let mapped_ready = heap.inuse + heap.free + self.non_heap_bytes;
+        let non_heap = mapped_ready.saturating_sub(heap.free + heap.alloc);
+        let overage = mapped_ready.saturating_sub(limit);
+        if non_heap + overage >= limit {
+            return self.heap_marked_bytes;
+        }
+        let mut goal = limit - (non_heap + overage);
+        let headroom = (goal / 100 * 3).max(1 << 20);
+        goal = if goal < headroom || goal - headroom < headroom {
+            headroom
+        } else {
+            goal - headroom
+        };
+        goal.max(self.heap_marked_bytes)
+    }
+
+    /// `trigger`: the heapLive at which the next cycle starts, and the goal.
+    pub fn trigger(&self, heap: &HeapSizes) -> (u64, u64) {
+        let (goal, min_trigger) = self.heap_goal(heap);
+        let marked = self.heap_marked_bytes;
+        if marked >= goal {
+            return (goal, goal);
+        }
+        let mut min_trigger = min_trigger.max(marked);
+        let lower = (goal - marked) / TRIGGER_RATIO_DEN * MIN_TRIGGER_RATIO_NUM + marked;
+        min_trigger = min_trigger.max(lower);
+        let mut max_trigger = (goal - marked) / TRIGGER_RATIO_DEN * MAX_TRIGGER_RATIO_NUM + marked;
+        if goal > DEFAULT_HEAP_MINIMUM_BYTES && goal - DEFAULT_HEAP_MINIMUM_BYTES > max_trigger {
+            max_trigger = goal - DEFAULT_HEAP_MINIMUM_BYTES;
+        }
+        max_trigger = max_trigger.max(min_trigger);
+        let trigger = if self.runway_bytes > goal {
+            min_trigger
+        } else {
+            goal - self.runway_bytes
+        };
+        (trigger.clamp(min_trigger, max_trigger), goal)
+    }
+
+    /// Called when a cycle starts (`startCycle`).
+    pub fn start_cycle(&mut self, heap_live_bytes: u64) {
+        self.triggered_bytes = heap_live_bytes;
+    }
+}
+
+/// Heap sizes the memory-limit goal needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapSizes {
+    pub inuse: u64,
+    pub free: u64,
+    pub alloc: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_goal_is_the_heap_minimum() {
+        let p = Pacer::new(100, None, 0, 0);
+        let (trigger, goal) = p.trigger(&HeapSizes::default());
+        assert_eq!(goal, 4 << 20);
+        assert_eq!(trigger, (4 << 20) / 64 * 61);
+        let p = Pacer::new(50, None, 0, 0);
+        assert_eq!(p.trigger(&HeapSizes::default()).1, 2 << 20);
+    }
+
+    #[test]
+    fn goal_follows_marked_heap() {
+        let mut p = Pacer::new(100, None, 8192, 8192);
+        p.heap_marked_bytes = 10 << 20;
+        p.commit(true, 10 << 20);
+        let (trigger, goal) = p.trigger(&HeapSizes::default());
+        assert_eq!(goal, (10 << 20) + (10 << 20) + 16384);
+        assert!(trigger > (10 << 20) && trigger < goal);
+    }
+
+    #[test]
+    fn memory_limit_lowers_the_goal() {
+        let mut p = Pacer::new(100, Some(64 << 20), 0, 0);
+        p.heap_marked_bytes = 40 << 20;
+        p.commit(true, 40 << 20);
+        let h = HeapSizes {
+            inuse: 50 << 20,
+            free: 0,
+            alloc: 50 << 20,
+        };
+        let (_, goal) = p.trigger(&h);
+        assert!(goal < 64 << 20 && goal >= 40 << 20, "{goal}");
+        let p = Pacer::new(-1, None, 0, 0);
+        assert!(!p.enabled());
+    }
+}

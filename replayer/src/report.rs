@@ -1,0 +1,294 @@
+//! Replay results: the JSON document of ARCHITECTURE.md ("Replay JSON, schema 1") and the text
+//! summary `allocscope replay` prints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::{Anomalies, Compiled, RunStats};
+use crate::malloc::{GcCycle, Heap};
+use crate::mstats::GoMemStats;
+use crate::sizeclass::SizeClass;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceInfo {
+    pub path: String,
+    pub events: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigOut {
+    pub allocator: &'static str,
+    #[serde(flatten)]
+    pub config: Config,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClassDetail {
+    pub class: u32,
+    pub size: u64,
+    pub spans: u64,
+    pub objects_in_use: u64,
+    /// Objects in use over object slots in the class's spans (0 when no span).
+    pub occupancy: f64,
+    pub requested_bytes: u64,
+    pub rounded_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Pages {
+    pub in_use: u64,
+    pub free: u64,
+    pub released: u64,
+    pub largest_free_run: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Peak {
+    pub heap_inuse: u64,
+    pub heap_alloc: u64,
+    pub heap_sys: u64,
+    pub live_requested: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Model {
+    pub classes: Vec<ClassDetail>,
+    pub large: ClassDetail,
+    pub pages: Pages,
+    pub gc_cycles: Vec<GcCycle>,
+    pub peak: Peak,
+    pub zero_size_allocs: u64,
+    pub spans_swept: u64,
+    pub released_total_bytes: u64,
+}
+
+/// The whole result document.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplayReport {
+    pub schema: u32,
+    pub tool: String,
+    pub trace: TraceInfo,
+    pub config: ConfigOut,
+    pub go_memstats: GoMemStats,
+    pub model: Model,
+    pub anomalies: Anomalies,
+    /// Flat name -> number map for compare / trend. Memory metrics are deterministic; `*_ns` and
+    /// `*_per_s` are timings.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl ReplayReport {
+    pub fn build(
+        path: &str,
+        cfg: &Config,
+        heap: &Heap,
+        compiled: &Compiled,
+        run: &RunStats,
+    ) -> ReplayReport {
+        let mh = &heap.mheap;
+        let classes = &mh.classes;
+        let n = classes.num_classes();
+        let mut spans = vec![0u64; n];
+        let mut objects = vec![0u64; n];
+        let mut slots = vec![0u64; n];
+        for id in mh.in_use_spans() {
+            let s = mh.span(id);
+            let c = (s.spanclass >> 1) as usize;
+            spans[c] += 1;
+            objects[c] += s.alloc_count as u64;
+            slots[c] += s.nelems as u64;
+        }
+        let detail = |c: usize, size: u64| ClassDetail {
+            class: c as u32,
+            size,
+            spans: spans[c],
+            objects_in_use: objects[c],
+            occupancy: if slots[c] == 0 {
+                0.0
+            } else {
+                round4(objects[c] as f64 / slots[c] as f64)
+            },
+            requested_bytes: compiled.per_class[c].requested_bytes,
+            rounded_bytes: compiled.per_class[c].rounded_bytes,
+        };
+        let class_details: Vec<ClassDetail> = (1..n)
+            .map(|c| detail(c, classes.size_bytes(SizeClass(c as u8)) as u64))
+            .collect();
+        let (free_pages, released_pages) = mh.pages.free_and_released_pages();
+        let cache_free: u64 = mh
+            .pcache
+            .iter()
+            .map(|c| c.block.free.count_ones() as u64)
+            .sum();
+        let cache_scav: u64 = mh
+            .pcache
+            .iter()
+            .map(|c| c.block.scav.count_ones() as u64)
+            .sum();
+        let st = &mh.stats;
+        let peak = Peak {
+            heap_inuse: st.peak_heap_inuse_bytes,
+            heap_alloc: run.peak_heap_alloc_bytes.max(st.heap_alloc_bytes),
+            heap_sys: st.peak_heap_sys_bytes,
+            live_requested: compiled.peak_live_requested_bytes,
+        };
+        let go = heap.memstats();
+        let waste_pct = if compiled.rounded_bytes == 0 {
+            0.0
+        } else {
+            round4(
+                100.0 * (compiled.rounded_bytes - compiled.requested_bytes) as f64
+                    / compiled.rounded_bytes as f64,
+            )
+        };
+        let mut metrics = BTreeMap::new();
+        let mut m = |k: &str, v: f64| {
+            metrics.insert(k.to_string(), v);
+        };
+        m("peak_heap", peak.heap_inuse as f64);
+        m("peak_heap_alloc", peak.heap_alloc as f64);
+        m("peak_heap_sys", peak.heap_sys as f64);
+        m("peak_live_requested", peak.live_requested as f64);
+        m("waste_pct", waste_pct);
+        m("num_gc", go.num_gc as f64);
+        m("heap_sys", go.heap_sys as f64);
+        m("heap_inuse", go.heap_inuse as f64);
+        m("heap_alloc", go.heap_alloc as f64);
+        m("heap_released", go.heap_released as f64);
+        m("mallocs", go.mallocs as f64);
+        m("frees", go.frees as f64);
+        m("tiny_allocs", go.tiny_allocs as f64);
+        m("requested_bytes", compiled.requested_bytes as f64);
+        m("rounded_bytes", compiled.rounded_bytes as f64);
+        m("replay_ns", run.elapsed_ns as f64);
+        if run.ops > 0 {
+            m("op_ns", round4(run.elapsed_ns as f64 / run.ops as f64));
+        }
+        if run.elapsed_ns > 0 {
+            m(
+                "events_per_s",
+                (compiled.events as f64 * 1e9 / run.elapsed_ns as f64).round(),
+            );
+        }
+        ReplayReport {
+            schema: 1,
+            tool: format!("allocscope {}", env!("CARGO_PKG_VERSION")),
+            trace: TraceInfo {
+                path: path.to_string(),
+                events: compiled.events,
+            },
+            config: ConfigOut {
+                allocator: "go",
+                config: cfg.clone(),
+            },
+            go_memstats: go,
+            model: Model {
+                classes: class_details,
+                large: detail(0, 0),
+                pages: Pages {
+                    in_use: st.pages_in_use,
+                    free: free_pages + cache_free - released_pages - cache_scav,
+                    released: released_pages + cache_scav,
+                    largest_free_run: mh.pages.largest_free_run(),
+                },
+                gc_cycles: heap.gc_cycles.clone(),
+                peak,
+                zero_size_allocs: heap.zero_size_allocs,
+                spans_swept: mh.sweep.total_spans_swept,
+                released_total_bytes: mh.scav.released_total_bytes,
+            },
+            anomalies: compiled.anomalies.clone(),
+            metrics,
+        }
+    }
+
+    /// The summary a Go engineer recognises (MemStats names).
+    pub fn summary(&self) -> String {
+        let g = &self.go_memstats;
+        let mut s = String::new();
+        let c = &self.config.config;
+        let limit = c
+            .gomemlimit
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "off".into());
+        let _ = writeln!(
+            s,
+            "replay {} ({} events) through the Go model: GOGC={} GOMEMLIMIT={} free={:?} pointers={:?} procs={}",
+            self.trace.path, self.trace.events, c.gogc, limit, c.free_policy, c.pointers, c.procs
+        );
+        let _ = writeln!(
+            s,
+            "  HeapAlloc    {:>14}   HeapInuse   {:>14}",
+            g.heap_alloc, g.heap_inuse
+        );
+        let _ = writeln!(
+            s,
+            "  HeapIdle     {:>14}   HeapReleased{:>14}",
+            g.heap_idle, g.heap_released
+        );
+        let _ = writeln!(
+            s,
+            "  HeapSys      {:>14}   HeapObjects {:>14}",
+            g.heap_sys, g.heap_objects
+        );
+        let _ = writeln!(
+            s,
+            "  Mallocs      {:>14}   Frees       {:>14}",
+            g.mallocs, g.frees
+        );
+        let _ = writeln!(
+            s,
+            "  TinyAllocs   {:>14}   NumGC       {:>14}",
+            g.tiny_allocs, g.num_gc
+        );
+        let _ = writeln!(s, "  NextGC       {:>14}", g.next_gc);
+        let p = &self.model.peak;
+        let _ = writeln!(
+            s,
+            "  peak: HeapInuse {}  HeapAlloc {}  HeapSys {}  live requested {}",
+            p.heap_inuse, p.heap_alloc, p.heap_sys, p.live_requested
+        );
+        let _ = writeln!(
+            s,
+            "  size-class waste {:.2}% of allocated bytes",
+            self.metrics["waste_pct"]
+        );
+        let busiest: Vec<&ClassDetail> = {
+            let mut v: Vec<&ClassDetail> =
+                self.model.classes.iter().filter(|c| c.spans > 0).collect();
+            v.sort_by(|a, b| b.spans.cmp(&a.spans).then(a.class.cmp(&b.class)));
+            v.truncate(8);
+            v
+        };
+        if !busiest.is_empty() {
+            let _ = writeln!(s, "  class   size  spans  in use  occupancy");
+            for c in busiest {
+                let _ = writeln!(
+                    s,
+                    "  {:>5} {:>6} {:>6} {:>7}  {:>8.1}%",
+                    c.class,
+                    c.size,
+                    c.spans,
+                    c.objects_in_use,
+                    c.occupancy * 100.0
+                );
+            }
+        }
+        let a = &self.anomalies;
+        if a.failed_calls + a.unknown_frees + a.double_frees + a.missed_frees > 0 {
+            let _ = writeln!(
+                s,
+                "  anomalies: {} failed calls, {} unknown frees, {} double frees, {} missed frees (skipped)",
+                a.failed_calls, a.unknown_frees, a.double_frees, a.missed_frees
+            );
+        }
+        s
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10000.0).round() / 10000.0
+}

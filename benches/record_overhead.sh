@@ -2,6 +2,8 @@
 # End-to-end overhead of `allocscope record`: wall time of malloc-heavy programs untraced, under
 # `allocscope record`, and under heaptrack (when installed), run alternately, N rounds each.
 # Prints the median per mode, the ratio to untraced, and the trace's bytes per event.
+# Modes: plain (untraced), record, record-nolat (record --no-latency: one clock read per call),
+# heaptrack (when installed).
 #
 # Usage: benches/record_overhead.sh [ROUNDS]   (default 5)
 # Env:   ALLOCSCOPE=path/to/allocscope (default: target/release/allocscope, built if missing)
@@ -23,6 +25,7 @@ s = json.dumps(d)
 print(len(d), len(s))
 PYEOF
 cc -O2 -pthread -o "$WORK/stress" collector/tests/c/stress.c
+cc -O2 -pthread -o "$WORK/workload_mt" benches/workload_mt.c
 
 now_ns() { date +%s%N; }
 
@@ -34,9 +37,11 @@ run() {
     case $mode in
         plain)
             t0=$(now_ns); "$@" > /dev/null; t1=$(now_ns) ;;
-        record)
+        record|record-nolat)
+            local extra=()
+            [[ $mode == record-nolat ]] && extra=(--no-latency)
             t0=$(now_ns)
-            "$ALLOCSCOPE" record -o "$WORK/out/t.atrace" -- "$@" > /dev/null 2> "$WORK/out/summary"
+            "$ALLOCSCOPE" record "${extra[@]}" -o "$WORK/out/t.atrace" -- "$@" > /dev/null 2> "$WORK/out/summary"
             t1=$(now_ns)
             # events and bytes over every process of the run
             awk '/ events, / { for (i = 1; i <= NF; i++) { if ($(i+1) == "events,") ev += $i; if ($(i+1) == "trace" && $(i+2) == "bytes,") by += $i } }
@@ -49,7 +54,7 @@ run() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-MODES="plain record"
+MODES="plain record record-nolat"
 command -v heaptrack > /dev/null && MODES="$MODES heaptrack"
 
 bench() {
@@ -74,4 +79,7 @@ bench() {
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ), rounds: $ROUNDS, modes: $MODES"
 PYTHONMALLOC=malloc bench python "$PY" "$WORK/dict.py"
-bench c-4thr "$WORK/stress" 4 1000000
+# A multithreaded C program that uses what it allocates (benches/workload_mt.c: ~90 ns of work per call).
+bench c-mt "$WORK/workload_mt" 4 1000000
+# Worst case: nothing but malloc/free in a tight loop (collector/tests/c/stress.c, ~9 ns per call).
+bench c-stress "$WORK/stress" 4 1000000

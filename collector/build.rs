@@ -47,8 +47,7 @@ fn build_shim(shim_dir: &Path, out_dir: &Path) -> PathBuf {
         .arg("--target-dir")
         .arg(&target_dir)
         .args(["--config", "profile.release.debug=0"])
-        .args(["--config", "profile.release.strip=true"])
-        .args(["--config", "profile.release.panic=\"abort\""]);
+        .args(["--config", "profile.release.strip=true"]);
     // The outer build's settings are not for the shim.
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();

@@ -4,7 +4,9 @@
 //! live (unknown or double free) is counted and otherwise ignored; an allocation returning an
 //! address still live retires the old object first (a missed free).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use replayer::sizeclass::SizeClasses;
 use serde::Serialize;
@@ -41,7 +43,7 @@ pub struct Analyzer {
 impl Analyzer {
     pub fn new(classes: SizeClasses) -> Analyzer {
         Analyzer {
-            live: HashMap::new(),
+            live: HashMap::default(),
             workload: Workload::default(),
             frag: Frag::new(&classes),
             waste: Waste::new(classes),
@@ -230,4 +232,70 @@ impl Report {
         }
         m
     }
+}
+
+/// Analyses a whole trace file in one ordered pass (with a progress bar on a terminal), decoding
+/// chunks in parallel ahead of it when their order allows ([`crate::par`]): what `profile` does
+/// (and `report` can). A problem in the event stream (a truncated tail) is an error unless
+/// `allow_truncated`, in which case the report covers the good events.
+pub fn analyze_file(
+    path: &std::path::Path,
+    classes: SizeClasses,
+    replay: Option<&serde_json::Value>,
+    allow_truncated: bool,
+) -> crate::Result<Report> {
+    let input = |msg: String| crate::AnalysisError::Input {
+        path: path.display().to_string(),
+        msg,
+    };
+    let reader = traces::TraceReader::open(path).map_err(|e| input(e.to_string()))?;
+    let mut an = Analyzer::new(classes);
+    let bar = crate::progress_bar(reader.event_count());
+    let mut events = 0u64;
+    let fast = crate::par::decode_ahead(&reader, |ev| {
+        an.add(ev);
+        events += 1;
+        if events & 0xffff == 0 {
+            bar.set_position(events);
+        }
+    });
+    match fast {
+        Some(Ok(())) => {
+            bar.finish_and_clear();
+            let info = TraceInfo {
+                path: path.display().to_string(),
+                events,
+                synthetic_clock: reader.header().clock == traces::ClockSource::Synthetic,
+            };
+            return Ok(an.finish(info, replay));
+        }
+        Some(Err(e)) => {
+            bar.finish_and_clear();
+            return Err(input(e.to_string()));
+        }
+        None => {}
+    }
+    for ev in reader.events() {
+        match ev {
+            Ok(ev) => {
+                an.add(&ev);
+                events += 1;
+                if events & 0xffff == 0 {
+                    bar.set_position(events);
+                }
+            }
+            Err(e) if e.is_truncation() && allow_truncated => break,
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(input(e.to_string()));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let info = TraceInfo {
+        path: path.display().to_string(),
+        events,
+        synthetic_clock: reader.header().clock == traces::ClockSource::Synthetic,
+    };
+    Ok(an.finish(info, replay))
 }

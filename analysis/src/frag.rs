@@ -15,7 +15,7 @@
 //! The timeline keeps at most [`MAX_POINTS`] windows; each records the maxima inside it. When it
 //! fills, neighbouring windows merge (max of each) and the window length doubles.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use replayer::sizeclass::{SizeClass, SizeClasses, SpanClass};
 use serde::Serialize;
@@ -86,7 +86,7 @@ impl Frag {
             class_size: (0..n).map(|c| t.size_bytes(cls(c)) as u64).collect(),
             live_objects: vec![0; n],
             peak_live_objects: vec![0; n],
-            tiny_refs: HashMap::new(),
+            tiny_refs: HashMap::default(),
             tiny_class: t.class_for(TINY_BLOCK_BYTES).0 as usize,
             live_requested: 0,
             live_rounded: 0,

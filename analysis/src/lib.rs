@@ -19,11 +19,13 @@ pub mod compare;
 pub mod frag;
 pub mod html;
 pub mod latency;
+pub mod par;
 pub mod pct;
 pub mod replay_json;
 pub mod tables;
 pub mod text;
 pub mod trend;
+pub mod tune;
 pub mod waste;
 pub mod workload;
 

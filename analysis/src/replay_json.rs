@@ -85,11 +85,15 @@ impl ReplayFigures {
         if let (Some(h), true) = (f.peak_heap_inuse_bytes, live > 0) {
             f.jw_heap_inuse = Some(h as f64 / live as f64);
         }
+        // The largest free run counts released pages too (they are free address space), while
+        // `pages.free` counts only the retained ones: set the run against both.
+        let released = u(&["model", "pages", "released"]).unwrap_or(0);
         if let (Some(free), Some(run)) = (f.free_pages, f.largest_free_run_pages) {
-            f.page_frag = Some(if free == 0 {
+            let all_free = free + released;
+            f.page_frag = Some(if all_free == 0 {
                 0.0
             } else {
-                1.0 - run as f64 / free as f64
+                (1.0 - run as f64 / all_free as f64).clamp(0.0, 1.0)
             });
         }
         if let Some(cs) = at(v, &["model", "classes"]).and_then(Value::as_array) {

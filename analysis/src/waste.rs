@@ -14,7 +14,7 @@
 //! class needs. Each class's waste is set against the table's theoretical maximum, computed as
 //! `mksizeclasses.go` does: `((size - prev_size - 1) * objects + tail) / span_bytes`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use replayer::sizeclass::{
     SizeClass, SizeClasses, SpanClass, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
@@ -83,13 +83,13 @@ impl Waste {
             tiny_allocs: 0,
             tiny_requested_bytes: 0,
             tiny_blocks: 0,
-            open_block: HashMap::new(),
+            open_block: HashMap::default(),
             large_allocs: 0,
             large_requested_bytes: 0,
             large_rounded_bytes: 0,
             zero_allocs: 0,
             header_bytes: 0,
-            by_size: HashMap::new(),
+            by_size: HashMap::default(),
         }
     }
 

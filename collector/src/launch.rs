@@ -36,6 +36,8 @@ pub struct RecordOptions {
     pub shim: Option<PathBuf>,
     /// Read every event back after the run (slower); otherwise the chunk directory is checked.
     pub verify: bool,
+    /// Measure the latency of every real call (two clock reads per call instead of one).
+    pub latency: bool,
 }
 
 impl Default for RecordOptions {
@@ -49,6 +51,7 @@ impl Default for RecordOptions {
             command: Vec::new(),
             shim: None,
             verify: false,
+            latency: true,
         }
     }
 }
@@ -182,6 +185,9 @@ pub fn record(
     if !opts.follow {
         cmd.env("ALLOCSCOPE_NO_FOLLOW", "1");
     }
+    if !opts.latency {
+        cmd.env("ALLOCSCOPE_NO_LATENCY", "1");
+    }
     if let Some((path, _)) = &control {
         cmd.env("ALLOCSCOPE_CONTROL", path);
     }
@@ -206,6 +212,7 @@ pub fn record(
         if let Some(st) = child.try_wait()? {
             break st;
         }
+        signals::forward_pending(pid);
         if let Some((_, f)) = &control {
             let now = signals::usr2_count();
             let mut flip = now != toggles && (now - toggles) % 2 == 1;

@@ -214,3 +214,64 @@ fn exit_code_and_signal_are_passed_on() {
         128 + 15
     );
 }
+
+#[test]
+fn trace_files_are_private_and_never_overwritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The environment of the traced program never reaches the trace (argv of `env` does, so the
+    // check is on the file of the program it execs).
+    let cmd = common::os(&[
+        "env",
+        "ALLOCSCOPE_TEST_SECRET=xyzzy-4711",
+        "sh",
+        "-c",
+        "true",
+    ]);
+    let o = common::record(dir.path(), &cmd, |_| {});
+    assert_eq!(o.exit_code, 0);
+    for p in &o.processes {
+        let mode = std::fs::metadata(&p.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.path.display());
+    }
+    let sh = o
+        .processes
+        .iter()
+        .find(|p| p.command.first().is_some_and(|c| c == "sh"))
+        .expect("sh's trace");
+    let bytes = std::fs::read(&sh.path).unwrap();
+    assert!(
+        !bytes.windows(10).any(|w| w == b"xyzzy-4711"),
+        "environment leaked into {}",
+        sh.path.display()
+    );
+
+    // An existing output is never overwritten.
+    let opts = collector::RecordOptions {
+        output: Some(sh.path.clone()),
+        command: common::os(&["true"]),
+        ..Default::default()
+    };
+    let err = collector::record(&opts, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+
+    // The shim never writes through a symlink put where its file would go: it picks the next name.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let link = dir.path().join("linked.atrace");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let st = Command::new("true")
+        .env("LD_PRELOAD", collector::shim::install().unwrap())
+        .env("ALLOCSCOPE_OUT", &link)
+        .env("ALLOCSCOPE_PARENT_PID", std::process::id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    let others: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("linked.atrace."))
+        .collect();
+    assert_eq!(others.len(), 1, "{others:?}");
+}

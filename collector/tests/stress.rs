@@ -92,3 +92,69 @@ fn sigkill_leaves_a_readable_trace() {
     assert_eq!(evs.len() as u64, p.events);
     assert!(evs.windows(2).all(|w| w[1].seq == w[0].seq + 1));
 }
+
+#[test]
+fn short_lived_threads_and_frees_after_thread_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = common::compile("threads", dir.path());
+    let outcome = common::record(dir.path(), &[exe.into_os_string(), "30".into()], |_| {});
+    assert_eq!(outcome.exit_code, 0);
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    let p = &outcome.processes[0];
+    assert_eq!(p.missing, 0);
+    let evs = common::events(&p.path);
+    assert_eq!(common::order_violations(&evs), 0);
+    // Each of the 300 threads: 3 mallocs of 5000 + t, and all 3 objects freed, on that thread.
+    for t in 0..300u64 {
+        let mine: Vec<_> = evs
+            .iter()
+            .filter(|e| e.op == Op::Malloc && e.size == 5000 + t)
+            .collect();
+        assert_eq!(mine.len(), 3, "thread {t} mallocs");
+        let thread = mine[0].thread;
+        assert!(mine.iter().all(|e| e.thread == thread));
+        for m in mine {
+            let freed = evs.iter().any(|e| {
+                e.op == Op::Free && e.old_addr == m.addr && e.seq > m.seq && e.thread == thread
+            });
+            assert!(
+                freed,
+                "thread {t}: object {:#x} freed on its thread",
+                m.addr
+            );
+        }
+    }
+}
+
+#[test]
+fn latency_is_measured_unless_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = common::compile("threads", dir.path());
+    let with = common::record(
+        dir.path(),
+        &[exe.clone().into_os_string(), "3".into()],
+        |_| {},
+    );
+    let evs = common::events(&with.processes[0].path);
+    assert!(
+        evs.iter().filter(|e| e.latency_ns > 0).count() > evs.len() / 2,
+        "latencies measured"
+    );
+    assert!(
+        evs.windows(2)
+            .all(|w| w[0].ts_ns <= w[1].ts_ns || w[0].thread != w[1].thread),
+        "per-thread time order"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let without = common::record(dir.path(), &[exe.into_os_string(), "3".into()], |o| {
+        o.latency = false
+    });
+    let evs = common::events(&without.processes[0].path);
+    assert!(evs.len() > 90);
+    assert!(
+        evs.iter().all(|e| e.latency_ns == 0),
+        "--no-latency records 0"
+    );
+    assert!(evs.last().unwrap().ts_ns > 0, "timestamps still taken");
+}

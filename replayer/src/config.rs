@@ -164,8 +164,10 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml_str(&text)
-            .map_err(|e| ReplayError::Config(format!("{}: {e}", path.display())))
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ReplayError::Config(m) => ReplayError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
     }
 
     pub fn from_toml_str(text: &str) -> Result<Config, ReplayError> {

@@ -8,13 +8,13 @@ pub enum ReplayError {
     SizeClassTable { name: String, msg: String },
     #[error("config: {0}")]
     Config(String),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("out of address space: cannot map {bytes} more bytes of heap ({source})")]
+    #[error("out of address space: cannot map {bytes} more bytes of heap")]
     OutOfMemory {
         bytes: u64,
         #[source]

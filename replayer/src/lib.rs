@@ -13,7 +13,7 @@
 //! | [`mheap`] | mheap.go: span allocation, page cache use, growth, zeroing decisions |
 //! | [`pagealloc`] | mpagealloc.go: first-fit page allocator over 4 MiB chunks |
 //! | [`pagecache`] | mpagecache.go: per-P 64-page cache |
-//! | [`arena`] | heapArena, sysAlloc/sysMap: the real mmap'd memory (the only `unsafe`) |
+//! | [`arena`] | heapArena, sysAlloc/sysMap: the real mmap'd memory (the model's only `unsafe`) |
 //! | [`malloc`] | malloc.go `mallocgc`, frees under each policy |
 //! | [`mgc`] | mgc.go: GC cycles (start, mark phase, mark termination) |
 //! | [`pacer`] | mgcpacer.go: heap goal and trigger |
@@ -37,6 +37,7 @@ pub mod mgc;
 pub mod mheap;
 pub mod mspan;
 pub mod mstats;
+pub mod native;
 pub mod pacer;
 pub mod pagealloc;
 pub mod pagecache;

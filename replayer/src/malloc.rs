@@ -237,9 +237,9 @@ impl Heap {
             let x = mc.tiny_addr + off;
             mc.tiny_offset = off + size_bytes;
             mc.tiny_allocs += 1;
-            let id = self.mheap.span_of(x).expect("tiny block in a span");
+            let (id, i) = (mc.tiny_span, mc.tiny_index);
             let s = &mut self.mheap.spans[id.index()];
-            let i = s.object_index(x);
+            debug_assert_eq!(s.object_index(x), i);
             s.tiny_refs[i as usize] += 1;
             s.set_live(i, true);
             if self.marking {
@@ -274,6 +274,8 @@ impl Heap {
         if size_bytes < mc.tiny_offset || mc.tiny_addr == 0 {
             let old = mc.tiny_addr;
             mc.tiny_addr = v;
+            mc.tiny_span = id;
+            mc.tiny_index = i;
             mc.tiny_offset = size_bytes;
             if old != 0 && self.policy == FreePolicy::Immediate {
                 self.free_tiny_block_if_empty(old);

@@ -30,6 +30,9 @@ pub struct MCache {
     pub alloc: Vec<SpanId>,
     /// Address of the current tiny block (0 = none).
     pub tiny_addr: u64,
+    /// Span and object index of the current tiny block (saves a span lookup per tiny object).
+    pub tiny_span: SpanId,
+    pub tiny_index: u32,
     /// Bytes of the tiny block already used.
     pub tiny_offset: u64,
     /// Tiny objects packed into existing blocks since the last flush (`tinyAllocs`).
@@ -41,6 +44,8 @@ impl MCache {
         MCache {
             alloc: vec![EMPTY_SPAN; num_span_classes],
             tiny_addr: 0,
+            tiny_span: EMPTY_SPAN,
+            tiny_index: 0,
             tiny_offset: 0,
             tiny_allocs: 0,
         }

@@ -97,10 +97,8 @@ impl MHeap {
             if let Some(id) = self.pop_span(spc, SpanHome::Partial(swept_index(sg))) {
                 break 'search Some(id);
             }
-            while budget >= 0 {
-                let Some(id) = self.pop_span(spc, SpanHome::Partial(unswept_index(sg))) else {
-                    break;
-                };
+            // Go loops here with the shared budget, but takes the first span it pops.
+            if let Some(id) = self.pop_span(spc, SpanHome::Partial(unswept_index(sg))) {
                 self.sweep_span(id, true);
                 break 'search Some(id);
             }

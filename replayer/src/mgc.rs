@@ -157,6 +157,8 @@ impl Heap {
             self.mheap.finish_sweep();
         }
         self.mheap.scavenge_background(self.pacer.non_heap_bytes);
+        #[cfg(feature = "check-invariants")]
+        self.check_invariants();
         self.gc_cycles.push(GcCycle {
             n: self.gc_cycles.len() as u64 + 1,
             event: self.cycle_start_event,

@@ -61,6 +61,9 @@ pub struct MSpan {
     pub spanclass: u8,
     /// Bytes per object (the whole span for a large object).
     pub elem_bytes: u64,
+    /// `divMul`: `u32::MAX / elem_bytes + 1`, so `(offset * div_mul) >> 32` is the object index
+    /// for any offset inside the span (0 for large spans: their only object is index 0).
+    pub div_mul: u64,
     /// Objects that fit (1 for a large object).
     pub nelems: u32,
     /// Next object index to examine for allocation.
@@ -99,6 +102,7 @@ impl MSpan {
             state: SpanState::Dead,
             spanclass: 0,
             elem_bytes: 0,
+            div_mul: 0,
             nelems: 0,
             freeindex: 0,
             alloc_count: 0,
@@ -120,6 +124,11 @@ impl MSpan {
     pub fn init_objects(&mut self, elem_bytes: u64, nelems: u32, tiny_class: bool) {
         let words = (nelems as usize).div_ceil(64);
         self.elem_bytes = elem_bytes;
+        self.div_mul = if nelems > 1 {
+            u32::MAX as u64 / elem_bytes + 1
+        } else {
+            0
+        };
         self.nelems = nelems;
         self.freeindex = 0;
         self.alloc_count = 0;
@@ -161,7 +170,7 @@ impl MSpan {
             let result = self.freeindex + tz;
             if result < self.nelems {
                 let fi = result + 1;
-                if fi % 64 == 0 && fi != self.nelems {
+                if fi & 63 == 0 && fi != self.nelems {
                     return None;
                 }
                 self.alloc_cache = self.alloc_cache.checked_shr(tz + 1).unwrap_or(0);
@@ -214,7 +223,7 @@ impl MSpan {
         // Go's shift by 64 gives 0; Rust's would overflow.
         self.alloc_cache = self.alloc_cache.checked_shr(bit_index + 1).unwrap_or(0);
         sfreeindex = result + 1;
-        if sfreeindex % 64 == 0 && sfreeindex != snelems {
+        if sfreeindex & 63 == 0 && sfreeindex != snelems {
             self.refill_alloc_cache(sfreeindex / 64);
         }
         self.freeindex = sfreeindex;
@@ -238,7 +247,9 @@ impl MSpan {
     /// Object index of an address inside the span.
     #[inline]
     pub fn object_index(&self, addr: u64) -> u32 {
-        ((addr - self.base_addr) / self.elem_bytes) as u32
+        let i = (((addr - self.base_addr) * self.div_mul) >> 32) as u32;
+        debug_assert_eq!(i as u64, (addr - self.base_addr) / self.elem_bytes);
+        i
     }
 
     #[inline]

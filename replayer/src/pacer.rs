@@ -11,6 +11,9 @@
 //!   heapMarked + 61/64 (goal - heapMarked)], with the upper bound raised to goal - 4 MiB for big
 //!   heaps (`trigger`).
 //!
+//! - With a memory limit, the GC CPU limiter is modelled as a floor: a cycle is not triggered
+//!   before heapMarked + max(64 KiB, cons_mark * scan work) (no death spiral near the limit).
+//!
 //! Deliberate difference (documented choice): Go's runway comes from the measured cons/mark
 //! ratio (allocation rate over scan rate), a timing measurement. The model uses a fixed
 //! `cons_mark` ratio from the configuration: runway = cons_mark * (1 - 0.25) / 0.25 *
@@ -162,6 +165,16 @@ impl Pacer {
     pub fn trigger(&self, heap: &HeapSizes) -> (u64, u64) {
         let (goal, min_trigger) = self.heap_goal(heap);
         let marked = self.heap_marked_bytes;
+        if self.memory_limit_bytes.is_some() {
+            // The GC CPU limiter (mgclimit.go) caps GC at half the CPU: near the limit the heap
+            // grows past the goal rather than collecting after every span. In allocated bytes:
+            // at least one mark's worth of mutator allocation between cycles.
+            let scan = self.last_heap_scan_bytes + self.stacks_bytes + self.globals_bytes;
+            let floor = marked + MIN_RUNWAY_BYTES.max((self.cons_mark * scan as f64) as u64);
+            if goal < floor {
+                return (floor, floor);
+            }
+        }
         if marked >= goal {
             return (goal, goal);
         }
@@ -230,8 +243,22 @@ mod tests {
             alloc: 50 << 20,
         };
         let (_, goal) = p.trigger(&h);
-        assert!(goal < 64 << 20 && goal >= 40 << 20, "{goal}");
+        assert!((40 << 20..64 << 20).contains(&goal), "{goal}");
         let p = Pacer::new(-1, None, 0, 0);
         assert!(!p.enabled());
+    }
+
+    #[test]
+    fn cpu_limiter_floor_near_the_memory_limit() {
+        // Live heap above what the limit allows: the goal collapses to heapMarked, but the
+        // limiter keeps a mark's worth of allocation between cycles.
+        let mut p = Pacer::new(-1, Some(16 << 20), 0, 1 << 20);
+        p.heap_marked_bytes = 20 << 20;
+        p.last_heap_scan_bytes = 20 << 20;
+        p.commit(true, 20 << 20);
+        let h = HeapSizes { inuse: 22 << 20, free: 0, alloc: 21 << 20 };
+        let (trigger, goal) = p.trigger(&h);
+        assert_eq!(trigger, goal);
+        assert_eq!(trigger, (20 << 20) + (0.1 * (21u64 << 20) as f64) as u64);
     }
 }

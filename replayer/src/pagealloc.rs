@@ -93,7 +93,7 @@ impl Chunk {
         let mut i = from;
         while i < CHUNK_PAGES {
             let w = self.alloc[(i / 64) as usize] >> (i % 64);
-            if w == 0 && i % 64 == 0 {
+            if w == 0 && i & 63 == 0 {
                 run += 64;
                 i += 64;
                 if run >= n {

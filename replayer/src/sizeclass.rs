@@ -9,6 +9,7 @@
 //! Invariants (checked by [`SizeClasses::check_invariants`] and when a table is loaded):
 //! - class sizes strictly increase, are multiples of 8, and each class's span (`npages` pages)
 //!   holds at least one object;
+//! - `size * span bytes <= 2^32`, so Go's multiply-shift division finds object indexes exactly;
 //! - the lookup tables map every size to the smallest class whose size is >= the size rounded up
 //!   to the table's granularity (8 or 128 bytes), exactly as `mksizeclasses.go` builds them.
 //!
@@ -165,7 +166,7 @@ impl SizeClasses {
         }
         for c in 1..class_size_bytes.len() {
             let s = class_size_bytes[c];
-            if s == 0 || s % 8 != 0 {
+            if s == 0 || s & 7 != 0 {
                 return Err(err(format!(
                     "class {c}: size {s} is not a positive multiple of 8"
                 )));
@@ -176,8 +177,15 @@ impl SizeClasses {
             if s > GO_MAX_SMALL_SIZE_BYTES {
                 return Err(err(format!("class {c}: size {s} exceeds 32768")));
             }
-            if (class_npages[c] as u64 * page_bytes as u64) < s as u64 {
+            let span_bytes = class_npages[c] as u64 * page_bytes as u64;
+            if span_bytes < s as u64 {
                 return Err(err(format!("class {c}: span smaller than one object")));
+            }
+            if span_bytes * s as u64 > 1 << 32 {
+                // Go's divMagic (mspan.rs `div_mul`) is exact only while size * span <= 2^32.
+                return Err(err(format!(
+                    "class {c}: span of {span_bytes} bytes too large for {s}-byte objects"
+                )));
             }
         }
         let max_small_bytes = *class_size_bytes.last().unwrap();
@@ -276,7 +284,7 @@ impl SizeClasses {
     pub fn check_invariants(&self) {
         for c in 1..self.num_classes() {
             assert!(self.class_size_bytes[c] > self.class_size_bytes[c - 1]);
-            assert!(self.class_size_bytes[c] % 8 == 0);
+            assert!(self.class_size_bytes[c] & 7 == 0);
         }
         for size in 1..=self.max_small_bytes as u64 {
             let c = self.class_for(size);

@@ -126,7 +126,7 @@ impl MHeap {
         while self.sweep.central_index < nsweep {
             let sc = self.sweep.central_index;
             let spc = SpanClass((sc / 2) as u8);
-            let home = if sc % 2 == 0 {
+            let home = if sc & 1 == 0 {
                 SpanHome::Full(unswept_index(sg))
             } else {
                 SpanHome::Partial(unswept_index(sg))

@@ -124,7 +124,7 @@ fn churn_events(n: u64) -> Vec<Event> {
             let a = live.swap_remove((x >> 9) as usize % live.len());
             out.push(ev(Op::Free, 0, a, 0));
         } else {
-            let size = if x % 97 == 0 {
+            let size = if x.is_multiple_of(97) {
                 50_000
             } else {
                 1 + (x >> 20) % 700

@@ -354,9 +354,8 @@ fn churn(live_bytes: u64, total_allocs: u64, seed: u64, scan_every: u64) -> Stri
     let mut csv = String::from("op,id,size,noscan\n");
     let mut ring: Vec<(u64, u64)> = Vec::new();
     let mut live = 0u64;
-    let mut id = 0u64;
     let mut head = 0usize;
-    for _ in 0..total_allocs {
+    for id in 0..total_allocs {
         let r = next();
         let size = match r % 200 {
             0 => 33_000 + (r >> 8) % 60_000,
@@ -375,7 +374,6 @@ fn churn(live_bytes: u64, total_allocs: u64, seed: u64, scan_every: u64) -> Stri
         csv.push_str(&format!("malloc,o{id},{size},{}\n", noscan as u8));
         ring.push((id, size));
         live += size;
-        id += 1;
     }
     csv
 }

@@ -303,7 +303,7 @@ fn random_churn_keeps_invariants_under_both_policies() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 && !live.is_empty() {
+            if x.is_multiple_of(3) && !live.is_empty() {
                 let k = (x >> 8) as usize % live.len();
                 h.free(live.swap_remove(k));
             } else {
@@ -313,7 +313,7 @@ fn random_churn_keeps_invariants_under_both_policies() {
                     _ => 16 + (x >> 20) % 3000,
                 };
                 live.push(
-                    h.malloc(size, (x >> 40) % 4 != 0, (i % 2) as usize)
+                    h.malloc(size, !(x >> 40).is_multiple_of(4), (i % 2) as usize)
                         .unwrap(),
                 );
             }

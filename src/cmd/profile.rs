@@ -1,12 +1,166 @@
-//! `allocscope profile`: not built yet (see the open issues).
+//! `allocscope profile [-o DIR] [-- CMD ARGS...]`: record, replay and report in one go.
+//!
+//! Records CMD under the preload shim (as `record`), picks the traced process with the most
+//! events, replays its trace through the Go model with Go's defaults, and writes the report with
+//! the replayed heap figures: a terminal summary, and DIR/index.html with the charts, plus
+//! DIR/trace.atrace (and DIR/trace.atrace.<pid> for children), DIR/replay.json, DIR/report.json.
+//!
+//! With no command it profiles the sample trace shipped in `traces/samples/python-dict.atrace`
+//! (embedded in the binary; see `traces/samples/README.md` for how it was recorded).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use replayer::config::Config;
+use replayer::sizeclass::SizeClasses;
+
+/// The sample trace profiled when no command is given.
+const SAMPLE: &[u8] = include_bytes!("../../traces/samples/python-dict.atrace");
+const SAMPLE_NAME: &str = "traces/samples/python-dict.atrace";
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  allocscope profile                       # the bundled sample (Python building a dict)\n  \
+    allocscope profile -o prof -- python3 -c 'print(sum(range(10**6)))'\n\n\
+    Open DIR/index.html in a browser for the charts."
+)]
 pub struct Args {
-    /// Arguments (not yet interpreted).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Directory for the trace, the replay JSON and the report (index.html).
+    #[arg(
+        short = 'o',
+        long = "out",
+        value_name = "DIR",
+        default_value = "allocscope-profile"
+    )]
+    out: PathBuf,
+    /// Trace only the top process, not the processes it forks.
+    #[arg(long)]
+    no_follow: bool,
+    /// The command to profile and its arguments (after `--`); none: the bundled sample trace.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("'profile' is not implemented yet")
+pub fn run(args: Args) -> Result<i32> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut exit_code = 0;
+    let trace = if args.command.is_empty() {
+        let p = args.out.join("sample.atrace");
+        std::fs::write(&p, SAMPLE).with_context(|| format!("cannot write {}", p.display()))?;
+        eprintln!("allocscope: no command given: profiling the bundled sample {SAMPLE_NAME} (Python 3.11 building and JSON-serialising a 20,000-entry dict)");
+        p
+    } else {
+        match record(&args)? {
+            Ok((p, code)) => {
+                exit_code = code;
+                p
+            }
+            Err(code) => return Ok(code),
+        }
+    };
+
+    let cfg = Config::default();
+    let replayed = replayer::replay_file(&trace, &cfg, false)?;
+    let replay_path = args.out.join("replay.json");
+    let replay_json = serde_json::to_value(&replayed)?;
+    std::fs::write(
+        &replay_path,
+        serde_json::to_string_pretty(&replay_json)? + "\n",
+    )
+    .with_context(|| format!("cannot write {}", replay_path.display()))?;
+
+    let report =
+        analysis::analyze::analyze_file(&trace, SizeClasses::go(), Some(&replay_json), true)?;
+    print!("{}", analysis::text::summary(&report));
+    println!();
+    print!("{}", replayed.summary());
+    let charts = analysis::charts::report_charts(&report, Some(&args.out))?;
+    let page = analysis::html::write_report(&report, &charts, &args.out)?;
+    let json = args.out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    println!("\nwrote {} (open it in a browser)", page.display());
+    Ok(exit_code)
+}
+
+/// Records the command into DIR/trace.atrace. Returns the trace of the process with the most
+/// events and the command's exit code, or `Err(code)` when the command could not run.
+fn record(args: &Args) -> Result<std::result::Result<(PathBuf, i32), i32>> {
+    let output = args.out.join("trace.atrace");
+    remove_old_traces(&args.out)?;
+    let opts = collector::RecordOptions {
+        output: Some(output),
+        follow: !args.no_follow,
+        command: args.command.clone(),
+        ..collector::RecordOptions::default()
+    };
+    let outcome = match collector::record(&opts, |line| eprintln!("allocscope: {line}")) {
+        Ok(o) => o,
+        Err(collector::RecordError::Spawn { command, source }) => {
+            eprintln!("allocscope: error: cannot run '{command}': {source}");
+            return Ok(Err(if source.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for w in &outcome.warnings {
+        eprintln!("allocscope: warning: {w}");
+    }
+    if outcome.exit_code != 0 {
+        eprintln!(
+            "allocscope: warning: the command exited with code {}; profiling what it did",
+            outcome.exit_code
+        );
+    }
+    let n = outcome.processes.len();
+    let Some(top) = outcome
+        .processes
+        .iter()
+        .filter(|p| p.problem.is_none() || p.events > 0)
+        .max_by_key(|p| (p.events, std::cmp::Reverse(p.pid)))
+    else {
+        anyhow::bail!("the command left no trace to profile (see the warnings above)");
+    };
+    eprintln!(
+        "allocscope: profiling pid {} ({}): {} events{}",
+        top.pid,
+        top.command.join(" "),
+        top.events,
+        if n > 1 {
+            format!(", the most of the {n} traced processes")
+        } else {
+            String::new()
+        }
+    );
+    Ok(Ok((top.path.clone(), outcome.exit_code)))
+}
+
+/// Removes DIR/trace.atrace and DIR/trace.atrace.<pid> left by an earlier profile into DIR (the
+/// recorder refuses to overwrite a trace). Nothing else in DIR is touched.
+fn remove_old_traces(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == "trace.atrace"
+            || name
+                .strip_prefix("trace.atrace.")
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if ours {
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("cannot remove {}", e.path().display()))?;
+        }
+    }
+    Ok(())
 }

@@ -34,6 +34,10 @@ pub struct Args {
     /// chunk directory is checked).
     #[arg(long)]
     verify: bool,
+    /// Do not time each real allocator call (latencies are recorded as 0): one clock read per
+    /// call instead of two, for the lowest overhead.
+    #[arg(long)]
+    no_latency: bool,
     /// The command to record and its arguments (after `--`).
     #[arg(
         required = true,
@@ -61,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         command: args.command,
         shim: None,
         verify: args.verify,
+        latency: !args.no_latency,
     };
     let outcome = match collector::record(&opts, |line| eprintln!("allocscope: {line}")) {
         Ok(o) => o,

@@ -51,6 +51,25 @@ pub fn choose() -> bool {
     tsc
 }
 
+/// False when the latency of real calls is not measured (ALLOCSCOPE_NO_LATENCY=1): hooks then read
+/// the clock once per call instead of twice, and every latency is 0.
+static LATENCY: AtomicBool = AtomicBool::new(true);
+
+/// The raw stamp after a real call that started at `start` (`start` itself without latency).
+#[inline(always)]
+pub fn end(start: u64) -> u64 {
+    if LATENCY.load(Ordering::Relaxed) {
+        now()
+    } else {
+        start
+    }
+}
+
+/// Turns latency measurement off (constructor, from the environment).
+pub fn disable_latency() {
+    LATENCY.store(false, Ordering::Relaxed);
+}
+
 /// Raw and monotonic clocks at the start of the recording.
 static ORIGIN_RAW: AtomicU64 = AtomicU64::new(0);
 static ORIGIN_MONO: AtomicU64 = AtomicU64::new(0);

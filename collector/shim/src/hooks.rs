@@ -58,7 +58,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     let Some(h) = enter() else { return f(size) };
     let t0 = clock::now();
     let p = f(size);
-    let t1 = clock::now();
+    let t1 = clock::end(t0);
     record_after(
         h,
         Op::Malloc,
@@ -91,7 +91,7 @@ pub unsafe extern "C" fn calloc(nmemb: usize, size: usize) -> *mut c_void {
     };
     let t0 = clock::now();
     let p = f(nmemb, size);
-    let t1 = clock::now();
+    let t1 = clock::end(t0);
     record_after(
         h,
         Op::Calloc,
@@ -116,7 +116,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     let seq = h.seq(); // before the call: the address may be reused as soon as it is released
     let t0 = clock::now();
     f(p);
-    let t1 = clock::now();
+    let t1 = clock::end(t0);
     h.commit(Record {
         seq,
         start: t0,
@@ -158,7 +158,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         let seq = h.seq();
         let t0 = clock::now();
         let n = f(p, size);
-        let t1 = clock::now();
+        let t1 = clock::end(t0);
         h.commit(Record {
             seq,
             start: t0,
@@ -175,7 +175,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     }
     let t0 = clock::now();
     let n = f(p, size);
-    let t1 = clock::now();
+    let t1 = clock::end(t0);
     record_after(
         h,
         Op::Realloc,
@@ -206,7 +206,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nmemb: usize, size: usize)
     };
     let t0 = clock::now();
     let n = f(p, nmemb, size);
-    let t1 = clock::now();
+    let t1 = clock::end(t0);
     record_after(
         h,
         Op::Reallocarray,
@@ -246,7 +246,7 @@ pub unsafe extern "C" fn posix_memalign(
     };
     let t0 = clock::now();
     let rc = f(out, align, size);
-    let t1 = clock::now();
+    let t1 = clock::end(t0);
     // On failure `*out` is unspecified (glibc leaves it alone): record 0.
     let addr = if rc == 0 { *out as u64 } else { 0 };
     record_after(
@@ -283,7 +283,7 @@ macro_rules! aligned_hook {
             };
             let t0 = clock::now();
             let p = f(align, size);
-            let t1 = clock::now();
+            let t1 = clock::end(t0);
             record_after(
                 h,
                 $op,
@@ -317,7 +317,7 @@ macro_rules! page_hook {
             let Some(h) = enter() else { return f(size) };
             let t0 = clock::now();
             let p = f(size);
-            let t1 = clock::now();
+            let t1 = clock::end(t0);
             record_after(h, $op, t0, t1, p as u64, 0, size as u64, 1, p.is_null());
             p
         }

@@ -21,13 +21,23 @@
 //! - **Writer** (`writer.rs`): one thread with all signals blocked wakes every `ALLOCSCOPE_FLUSH_MS`
 //!   (100 ms) or when a hook is waiting for room, drains all rings, and writes each chunk with a single
 //!   `write(2)`, so a SIGKILL leaves whole chunks. A full ring makes its hook wait, never drop.
+//! - **Threads**: a pthread key destructor hands an exiting thread's ring to the writer (ORPHANED,
+//!   then FREE for reuse). Calls the thread makes after that (other keys' destructors) borrow a ring
+//!   for one record each; the thread keeps its recorder thread number.
 //! - **Lifecycle** (`lifecycle.rs`): constructor (config, file, writer thread), `.fini_array` flush,
 //!   `_exit`/`abort`/exec flush, fork (the child starts its own trace file and writer).
+//! - **Failure policy**: the program always goes on. If the trace cannot be written (disk full,
+//!   bad path) or the shim hits a bug (a Rust panic, caught at every entry point), recording stops,
+//!   the hooks pass everything through, and `allocscope record` reports the error from the manifest.
+//! - **Known limits**: a signal handler that allocates while its thread is inside a hook is passed
+//!   through unrecorded; a process killed by a signal loses at most the last flush interval; a
+//!   moving `realloc` can, in a rare race, be numbered after another thread's reuse of its old block.
 //!
 //! Environment (set by `allocscope record`): `ALLOCSCOPE_OUT` (trace path; without it the shim passes
 //! everything through), `ALLOCSCOPE_MANIFEST` (file that lists the traces written),
 //! `ALLOCSCOPE_PARENT_PID` (pid of the recorder: its child is the top process), `ALLOCSCOPE_NO_FOLLOW`,
-//! `ALLOCSCOPE_FLUSH_MS`, `ALLOCSCOPE_CONTROL` (a shared page whose first byte is 1 while recording).
+//! `ALLOCSCOPE_FLUSH_MS`, `ALLOCSCOPE_CONTROL` (a shared page whose first byte is 1 while recording),
+//! `ALLOCSCOPE_NO_LATENCY=1` (one clock read per call, latencies 0), `ALLOCSCOPE_ZSTD_LEVEL` (1).
 
 #![allow(clippy::missing_safety_doc)] // the exported hooks have the C library's contracts
 
@@ -155,8 +165,10 @@ pub(crate) fn enter() -> Option<Hook> {
 #[inline(never)]
 fn enter_slow(t: &'static ThreadState) -> Option<Hook> {
     t.depth.set(1);
+    let saved = errno(); // mmap and pthread_setspecific may set it
     let ring = ring::acquire();
     if ring.is_null() {
+        set_errno(saved);
         t.depth.set(0);
         return None;
     }
@@ -173,6 +185,7 @@ fn enter_slow(t: &'static ThreadState) -> Option<Hook> {
             unsafe { libc::pthread_setspecific(key, ring.cast()) };
         }
     }
+    set_errno(saved);
     // SAFETY: rings are never unmapped.
     Some(Hook {
         t,

@@ -183,6 +183,15 @@ fn stop() {
 
 extern "C" fn on_load() {
     let _q = Quiet::new();
+    // The shim's panics (bugs) must not print into the program's stderr nor kill it: each entry
+    // point below catches them and stops recording.
+    std::panic::set_hook(Box::new(|_| {}));
+    if std::panic::catch_unwind(load).is_err() {
+        stop();
+    }
+}
+
+fn load() {
     while !real::ready() {} // resolves now unless the loader already made us do it
     PID.store(getpid(), Ordering::Relaxed);
     let Some(cfg) = read_config() else {
@@ -191,6 +200,9 @@ extern "C" fn on_load() {
     let cfg: &'static Config = CONFIG.get_or_init(|| cfg);
     if cfg.no_follow && !is_top(cfg) {
         return stop();
+    }
+    if env("ALLOCSCOPE_NO_LATENCY").is_some_and(|v| v == "1") {
+        crate::clock::disable_latency();
     }
     if let Some(path) = env("ALLOCSCOPE_CONTROL") {
         map_control(&path);
@@ -259,6 +271,12 @@ static FINI: extern "C" fn() = on_unload;
 
 extern "C" fn after_fork_child() {
     let _q = Quiet::new();
+    if std::panic::catch_unwind(fork_child).is_err() {
+        stop();
+    }
+}
+
+fn fork_child() {
     PID.store(getpid(), Ordering::Relaxed);
     writer::reset_after_fork();
     let t = crate::tls();

@@ -10,6 +10,7 @@
 //! line `error <path> <message>` that `allocscope record` reports. The writer never writes to the
 //! traced program's stdout or stderr.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,6 +21,11 @@ use crate::clock::Calibration;
 use crate::lifecycle::{self, Config};
 use crate::ring::{self, Record};
 use crate::{MODE, MODE_OFF, SEQ};
+
+/// Events per chunk at most.
+const MAX_CHUNK: usize = 1 << 20;
+/// A thread with at least this many events in a pass gets chunks of its own.
+const OWN_CHUNK_MIN: usize = 4096;
 
 /// Write everything drained and flush.
 pub const REQ_FLUSH: u32 = 1;
@@ -120,8 +126,12 @@ pub struct Writer {
     pub cfg: &'static Config,
     /// The open trace (None after REQ_FINISH until more records arrive).
     pub out: Option<(TraceWriter<File>, String)>,
-    /// Drained events not written yet (seq at or above the last watermark).
-    held: Vec<Event>,
+    /// Drained events not written yet (seq at or above the last watermark), by recorder thread.
+    held: HashMap<u32, Vec<Event>>,
+    /// Events of the threads with few events this pass, merged into one chunk.
+    mixed: Vec<Event>,
+    /// The watermark of the last chunk written.
+    last_watermark: u64,
     calib: Option<Calibration>,
     /// Path and events written of the current (or last) file, for the manifest's `stats` lines.
     written: (String, u64),
@@ -133,7 +143,9 @@ impl Writer {
         Writer {
             cfg,
             out: Some((out, path)),
-            held: Vec::new(),
+            held: HashMap::new(),
+            mixed: Vec::new(),
+            last_watermark: 0,
             calib: None,
             written,
         }
@@ -251,7 +263,11 @@ impl Writer {
         let held = &mut self.held;
         ring::for_each(|r| {
             let orphaned = r.state.load(Ordering::Acquire) == ring::ORPHANED;
-            if r.drain(|rec| held.push(to_event(rec, &calib))) && orphaned && r.len() == 0 {
+            let drained = r.drain(|rec| {
+                let ev = to_event(rec, &calib);
+                held.entry(ev.thread).or_default().push(ev);
+            });
+            if drained && orphaned && r.len() == 0 {
                 let _ = r.state.compare_exchange(
                     ring::ORPHANED,
                     ring::FREE,
@@ -261,29 +277,71 @@ impl Writer {
             }
         });
         let all = bits & (REQ_FLUSH | REQ_FINISH) != 0;
-        if !self.held.is_empty() {
-            // Records of one thread arrive in order; the sort merges threads (cheap on sorted runs).
-            if !self.held.is_sorted_by_key(|e| e.seq) {
-                self.held.sort_unstable_by_key(|e| e.seq);
+
+        // What goes out now: per thread, the events below the watermark (all of them on a requested
+        // flush). A thread with many gets chunks of its own (deltas of addresses and times within
+        // one thread compress far better than across threads); the rest share one mixed chunk.
+        let mut own: Vec<(u32, usize)> = Vec::new();
+        self.mixed.clear();
+        for (&thread, evs) in self.held.iter_mut() {
+            // One thread's records arrive in order, except after it exited (borrowed rings).
+            if !evs.is_sorted_by_key(|e| e.seq) {
+                evs.sort_unstable_by_key(|e| e.seq);
             }
             let n = if all {
-                self.held.len()
+                evs.len()
             } else {
-                self.held.partition_point(|e| e.seq < watermark)
+                evs.partition_point(|e| e.seq < watermark)
             };
-            if n > 0 {
-                if self.out.is_none() {
-                    self.out = Some(lifecycle::open_trace(self.cfg, true)?);
-                }
-                let (w, path) = self.out.as_mut().expect("opened above");
-                for part in self.held[..n].chunks(1 << 20) {
-                    w.write_chunk(part, watermark)
-                        .map_err(|e| format!("{path}: {e}"))?;
-                }
-                self.held.drain(..n);
-                self.written = (path.clone(), w.events_written());
+            if n >= OWN_CHUNK_MIN {
+                own.push((thread, n));
+            } else if n > 0 {
+                self.mixed.extend(evs.drain(..n));
             }
         }
+        self.held.retain(|_, v| !v.is_empty());
+        self.mixed.sort_unstable_by_key(|e| e.seq);
+        let pieces = own
+            .iter()
+            .map(|&(_, n)| n.div_ceil(MAX_CHUNK))
+            .sum::<usize>()
+            + usize::from(!self.mixed.is_empty());
+        if pieces == 0 {
+            return self.finish_or_flush(bits, all);
+        }
+        if self.out.is_none() {
+            self.out = Some(lifecycle::open_trace(self.cfg, true)?);
+        }
+        let (w, path) = self.out.as_mut().expect("opened above");
+        // Every chunk of this pass but the last promises only what the previous pass promised: the
+        // new watermark holds once all of them are written.
+        let mut left = pieces;
+        let mark = |left: &mut usize| {
+            *left -= 1;
+            if *left == 0 {
+                watermark
+            } else {
+                self.last_watermark
+            }
+        };
+        for (thread, n) in own {
+            let evs = self.held.get_mut(&thread).expect("listed above");
+            for part in evs[..n].chunks(MAX_CHUNK) {
+                w.write_chunk(part, mark(&mut left))
+                    .map_err(|e| format!("{path}: {e}"))?;
+            }
+            evs.drain(..n);
+        }
+        for part in self.mixed.chunks(MAX_CHUNK) {
+            w.write_chunk(part, mark(&mut left))
+                .map_err(|e| format!("{path}: {e}"))?;
+        }
+        self.last_watermark = watermark;
+        self.written = (path.clone(), w.events_written());
+        self.finish_or_flush(bits, all)
+    }
+
+    fn finish_or_flush(&mut self, bits: u32, all: bool) -> Result<(), String> {
         if bits & REQ_FINISH != 0 {
             if let Some((w, path)) = self.out.take() {
                 w.finish().map_err(|e| format!("{path}: {e}"))?;
@@ -302,7 +360,20 @@ extern "C" fn writer_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     let _quiet = crate::Quiet::new();
     // SAFETY: `arg` is the Box<Writer> leaked by `spawn` for this thread alone.
     let w = unsafe { Box::from_raw(arg as *mut Writer) };
-    w.run();
+    let cfg = w.cfg;
+    // A bug in the writer must not take the traced program down: recording stops instead.
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())).is_err() {
+        lifecycle::manifest_line(
+            cfg,
+            "error - internal error in the writer thread; recording stopped",
+        );
+        MODE.store(MODE_OFF, Ordering::Release);
+        ring::for_each(|r| {
+            r.drain(|_| {});
+        });
+        RUNNING.store(false, Ordering::Release);
+        futex_wake(&REQ_DONE);
+    }
     std::ptr::null_mut()
 }
 

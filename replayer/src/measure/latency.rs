@@ -46,7 +46,7 @@ impl Percentiles {
 }
 
 /// Named histograms recorded by index.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LatencySet {
     /// What the set groups by ("op", "size", "path").
     pub group: &'static str,

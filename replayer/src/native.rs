@@ -1,0 +1,365 @@
+//! Baselines: the compiled op stream through the allocators people would pick instead of Go's:
+//! the system allocator (glibc malloc), jemalloc and mimalloc, in the same kind of loop as the Go
+//! model, on the same slots, with the same touch policy and the same measurements (per-call
+//! latency, perf counters per phase, RSS over time).
+//!
+//! Each allocator is used through `GlobalAlloc` (not installed as the global allocator), so all
+//! three live side by side in one binary. RSS figures are deltas from the RSS just before the op
+//! loop starts, which leaves out the compiled op stream itself and what earlier runs in the same
+//! process kept cached.
+//!
+//! This is the one place outside the arena that calls allocators directly, hence `unsafe`: every
+//! pointer handed back to an allocator came from that allocator with the layout stored beside it.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::engine::{Compiled, OpKind};
+use crate::measure::clock::CycleClock;
+use crate::measure::latency::LatencySet;
+use crate::measure::perf::{Counters, Reading};
+
+/// A baseline allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Native {
+    /// The C library's malloc (glibc ptmalloc2 on Debian).
+    System,
+    Jemalloc,
+    Mimalloc,
+}
+
+impl Native {
+    pub fn name(self) -> &'static str {
+        match self {
+            Native::System => "system",
+            Native::Jemalloc => "jemalloc",
+            Native::Mimalloc => "mimalloc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Native> {
+        match s {
+            "system" | "glibc" => Some(Native::System),
+            "jemalloc" => Some(Native::Jemalloc),
+            "mimalloc" => Some(Native::Mimalloc),
+            _ => None,
+        }
+    }
+}
+
+/// How much of each new object the replay writes, so that memory traffic matches the recorded
+/// program's: nothing, its first byte, or every byte (as glibc's trace_run does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Touch {
+    None,
+    FirstByte,
+    Whole,
+}
+
+impl Touch {
+    pub fn parse(s: &str) -> Option<Touch> {
+        match s {
+            "none" => Some(Touch::None),
+            "first" | "first-byte" => Some(Touch::FirstByte),
+            "whole" | "all" => Some(Touch::Whole),
+            _ => None,
+        }
+    }
+}
+
+/// What to measure besides wall time.
+#[derive(Clone, Copy, Debug)]
+pub struct Measure {
+    pub touch: Touch,
+    /// Time every call with the cycle clock (adds about 2 clock reads per call).
+    pub time_calls: bool,
+    /// Sample RSS every this many ops for the timeline (0: never).
+    pub timeline_every: u64,
+    /// Fraction of ops counted as warm-up for the per-phase counters.
+    pub warmup_fraction: f64,
+}
+
+impl Default for Measure {
+    fn default() -> Self {
+        Measure {
+            touch: Touch::Whole,
+            time_calls: true,
+            timeline_every: 0,
+            warmup_fraction: 0.1,
+        }
+    }
+}
+
+/// Latency groups, shared with the Go model's report.
+pub const OP_NAMES: [&str; 5] = ["malloc", "calloc", "realloc", "free", "aligned"];
+pub const SIZE_NAMES: [&str; 3] = ["tiny", "small", "large"];
+
+/// Size group index: tiny (< 16 B), small (up to 32 KiB), large.
+#[inline]
+pub fn size_group(size_bytes: u64) -> usize {
+    match size_bytes {
+        0..=15 => 0,
+        16..=32768 => 1,
+        _ => 2,
+    }
+}
+
+/// One RSS sample.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RssPoint {
+    /// Ops done when sampled.
+    pub op: u64,
+    /// Resident bytes above the RSS at the start of the loop.
+    pub rss_bytes: u64,
+}
+
+/// Result of one baseline run.
+#[derive(Clone, Debug, Serialize)]
+pub struct NativeRun {
+    pub allocator: Native,
+    pub ops: u64,
+    pub elapsed_ns: u64,
+    /// Resident bytes above the start of the loop, largest sample (timeline and end).
+    pub peak_rss_bytes: u64,
+    pub rss_timeline: Vec<RssPoint>,
+    /// Counters over the whole loop and per phase ("warmup", "steady").
+    pub counters: BTreeMap<String, BTreeMap<String, Reading>>,
+    #[serde(skip)]
+    pub by_op: LatencySet,
+    #[serde(skip)]
+    pub by_size: LatencySet,
+}
+
+/// Replays `compiled` through `which`.
+pub fn run(which: Native, compiled: &Compiled, m: &Measure, clock: &CycleClock) -> NativeRun {
+    match which {
+        Native::System => run_with(which, &System, compiled, m, clock),
+        Native::Jemalloc => run_with(which, &tikv_jemallocator::Jemalloc, compiled, m, clock),
+        Native::Mimalloc => run_with(which, &mimalloc::MiMalloc, compiled, m, clock),
+    }
+}
+
+/// A live object: where it is and the layout it was allocated with.
+#[derive(Clone, Copy)]
+struct Slot {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+const EMPTY: Slot = Slot {
+    ptr: std::ptr::null_mut(),
+    layout: Layout::new::<u8>(),
+};
+
+fn layout_for(size_bytes: u64) -> Layout {
+    // Zero-size requests get one byte: GlobalAlloc does not take zero sizes (malloc(0) returns a
+    // unique pointer in C, so the allocator does the same work).
+    Layout::from_size_align(size_bytes.max(1) as usize, 16).expect("size below isize::MAX")
+}
+
+fn run_with<A: GlobalAlloc>(
+    which: Native,
+    a: &A,
+    compiled: &Compiled,
+    m: &Measure,
+    clock: &CycleClock,
+) -> NativeRun {
+    let mut slots = vec![EMPTY; compiled.slots as usize];
+    let mut by_op = LatencySet::new("op", &OP_NAMES);
+    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
+    let mut timeline = Vec::new();
+    let rss0 = rss_bytes();
+    let mut counters = Counters::open();
+    let warmup_end = (compiled.ops.len() as f64 * m.warmup_fraction) as usize;
+    let snap_start = counters.snapshot();
+    let mut snap_warm = None;
+    let start = Instant::now();
+    for (i, op) in compiled.ops.iter().enumerate() {
+        if i == warmup_end {
+            snap_warm = Some(counters.snapshot());
+        }
+        let t0 = if m.time_calls { clock.now() } else { 0 };
+        let (op_index, size) = match op.kind {
+            OpKind::Alloc => {
+                let layout = layout_for(op.size_bytes);
+                // SAFETY: the layout has a non-zero size and a valid alignment.
+                let ptr = unsafe { a.alloc(layout) };
+                touch(ptr, op.size_bytes, m.touch, i as u8);
+                slots[op.slot as usize] = Slot { ptr, layout };
+                (0, op.size_bytes)
+            }
+            OpKind::Free => {
+                let s = std::mem::replace(&mut slots[op.slot as usize], EMPTY);
+                if !s.ptr.is_null() {
+                    // SAFETY: `s.ptr` came from `a` with `s.layout` and was not freed since
+                    // (the slot is emptied on every free).
+                    unsafe { a.dealloc(s.ptr, s.layout) };
+                }
+                (3, s.layout.size() as u64)
+            }
+            OpKind::Realloc => {
+                let old = std::mem::replace(&mut slots[op.aux as usize], EMPTY);
+                let layout = layout_for(op.size_bytes);
+                let ptr = if old.ptr.is_null() {
+                    // SAFETY: as for Alloc.
+                    unsafe { a.alloc(layout) }
+                } else {
+                    // SAFETY: `old.ptr` came from `a` with `old.layout`; the new size is non-zero
+                    // and the alignment is unchanged.
+                    unsafe { a.realloc(old.ptr, old.layout, layout.size()) }
+                };
+                let grown = op.size_bytes.saturating_sub(old.layout.size() as u64);
+                if grown > 0 && !ptr.is_null() {
+                    // Only the new tail is fresh; the rest was copied.
+                    // SAFETY: ptr spans op.size_bytes bytes; the tail starts inside it.
+                    let tail = unsafe { ptr.add(old.layout.size().min(op.size_bytes as usize)) };
+                    touch(tail, grown, m.touch, i as u8);
+                }
+                slots[op.slot as usize] = Slot { ptr, layout };
+                (2, op.size_bytes)
+            }
+        };
+        if m.time_calls {
+            let ns = clock.elapsed_ns(t0, clock.now());
+            by_op.record(op_index, ns);
+            by_size.record(size_group(size), ns);
+        }
+        if m.timeline_every > 0 && (i as u64).is_multiple_of(m.timeline_every) {
+            timeline.push(RssPoint {
+                op: i as u64,
+                rss_bytes: rss_bytes().saturating_sub(rss0),
+            });
+        }
+    }
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+    let snap_end = counters.snapshot();
+    let peak_end = rss_bytes().saturating_sub(rss0);
+    // Free what the trace left live, so the next run starts clean.
+    for s in slots.iter().filter(|s| !s.ptr.is_null()) {
+        // SAFETY: every non-null slot holds a live pointer from `a` with its layout.
+        unsafe { a.dealloc(s.ptr, s.layout) };
+    }
+    let mut phases = BTreeMap::new();
+    phases.insert("total".to_string(), snap_end.since(&snap_start));
+    if let Some(w) = &snap_warm {
+        phases.insert("warmup".to_string(), w.since(&snap_start));
+        phases.insert("steady".to_string(), snap_end.since(w));
+    }
+    let peak_rss_bytes = timeline
+        .iter()
+        .map(|p| p.rss_bytes)
+        .max()
+        .unwrap_or(0)
+        .max(peak_end);
+    NativeRun {
+        allocator: which,
+        ops: compiled.ops.len() as u64,
+        elapsed_ns,
+        peak_rss_bytes,
+        rss_timeline: timeline,
+        counters: phases,
+        by_op,
+        by_size,
+    }
+}
+
+/// Writes the object as the touch policy says. Null (a failed allocation) is left alone.
+#[inline]
+fn touch(ptr: *mut u8, size_bytes: u64, t: Touch, value: u8) {
+    if ptr.is_null() || size_bytes == 0 {
+        return;
+    }
+    match t {
+        Touch::None => {}
+        // SAFETY: ptr points to at least size_bytes (> 0) writable bytes just allocated.
+        Touch::FirstByte => unsafe { ptr.write_volatile(value) },
+        // SAFETY: as above, for the whole object.
+        Touch::Whole => unsafe { std::ptr::write_bytes(ptr, value, size_bytes as usize) },
+    }
+}
+
+/// This process's resident set, bytes (from /proc/self/statm; 0 if unreadable).
+pub fn rss_bytes() -> u64 {
+    let page = 4096u64;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Op;
+
+    /// 4096 objects of 4 KiB allocated, then all freed.
+    fn alloc_then_free(n: u32, size: u64) -> Compiled {
+        let mut ops = Vec::new();
+        for i in 0..n {
+            ops.push(Op {
+                size_bytes: size,
+                slot: i,
+                aux: 0,
+                kind: OpKind::Alloc,
+                noscan: true,
+                p: 0,
+            });
+        }
+        for i in 0..n {
+            ops.push(Op {
+                size_bytes: 0,
+                slot: i,
+                aux: 0,
+                kind: OpKind::Free,
+                noscan: true,
+                p: 0,
+            });
+        }
+        Compiled {
+            ops,
+            slots: n,
+            events: 2 * n as u64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_baseline_replays_and_measures() {
+        let clock = CycleClock::calibrate(std::time::Duration::from_millis(5));
+        let compiled = alloc_then_free(4096, 4096);
+        let m = Measure {
+            timeline_every: 512,
+            ..Measure::default()
+        };
+        for which in [Native::System, Native::Jemalloc, Native::Mimalloc] {
+            let r = run(which, &compiled, &m, &clock);
+            assert_eq!(r.ops, 8192);
+            let ops = r.by_op.summary();
+            assert_eq!(
+                ops.iter().find(|(n, _)| *n == "malloc").unwrap().1.count,
+                4096
+            );
+            assert_eq!(
+                ops.iter().find(|(n, _)| *n == "free").unwrap().1.count,
+                4096
+            );
+            // 16 MiB touched whole: resident memory grows by most of it at the peak.
+            assert!(
+                r.peak_rss_bytes > 8 << 20,
+                "{}: peak RSS {}",
+                which.name(),
+                r.peak_rss_bytes
+            );
+            match &r.counters["total"]["page_faults"] {
+                Reading::Count(n) => assert!(*n > 0),
+                Reading::NotSupported(why) => panic!("page faults not counted: {why}"),
+            }
+        }
+    }
+}

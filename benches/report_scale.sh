@@ -24,8 +24,6 @@ t0=$(date +%s.%N)
 /usr/bin/time -f '%e %M' -o "$trace.time" ./target/release/allocscope report "$trace" -q \
   --json "$trace.json"
 read -r secs rss_kb < "$trace.time"
-/usr/bin/time -f '%e %M' -o "$trace.time" "$bench_bin" analyze "$trace" > /dev/null
-read -r psecs prss_kb < "$trace.time"
 /usr/bin/time -f '%e %M' -o "$trace.time" ./target/release/allocscope info "$trace" > /dev/null
 read -r isecs irss_kb < "$trace.time"
 rm -f "$trace.time" "$trace.json"
@@ -35,8 +33,6 @@ echo "date:    $(date -u +%F)"
 echo "machine: $cpu, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr)"
 echo "trace:   $events events, $bytes bytes on disk ($(awk "BEGIN{printf \"%.2f\", $bytes/$events}") B/event)"
 awk -v e="$events" -v s="$secs" -v m="$rss_kb" \
-  'BEGIN{printf "report:  %.1f s, %.2f M events/s, peak RSS %.0f MiB  (allocscope report, sequential decode)\n", s, e/s/1e6, m/1024}'
-awk -v e="$events" -v s="$psecs" -v m="$prss_kb" \
-  'BEGIN{printf "analyze: %.1f s, %.2f M events/s, peak RSS %.0f MiB  (analyze_file: parallel decode ahead, as profile)\n", s, e/s/1e6, m/1024}'
+  'BEGIN{printf "report:  %.1f s, %.2f M events/s, peak RSS %.0f MiB  (allocscope report: ordered pass, chunks decoded ahead in parallel)\n", s, e/s/1e6, m/1024}'
 awk -v e="$events" -v s="$isecs" -v m="$irss_kb" \
-  'BEGIN{printf "info:    %.1f s, %.2f M events/s, peak RSS %.0f MiB  (decode only, for scale)\n", s, e/s/1e6, m/1024}'
+  'BEGIN{printf "info:    %.1f s, %.2f M events/s, peak RSS %.0f MiB  (decode and live accounting, for scale)\n", s, e/s/1e6, m/1024}'

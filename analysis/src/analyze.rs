@@ -234,47 +234,23 @@ impl Report {
     }
 }
 
-/// Analyses a whole trace file in one ordered pass (with a progress bar on a terminal), decoding
-/// chunks in parallel ahead of it when their order allows ([`crate::par`]): what `profile` does
-/// (and `report` can). A problem in the event stream (a truncated tail) is an error unless
-/// `allow_truncated`, in which case the report covers the good events.
+/// Analyses a whole trace file in one ordered pass, with a progress bar on a terminal (the reader
+/// decodes chunks in parallel a batch ahead of it). Problems in the event stream (a truncated
+/// tail, a corrupt chunk) go to `on_problem` and the analysis covers every good event; the caller
+/// decides whether a problem fails the command.
 pub fn analyze_file(
     path: &std::path::Path,
     classes: SizeClasses,
     replay: Option<&serde_json::Value>,
-    allow_truncated: bool,
+    mut on_problem: impl FnMut(traces::TraceError),
 ) -> crate::Result<Report> {
-    let input = |msg: String| crate::AnalysisError::Input {
+    let reader = traces::TraceReader::open(path).map_err(|e| crate::AnalysisError::Input {
         path: path.display().to_string(),
-        msg,
-    };
-    let reader = traces::TraceReader::open(path).map_err(|e| input(e.to_string()))?;
+        msg: e.to_string(),
+    })?;
     let mut an = Analyzer::new(classes);
     let bar = crate::progress_bar(reader.event_count());
     let mut events = 0u64;
-    let fast = crate::par::decode_ahead(&reader, |ev| {
-        an.add(ev);
-        events += 1;
-        if events & 0xffff == 0 {
-            bar.set_position(events);
-        }
-    });
-    match fast {
-        Some(Ok(())) => {
-            bar.finish_and_clear();
-            let info = TraceInfo {
-                path: path.display().to_string(),
-                events,
-                synthetic_clock: reader.header().clock == traces::ClockSource::Synthetic,
-            };
-            return Ok(an.finish(info, replay));
-        }
-        Some(Err(e)) => {
-            bar.finish_and_clear();
-            return Err(input(e.to_string()));
-        }
-        None => {}
-    }
     for ev in reader.events() {
         match ev {
             Ok(ev) => {
@@ -284,11 +260,7 @@ pub fn analyze_file(
                     bar.set_position(events);
                 }
             }
-            Err(e) if e.is_truncation() && allow_truncated => break,
-            Err(e) => {
-                bar.finish_and_clear();
-                return Err(input(e.to_string()));
-            }
+            Err(e) => on_problem(e),
         }
     }
     bar.finish_and_clear();

@@ -19,7 +19,6 @@ pub mod compare;
 pub mod frag;
 pub mod html;
 pub mod latency;
-pub mod par;
 pub mod pct;
 pub mod replay_json;
 pub mod tables;

@@ -6,10 +6,6 @@
 //! LIFO-ish frees, size-segregated address reuse, 40-400 ns apart, 15-120 ns latencies), with
 //! one change so that it can run for billions of events: each thread keeps about
 //! [`LIVE_PER_THREAD`] objects live (frees become likelier above it), so live memory is steady.
-//!
-//! `cargo bench --bench report_scale -- analyze T.atrace` runs the report's analysis through
-//! `analysis::analyze::analyze_file` (chunks decoded in parallel ahead of the ordered pass), the
-//! path `profile` takes, so the script can time it beside `allocscope report`.
 
 use traces::{Event, Header, Op, TraceWriter};
 
@@ -21,14 +17,6 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    if let (Some("analyze"), Some(path)) = (args.first().map(String::as_str), args.get(1)) {
-        let classes = replayer::sizeclass::SizeClasses::go();
-        match analysis::analyze::analyze_file(std::path::Path::new(path), classes, None, false) {
-            Ok(r) => println!("analysed {} events", r.trace.events),
-            Err(e) => eprintln!("error: {e}"),
-        }
-        return;
-    }
     let (Some(out), Some(n)) = (
         args.first(),
         args.get(1).and_then(|n| n.parse::<u64>().ok()),

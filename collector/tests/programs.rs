@@ -275,3 +275,55 @@ fn trace_files_are_private_and_never_overwritten() {
         .collect();
     assert_eq!(others.len(), 1, "{others:?}");
 }
+
+#[test]
+fn every_way_out_flushes_the_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = common::compile("exits", dir.path());
+    for (how, code) in [
+        ("return", 5),
+        ("exit", 3),
+        ("_exit", 4),
+        ("abort", 128 + 6),
+        ("busy-exit", 6),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        // A long flush interval: only the exit paths can have written the events.
+        let o = common::record(d.path(), &[exe.clone().into_os_string(), how.into()], |o| {
+            o.flush_ms = 60_000
+        });
+        assert_eq!(o.exit_code, code, "{how}");
+        let p = &o.processes[0];
+        assert_eq!(p.missing, 0, "{how}");
+        let evs = common::events(&p.path);
+        let ours = evs
+            .iter()
+            .filter(|e| e.op == traces::Op::Malloc && (100..1100).contains(&e.size))
+            .count();
+        assert!(
+            ours >= 1000,
+            "{how}: {ours} of the 1000 mallocs in the trace"
+        );
+        assert_eq!(common::order_violations(&evs), 0, "{how}");
+    }
+}
+
+#[test]
+fn a_program_that_reuses_the_trace_descriptor_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = common::compile("closefds", dir.path());
+    let out = dir.path().join("program-output");
+    let o = common::record(
+        dir.path(),
+        &[exe.into_os_string(), out.into_os_string()],
+        |o| o.flush_ms = 20,
+    );
+    assert_eq!(o.exit_code, 0, "the recorder wrote into the program's file");
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("closed or replaced the trace file")),
+        "the user is told why the trace stops early: {:?}",
+        o.warnings
+    );
+}

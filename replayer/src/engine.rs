@@ -10,6 +10,7 @@
 //! with `strict` the first one is an error naming the event.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -21,6 +22,29 @@ use crate::malloc::Heap;
 use crate::sizeclass::{
     SizeClass, SizeClasses, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
 };
+
+/// A hasher for addresses (compile-time maps): one multiply, no DoS concern for trace input
+/// since a bad distribution only costs time.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 ^= self.0 >> 32;
+    }
+}
+
+type AddrMap<V> = HashMap<u64, V, BuildHasherDefault<AddrHasher>>;
+type AddrSet = HashSet<u64, BuildHasherDefault<AddrHasher>>;
 
 /// What an op does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +140,8 @@ pub fn compile(
         per_class: vec![ClassRequests::default(); classes.num_classes()],
         ..Default::default()
     };
-    let mut live: HashMap<u64, (u32, u64)> = HashMap::new();
-    let mut freed: HashSet<u64> = HashSet::new();
+    let mut live: AddrMap<(u32, u64)> = AddrMap::default();
+    let mut freed: AddrSet = AddrSet::default();
     let mut free_slots: Vec<u32> = Vec::new();
     let mut live_requested = 0u64;
     let strict_err = |what, event| Err(ReplayError::Strict { what, event });

@@ -45,6 +45,7 @@ pub mod report;
 pub mod scavenge;
 pub mod sizeclass;
 pub mod sweep;
+pub mod threaded;
 
 pub use config::{Config, FreePolicy, Pointers};
 pub use error::ReplayError;

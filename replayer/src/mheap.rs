@@ -29,6 +29,8 @@ pub struct MHeap {
     pub classes: SizeClasses,
     /// Bytes per page.
     pub page_bytes: u64,
+    /// log2(page_bytes) (`_PageShift`).
+    page_shift: u32,
     /// Model Green Tea GC's span layout (Go 1.26+ default).
     pub green_tea: bool,
     /// Model address of page 0.
@@ -69,6 +71,7 @@ impl MHeap {
         MHeap {
             classes,
             page_bytes,
+            page_shift: page_bytes.trailing_zeros(),
             green_tea,
             base_addr,
             arena: Arena::new(base_addr, touch_memory),
@@ -95,7 +98,7 @@ impl MHeap {
 
     #[inline]
     pub fn addr_page(&self, addr: u64) -> u64 {
-        (addr - self.base_addr) / self.page_bytes
+        (addr - self.base_addr) >> self.page_shift
     }
 
     /// `spanOf`: the span holding `addr`, if any.

@@ -256,7 +256,11 @@ mod tests {
         p.heap_marked_bytes = 20 << 20;
         p.last_heap_scan_bytes = 20 << 20;
         p.commit(true, 20 << 20);
-        let h = HeapSizes { inuse: 22 << 20, free: 0, alloc: 21 << 20 };
+        let h = HeapSizes {
+            inuse: 22 << 20,
+            free: 0,
+            alloc: 21 << 20,
+        };
         let (trigger, goal) = p.trigger(&h);
         assert_eq!(trigger, goal);
         assert_eq!(trigger, (20 << 20) + (0.1 * (21u64 << 20) as f64) as u64);

@@ -76,7 +76,9 @@ pub fn run(args: Args) -> Result<i32> {
     .with_context(|| format!("cannot write {}", replay_path.display()))?;
 
     let report =
-        analysis::analyze::analyze_file(&trace, SizeClasses::go(), Some(&replay_json), true)?;
+        analysis::analyze::analyze_file(&trace, SizeClasses::go(), Some(&replay_json), |e| {
+            eprintln!("allocscope: warning: {}: {e}", trace.display())
+        })?;
     print!("{}", analysis::text::summary(&report));
     println!();
     print!("{}", replayed.summary());

@@ -4,11 +4,10 @@
 
 use std::path::PathBuf;
 
-use analysis::analyze::TraceInfo;
 use anyhow::{Context, Result};
 use replayer::sizeclass::SizeClasses;
 
-use super::{open_trace, Problems};
+use super::Problems;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,33 +48,14 @@ pub fn run(args: Args) -> Result<i32> {
         Some(p) => Some(analysis::replay_json::read_json(p)?),
         None => None,
     };
-    let reader = open_trace(&args.trace)?;
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
-    let mut an = analysis::Analyzer::new(classes);
-    let bar = analysis::progress_bar(reader.event_count());
-    let mut events = 0u64;
-    for ev in reader.events() {
-        match ev {
-            Ok(ev) => {
-                an.add(&ev);
-                events += 1;
-                if events % 65536 == 0 {
-                    bar.set_position(events);
-                }
-            }
-            Err(e) => problems.note(e),
-        }
-    }
-    bar.finish_and_clear();
+    let report = analysis::analyze::analyze_file(&args.trace, classes, replay.as_ref(), |e| {
+        problems.note(e)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     if problems.exit_code() != 0 {
         return Ok(problems.exit_code());
     }
-    let info = TraceInfo {
-        path: args.trace.display().to_string(),
-        events,
-        synthetic_clock: reader.header().clock == traces::ClockSource::Synthetic,
-    };
-    let report = an.finish(info, replay.as_ref());
     if !args.quiet {
         print!("{}", analysis::text::summary(&report));
     }

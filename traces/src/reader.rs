@@ -16,6 +16,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{mpsc, Arc};
 
 use rayon::prelude::*;
 
@@ -49,7 +50,8 @@ pub enum Directory {
 }
 
 pub struct TraceReader {
-    file: File,
+    /// Shared with background decoders of the event iterator.
+    file: Arc<File>,
     header: Header,
     file_len: u64,
     chunks: Vec<ChunkInfo>,
@@ -83,7 +85,7 @@ impl TraceReader {
         let header = parse_metadata(&all)?;
 
         let mut reader = TraceReader {
-            file,
+            file: Arc::new(file),
             header,
             file_len,
             chunks: Vec::new(),
@@ -254,39 +256,12 @@ impl TraceReader {
 
     /// Reads and validates the chunk header at `offset` and its payload bytes.
     fn read_chunk_at(&self, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
-        let corrupt = |f: ChunkFault| TraceError::Corrupt {
-            offset,
-            what: f.to_string(),
-        };
-        let mut hb = [0u8; CHUNK_HEADER_LEN];
-        self.file.read_exact_at(&mut hb, offset)?;
-        let h = ChunkHeader::parse(&hb).map_err(corrupt)?;
-        let end = offset + CHUNK_HEADER_LEN as u64 + h.compressed_len as u64;
-        if end > self.file_len {
-            return Err(truncated(
-                offset,
-                0,
-                "chunk length points past the end of the file",
-            ));
-        }
-        // compressed_len is bounded by MAX_PAYLOAD (checked in parse) and by the file size.
-        let mut payload = vec![0u8; h.compressed_len as usize];
-        self.file
-            .read_exact_at(&mut payload, offset + CHUNK_HEADER_LEN as u64)?;
-        Ok((h, payload))
+        read_chunk_at(&self.file, self.file_len, offset)
     }
 
     /// Reads and decodes one event chunk.
     pub fn read_chunk(&self, info: &ChunkInfo, out: &mut Vec<Event>) -> Result<()> {
-        let (h, payload) = self.read_chunk_at(info.offset)?;
-        let corrupt = |what: String| TraceError::Corrupt {
-            offset: info.offset,
-            what,
-        };
-        if h.kind != ChunkKind::Events || h.first_seq != info.first_seq || h.count != info.count {
-            return Err(corrupt("chunk header does not match the index".into()));
-        }
-        decode_events(&h, &payload, out).map_err(|f| corrupt(f.to_string()))
+        read_events(&self.file, self.file_len, info, out)
     }
 
     /// Events in global seq order. After the last good event come the problems found (a
@@ -298,13 +273,14 @@ impl TraceReader {
             reader: self,
             pending: order.into(),
             ready: VecDeque::new(),
+            inflight: None,
+            covered: 0,
             heap: BinaryHeap::new(),
             slots: Vec::new(),
             current: None,
             bound: 0,
             last_seq: None,
             errors: self.problems.iter().map(clone_error).collect(),
-            spare: Vec::new(),
         }
     }
 
@@ -323,6 +299,42 @@ impl TraceReader {
             })
             .collect()
     }
+}
+
+/// Reads and validates the chunk header at `offset` and its payload bytes.
+fn read_chunk_at(file: &File, file_len: u64, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
+    let corrupt = |f: ChunkFault| TraceError::Corrupt {
+        offset,
+        what: f.to_string(),
+    };
+    let mut hb = [0u8; CHUNK_HEADER_LEN];
+    file.read_exact_at(&mut hb, offset)?;
+    let h = ChunkHeader::parse(&hb).map_err(corrupt)?;
+    let end = offset + CHUNK_HEADER_LEN as u64 + h.compressed_len as u64;
+    if end > file_len {
+        return Err(truncated(
+            offset,
+            0,
+            "chunk length points past the end of the file",
+        ));
+    }
+    // compressed_len is bounded by MAX_PAYLOAD (checked in parse) and by the file size.
+    let mut payload = vec![0u8; h.compressed_len as usize];
+    file.read_exact_at(&mut payload, offset + CHUNK_HEADER_LEN as u64)?;
+    Ok((h, payload))
+}
+
+/// Reads and decodes the event chunk `info` describes.
+fn read_events(file: &File, file_len: u64, info: &ChunkInfo, out: &mut Vec<Event>) -> Result<()> {
+    let (h, payload) = read_chunk_at(file, file_len, info.offset)?;
+    let corrupt = |what: String| TraceError::Corrupt {
+        offset: info.offset,
+        what,
+    };
+    if h.kind != ChunkKind::Events || h.first_seq != info.first_seq || h.count != info.count {
+        return Err(corrupt("chunk header does not match the index".into()));
+    }
+    decode_events(&h, &payload, out).map_err(|f| corrupt(f.to_string()))
 }
 
 fn truncated(offset: u64, chunks: usize, what: &str) -> TraceError {
@@ -363,8 +375,12 @@ pub struct Events<'r> {
     reader: &'r TraceReader,
     /// Chunks not yet decoded, by first_seq.
     pending: VecDeque<ChunkInfo>,
-    /// Decoded read-ahead, in the same order as `pending` was.
+    /// Decoded read-ahead: the first chunks of `pending`, in the same order.
     ready: VecDeque<Result<Vec<Event>>>,
+    /// The batch after `ready`, being decoded in the background.
+    inflight: Option<mpsc::Receiver<Vec<Result<Vec<Event>>>>>,
+    /// How many chunks at the front of `pending` are in `ready` or `inflight`.
+    covered: usize,
     /// Loaded chunks that are not current, keyed by their next seq.
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     slots: Vec<Option<Loaded>>,
@@ -373,7 +389,6 @@ pub struct Events<'r> {
     bound: u64,
     last_seq: Option<u64>,
     errors: VecDeque<TraceError>,
-    spare: Vec<Vec<Event>>,
 }
 
 /// Chunks decoded ahead in one parallel batch.
@@ -403,25 +418,55 @@ impl Events<'_> {
         self.heap.push(Reverse((seq, slot)));
     }
 
-    /// Decodes the next batch of pending chunks in parallel, if the read-ahead is empty.
+    /// Makes sure the front of `pending` is decoded in `ready`. Decoding runs a batch ahead on
+    /// rayon's pool, in parallel across the batch, while the caller consumes the batch before it.
     fn fill(&mut self) {
         if !self.ready.is_empty() {
             return;
         }
-        let n = read_ahead().min(self.pending.len());
-        let batch: Vec<ChunkInfo> = self.pending.iter().take(n).copied().collect();
-        let mut bufs: Vec<Vec<Event>> = (0..n)
-            .map(|_| self.spare.pop().unwrap_or_default())
-            .collect();
-        let reader = self.reader;
-        let results: Vec<Result<()>> = batch
-            .par_iter()
-            .zip(bufs.par_iter_mut())
-            .map(|(info, buf)| reader.read_chunk(info, buf))
-            .collect();
-        for (r, buf) in results.into_iter().zip(bufs) {
-            self.ready.push_back(r.map(|()| buf));
+        if self.inflight.is_none() {
+            self.launch();
         }
+        if let Some(rx) = self.inflight.take() {
+            match rx.recv() {
+                Ok(batch) => self.ready.extend(batch),
+                Err(_) => self.ready.push_back(Err(TraceError::Invalid(
+                    "a background chunk decoder stopped unexpectedly".into(),
+                ))),
+            }
+        }
+        self.launch();
+    }
+
+    /// Starts decoding the next batch of chunks not yet covered, in the background.
+    fn launch(&mut self) {
+        let n = read_ahead().min(self.pending.len() - self.covered);
+        if n == 0 {
+            return;
+        }
+        let batch: Vec<ChunkInfo> = self
+            .pending
+            .iter()
+            .skip(self.covered)
+            .take(n)
+            .copied()
+            .collect();
+        self.covered += n;
+        let (tx, rx) = mpsc::channel();
+        let file = Arc::clone(&self.reader.file);
+        let file_len = self.reader.file_len;
+        rayon::spawn(move || {
+            let decoded: Vec<Result<Vec<Event>>> = batch
+                .par_iter()
+                .map(|info| {
+                    let mut out = Vec::new();
+                    read_events(&file, file_len, info, &mut out).map(|()| out)
+                })
+                .collect();
+            // The iterator may have been dropped; then nobody wants the batch.
+            let _ = tx.send(decoded);
+        });
+        self.inflight = Some(rx);
     }
 
     fn refresh_bound(&mut self) {
@@ -453,14 +498,14 @@ impl Iterator for Events<'_> {
                     let cur = self.current.take().unwrap();
                     self.park(cur);
                 } else {
-                    let done = self.current.take().unwrap();
-                    self.spare.push(done.events);
+                    self.current = None;
                 }
             }
             // Choose the next current chunk: a new one if it starts first, else the heap's top.
             if self.next_pending_seq() < self.heap_top_seq() {
                 self.fill();
                 self.pending.pop_front();
+                self.covered -= 1;
                 match self
                     .ready
                     .pop_front()
@@ -469,7 +514,7 @@ impl Iterator for Events<'_> {
                     Ok(events) if !events.is_empty() => {
                         self.current = Some(Loaded { events, pos: 0 })
                     }
-                    Ok(events) => self.spare.push(events),
+                    Ok(_) => {}
                     Err(e) => {
                         self.refresh_bound();
                         return Some(Err(e));

@@ -2,6 +2,9 @@
 //! serves the resolving thread), call the real function, record, return its result unchanged (errno
 //! included: nothing between the real call and the return touches errno, and the cold paths that may
 //! restore it). See `lib.rs` for the ordering rules.
+//!
+//! Every `unsafe` block that calls `f` calls the real C function of the same name and signature
+//! (from `dlsym`) with the caller's own arguments: its preconditions are exactly the caller's.
 
 use std::ffi::c_void;
 use std::ptr::null_mut;
@@ -55,9 +58,13 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     let Some(f) = real::malloc() else {
         return enomem(null_mut());
     };
-    let Some(h) = enter() else { return f(size) };
+    let Some(h) = enter() else {
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        return unsafe { f(size) };
+    };
     let t0 = clock::now();
-    let p = f(size);
+    // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+    let p = unsafe { f(size) };
     let t1 = clock::end(t0);
     record_after(
         h,
@@ -87,10 +94,12 @@ pub unsafe extern "C" fn calloc(nmemb: usize, size: usize) -> *mut c_void {
         return enomem(null_mut());
     };
     let Some(h) = enter() else {
-        return f(nmemb, size);
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        return unsafe { f(nmemb, size) };
     };
     let t0 = clock::now();
-    let p = f(nmemb, size);
+    // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+    let p = unsafe { f(nmemb, size) };
     let t1 = clock::end(t0);
     record_after(
         h,
@@ -112,10 +121,14 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         return; // arena memory is never reused; before resolution only arena memory exists
     }
     let Some(f) = real::free() else { return };
-    let Some(h) = enter() else { return f(p) };
+    let Some(h) = enter() else {
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        return unsafe { f(p) };
+    };
     let seq = h.seq(); // before the call: the address may be reused as soon as it is released
     let t0 = clock::now();
-    f(p);
+    // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+    unsafe { f(p) };
     let t1 = clock::end(t0);
     h.commit(Record {
         seq,
@@ -128,15 +141,27 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 }
 
 /// Moves an arena object to the real heap (realloc of memory handed out during bootstrap).
+///
+/// # Safety
+/// `p` is an object of the bootstrap arena (`real::in_arena(p)`).
 #[cold]
 unsafe fn realloc_from_arena(p: *mut c_void, size: usize) -> *mut c_void {
     let n = if real::ready() {
-        malloc(size)
+        // SAFETY: malloc has no preconditions.
+        unsafe { malloc(size) }
     } else {
         real::arena_alloc(size, 16)
     };
     if !n.is_null() {
-        std::ptr::copy_nonoverlapping(p as *const u8, n as *mut u8, size.min(real::arena_size(p)));
+        // SAFETY: `p` has `arena_size(p)` readable bytes (it is an arena object), `n` has `size`
+        // writable bytes, and they do not overlap (`n` is a fresh object).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                p as *const u8,
+                n as *mut u8,
+                size.min(real::arena_size(p)),
+            )
+        };
     }
     n
 }
@@ -145,19 +170,25 @@ unsafe fn realloc_from_arena(p: *mut c_void, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if real::in_arena(p) || !real::ready() {
         if p.is_null() {
-            return malloc(size);
+            // SAFETY: malloc has no preconditions.
+            return unsafe { malloc(size) };
         }
-        return realloc_from_arena(p, size);
+        // SAFETY: before resolution every object is an arena object; otherwise in_arena(p) holds.
+        return unsafe { realloc_from_arena(p, size) };
     }
     let Some(f) = real::realloc() else {
         return enomem(null_mut());
     };
-    let Some(h) = enter() else { return f(p, size) };
+    let Some(h) = enter() else {
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        return unsafe { f(p, size) };
+    };
     if size == 0 && !p.is_null() {
         // Acts as a free in glibc: take the number first.
         let seq = h.seq();
         let t0 = clock::now();
-        let n = f(p, size);
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        let n = unsafe { f(p, size) };
         let t1 = clock::end(t0);
         h.commit(Record {
             seq,
@@ -174,7 +205,8 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return n;
     }
     let t0 = clock::now();
-    let n = f(p, size);
+    // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+    let n = unsafe { f(p, size) };
     let t1 = clock::end(t0);
     record_after(
         h,
@@ -194,7 +226,8 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, nmemb: usize, size: usize) -> *mut c_void {
     if real::in_arena(p) || !real::ready() {
         return match nmemb.checked_mul(size) {
-            Some(n) => realloc(p, n),
+            // SAFETY: the caller's object, passed on.
+            Some(n) => unsafe { realloc(p, n) },
             None => enomem(null_mut()),
         };
     }
@@ -202,10 +235,12 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nmemb: usize, size: usize)
         return enomem(null_mut());
     };
     let Some(h) = enter() else {
-        return f(p, nmemb, size);
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        return unsafe { f(p, nmemb, size) };
     };
     let t0 = clock::now();
-    let n = f(p, nmemb, size);
+    // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+    let n = unsafe { f(p, nmemb, size) };
     let t1 = clock::end(t0);
     record_after(
         h,
@@ -235,20 +270,24 @@ pub unsafe extern "C" fn posix_memalign(
         if p.is_null() {
             return libc::ENOMEM;
         }
-        *out = p;
+        // SAFETY: the caller passes a valid `out` (posix_memalign's contract).
+        unsafe { *out = p };
         return 0;
     }
     let Some(f) = real::posix_memalign() else {
         return libc::ENOMEM;
     };
     let Some(h) = enter() else {
-        return f(out, align, size);
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        return unsafe { f(out, align, size) };
     };
     let t0 = clock::now();
-    let rc = f(out, align, size);
+    // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+    let rc = unsafe { f(out, align, size) };
     let t1 = clock::end(t0);
     // On failure `*out` is unspecified (glibc leaves it alone): record 0.
-    let addr = if rc == 0 { *out as u64 } else { 0 };
+    // SAFETY: on success the real function wrote `*out`, a valid pointer (the caller's contract).
+    let addr = if rc == 0 { unsafe { *out as u64 } } else { 0 };
     record_after(
         h,
         Op::PosixMemalign,
@@ -279,10 +318,12 @@ macro_rules! aligned_hook {
                 return enomem(null_mut());
             };
             let Some(h) = enter() else {
-                return f(align, size);
+                // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+                return unsafe { f(align, size) };
             };
             let t0 = clock::now();
-            let p = f(align, size);
+            // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+            let p = unsafe { f(align, size) };
             let t1 = clock::end(t0);
             record_after(
                 h,
@@ -314,9 +355,13 @@ macro_rules! page_hook {
             let Some(f) = real::$get() else {
                 return enomem(null_mut());
             };
-            let Some(h) = enter() else { return f(size) };
+            let Some(h) = enter() else {
+                // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+                return unsafe { f(size) };
+            };
             let t0 = clock::now();
-            let p = f(size);
+            // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+            let p = unsafe { f(size) };
             let t1 = clock::end(t0);
             record_after(h, $op, t0, t1, p as u64, 0, size as u64, 1, p.is_null());
             p
@@ -336,7 +381,8 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         return 0;
     }
     match real::usable_size() {
-        Some(f) => f(p),
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        Some(f) => unsafe { f(p) },
         None => 0,
     }
 }

@@ -40,12 +40,14 @@
 //! `ALLOCSCOPE_NO_LATENCY=1` (one clock read per call, latencies 0), `ALLOCSCOPE_ZSTD_LEVEL` (1).
 
 #![allow(clippy::missing_safety_doc)] // the exported hooks have the C library's contracts
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod clock;
 mod hooks;
 mod lifecycle;
 mod real;
 mod ring;
+mod sink;
 mod writer;
 
 use std::cell::Cell;

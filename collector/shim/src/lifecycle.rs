@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use traces::{ClockSource, Header, TraceWriter};
 
+use crate::sink::GuardedFile;
 use crate::writer::{self, Writer, REQ_FINISH, REQ_FLUSH};
 use crate::{
     real, ring, Quiet, CONTROL, KEY, MODE, MODE_ACTIVE, MODE_LATE, MODE_OFF, SEQ, THREADS,
@@ -118,7 +119,11 @@ fn header() -> Header {
 }
 
 /// Creates a trace file: mode 0600, never over an existing file, never through a symlink.
-fn create(path: &str, header: &Header, zstd_level: i32) -> traces::Result<TraceWriter<File>> {
+fn create(
+    path: &str,
+    header: &Header,
+    zstd_level: i32,
+) -> traces::Result<TraceWriter<GuardedFile>> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -130,11 +135,14 @@ fn create(path: &str, header: &Header, zstd_level: i32) -> traces::Result<TraceW
         zstd_level,
         ..traces::WriterOptions::default()
     };
-    TraceWriter::with_options(file, header, options)
+    TraceWriter::with_options(GuardedFile::new(file)?, header, options)
 }
 
 /// Creates this process's next trace file (0600, O_EXCL, O_NOFOLLOW) and lists it in the manifest.
-pub fn open_trace(cfg: &Config, continuation: bool) -> Result<(TraceWriter<File>, String), String> {
+pub fn open_trace(
+    cfg: &Config,
+    continuation: bool,
+) -> Result<(TraceWriter<GuardedFile>, String), String> {
     let pid = getpid();
     let header = header();
     let first = if is_top(cfg) && !continuation {
@@ -317,6 +325,9 @@ fn flush_before(bits: u32) {
 
 /// Before an exec: flush and close the trace, and tell `record` which program comes next, so it
 /// can say so when that program does not load the recorder (static, setuid, LD_PRELOAD cleared).
+///
+/// # Safety
+/// `program` is null or a NUL-terminated string (exec's contract for its path argument).
 unsafe fn before_exec(program: *const c_char) {
     if MODE.load(Ordering::Acquire) != MODE_ACTIVE || PID.load(Ordering::Relaxed) != getpid() {
         return;
@@ -329,7 +340,9 @@ unsafe fn before_exec(program: *const c_char) {
             let name = if program.is_null() {
                 String::from("?")
             } else {
-                String::from_utf8_lossy(std::ffi::CStr::from_ptr(program).to_bytes()).into_owned()
+                // SAFETY: non-null and NUL-terminated (this function's contract).
+                let c = unsafe { std::ffi::CStr::from_ptr(program) };
+                String::from_utf8_lossy(c.to_bytes()).into_owned()
             };
             manifest_line(cfg, &format!("exec {} {name}", getpid()));
         }
@@ -343,27 +356,33 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    before_exec(path);
+    // SAFETY: `path` is exec's path argument (the caller's contract).
+    unsafe { before_exec(path) };
     match real::execve() {
-        Some(f) => f(path, argv, envp),
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        Some(f) => unsafe { f(path, argv, envp) },
         None => enosys(),
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
-    before_exec(path);
+    // SAFETY: `path` is exec's path argument (the caller's contract).
+    unsafe { before_exec(path) };
     match real::execv() {
-        Some(f) => f(path, argv),
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        Some(f) => unsafe { f(path, argv) },
         None => enosys(),
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
-    before_exec(file);
+    // SAFETY: `file` is exec's file argument (the caller's contract).
+    unsafe { before_exec(file) };
     match real::execvp() {
-        Some(f) => f(file, argv),
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        Some(f) => unsafe { f(file, argv) },
         None => enosys(),
     }
 }
@@ -374,9 +393,11 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    before_exec(file);
+    // SAFETY: `file` is exec's file argument (the caller's contract).
+    unsafe { before_exec(file) };
     match real::execvpe() {
-        Some(f) => f(file, argv, envp),
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        Some(f) => unsafe { f(file, argv, envp) },
         None => enosys(),
     }
 }
@@ -387,13 +408,18 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    before_exec(if argv.is_null() {
-        std::ptr::null()
-    } else {
-        *argv
-    });
+    // SAFETY: `argv` is null or a NULL-terminated array of strings (the caller's contract), so its
+    // first element is readable and is null or a string.
+    unsafe {
+        before_exec(if argv.is_null() {
+            std::ptr::null()
+        } else {
+            *argv
+        })
+    };
     match real::fexecve() {
-        Some(f) => f(fd, argv, envp),
+        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
+        Some(f) => unsafe { f(fd, argv, envp) },
         None => enosys(),
     }
 }
@@ -407,9 +433,11 @@ fn enosys() -> c_int {
 pub unsafe extern "C" fn _exit(code: c_int) -> ! {
     flush_before(REQ_FINISH);
     match real::exit_() {
-        Some(f) => f(code),
+        // SAFETY: _exit has no preconditions.
+        Some(f) => unsafe { f(code) },
         None => {
-            libc::syscall(libc::SYS_exit_group, code);
+            // SAFETY: exit_group has no preconditions.
+            unsafe { libc::syscall(libc::SYS_exit_group, code) };
             unreachable_exit()
         }
     }
@@ -417,16 +445,19 @@ pub unsafe extern "C" fn _exit(code: c_int) -> ! {
 
 #[no_mangle]
 pub unsafe extern "C" fn _Exit(code: c_int) -> ! {
-    _exit(code)
+    // SAFETY: _exit has no preconditions.
+    unsafe { _exit(code) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn abort() -> ! {
     flush_before(REQ_FLUSH);
     match real::abort() {
-        Some(f) => f(),
+        // SAFETY: abort has no preconditions.
+        Some(f) => unsafe { f() },
         None => {
-            libc::raise(libc::SIGKILL);
+            // SAFETY: raise has no preconditions.
+            unsafe { libc::raise(libc::SIGKILL) };
             unreachable_exit()
         }
     }
@@ -452,13 +483,15 @@ unsafe impl GlobalAlloc for RealAlloc {
         }
         if l.align() <= 16 {
             match real::malloc() {
-                Some(f) => f(l.size()).cast(),
+                // SAFETY: malloc has no preconditions; it returns 16-byte aligned memory on x86_64.
+                Some(f) => unsafe { f(l.size()) }.cast(),
                 None => std::ptr::null_mut(),
             }
         } else {
             let mut p: *mut c_void = std::ptr::null_mut();
             match real::posix_memalign() {
-                Some(f) if f(&mut p, l.align(), l.size()) == 0 => p.cast(),
+                // SAFETY: `p` is a valid out-pointer; Layout alignments are powers of two > 16.
+                Some(f) if unsafe { f(&mut p, l.align(), l.size()) } == 0 => p.cast(),
                 _ => std::ptr::null_mut(),
             }
         }
@@ -469,20 +502,27 @@ unsafe impl GlobalAlloc for RealAlloc {
             return;
         }
         if let Some(f) = real::free() {
-            f(p.cast());
+            // SAFETY: `p` came from `alloc` above, i.e. from the real allocator (GlobalAlloc contract).
+            unsafe { f(p.cast()) };
         }
     }
 
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         if l.align() <= 16 && !real::in_arena(p.cast()) && real::ready() {
             if let Some(f) = real::realloc() {
-                return f(p.cast(), new_size).cast();
+                // SAFETY: `p` came from the real malloc (GlobalAlloc contract, alignment ≤ 16).
+                return unsafe { f(p.cast(), new_size) }.cast();
             }
         }
-        let n = self.alloc(Layout::from_size_align_unchecked(new_size, l.align()));
+        // SAFETY: `l.align()` is a valid alignment and `new_size` fits it (GlobalAlloc contract).
+        let n = unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, l.align())) };
         if !n.is_null() {
-            std::ptr::copy_nonoverlapping(p, n, l.size().min(new_size));
-            self.dealloc(p, l);
+            // SAFETY: `p` has `l.size()` readable bytes, `n` has `new_size` writable ones, and they
+            // are distinct blocks; `p` is then released to where it came from.
+            unsafe {
+                std::ptr::copy_nonoverlapping(p, n, l.size().min(new_size));
+                self.dealloc(p, l);
+            }
         }
         n
     }

@@ -11,7 +11,7 @@
 //! traced program's stdout or stderr.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -20,7 +20,27 @@ use traces::{Event, Op, PtrKind, TraceWriter};
 use crate::clock::Calibration;
 use crate::lifecycle::{self, Config};
 use crate::ring::{self, Record};
+use crate::sink::GuardedFile;
 use crate::{MODE, MODE_OFF, SEQ};
+
+/// Hashes a recorder thread number with one multiplication: the writer looks one up per event,
+/// and SipHash there cost more than the rest of the drain.
+#[derive(Default)]
+pub struct ThreadHasher(u64);
+
+impl Hasher for ThreadHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Events per chunk at most.
 const MAX_CHUNK: usize = 1 << 20;
@@ -125,9 +145,9 @@ pub fn reset_after_fork() {
 pub struct Writer {
     pub cfg: &'static Config,
     /// The open trace (None after REQ_FINISH until more records arrive).
-    pub out: Option<(TraceWriter<File>, String)>,
+    pub out: Option<(TraceWriter<GuardedFile>, String)>,
     /// Drained events not written yet (seq at or above the last watermark), by recorder thread.
-    held: HashMap<u32, Vec<Event>>,
+    held: HashMap<u32, Vec<Event>, BuildHasherDefault<ThreadHasher>>,
     /// Events of the threads with few events this pass, merged into one chunk.
     mixed: Vec<Event>,
     /// The watermark of the last chunk written.
@@ -138,12 +158,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(cfg: &'static Config, out: TraceWriter<File>, path: String) -> Writer {
+    pub fn new(cfg: &'static Config, out: TraceWriter<GuardedFile>, path: String) -> Writer {
         let written = (path.clone(), 0);
         Writer {
             cfg,
             out: Some((out, path)),
-            held: HashMap::new(),
+            held: HashMap::default(),
             mixed: Vec::new(),
             last_watermark: 0,
             calib: None,

@@ -77,7 +77,7 @@ bench() {
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ), rounds: $ROUNDS, modes: $MODES"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ), rounds: $ROUNDS, modes: $MODES, load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
 PYTHONMALLOC=malloc bench python "$PY" "$WORK/dict.py"
 # A multithreaded C program that uses what it allocates (benches/workload_mt.c: ~90 ns of work per call).
 bench c-mt "$WORK/workload_mt" 4 1000000

@@ -84,12 +84,14 @@ pub fn no_trace_message(command: &OsStr) -> String {
     format!("nothing was recorded: {why}; its allocations cannot be traced with allocscope record")
 }
 
-/// The plain message for a process that loaded the recorder but has no allocation call in its trace.
-pub fn few_events_message(pid: u32, events: u64) -> String {
+/// The plain message for a process that loaded the recorder, ran a while, and made no allocation
+/// call through the dynamic malloc symbols.
+pub fn few_events_message(pid: u32, lifetime_ns: u64) -> String {
     format!(
-        "pid {pid}: {events} allocation calls recorded: it allocates in a way the recorder cannot see \
-         (Go, or an allocator such as jemalloc or mimalloc linked in), or a signal killed it before \
-         its first flush"
+        "pid {pid} ran {:.1} s without one call to malloc/free and friends: either it needs none, or \
+         it allocates in a way the recorder cannot see (Go, or an allocator such as jemalloc or \
+         mimalloc linked in)",
+        lifetime_ns as f64 / 1e9
     )
 }
 

@@ -244,17 +244,15 @@ pub fn record(
     let mut warnings = Vec::new();
     let mut processes = Vec::new();
     let listed = fs::read_to_string(&manifest).unwrap_or_default();
-    // `stats <path> <events written> <waits> <threads>`: the last line for a path is final.
+    // `stats <path> <events written> <waits> <threads> <ns alive>`: the last line for a path is
+    // final.
     let mut stats = std::collections::HashMap::new();
     for line in listed.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        if f.len() == 5 && f[0] == "stats" {
-            if let (Ok(n), Ok(w), Ok(t)) = (
-                f[2].parse::<u64>(),
-                f[3].parse::<u64>(),
-                f[4].parse::<u64>(),
-            ) {
-                stats.insert(f[1].to_string(), (n, w, t));
+        if f.len() == 6 && f[0] == "stats" {
+            let n: Vec<u64> = f[2..].iter().filter_map(|v| v.parse().ok()).collect();
+            if n.len() == 4 {
+                stats.insert(f[1].to_string(), (n[0], n[1], n[2], n[3]));
             }
         }
     }
@@ -267,9 +265,10 @@ pub fn record(
             };
             match read {
                 Ok(mut s) => {
-                    if let Some(&(n, w, t)) = stats.get(path) {
+                    if let Some(&(n, w, t, alive)) = stats.get(path) {
                         s.written = Some(n);
                         s.waits = w;
+                        s.lifetime_ns = alive;
                         if !opts.verify {
                             s.threads = t;
                         }
@@ -340,8 +339,12 @@ fn blind_spots(listed: &str, processes: &[ProcessSummary]) -> Vec<String> {
     for (pid, exec, summary) in last {
         match (exec, summary) {
             (Some(prog), _) => out.push(diagnose::exec_untraced_message(pid, &prog)),
-            (None, Some(s)) if s.events == 0 && s.problem.is_none() => {
-                out.push(diagnose::few_events_message(pid, 0))
+            // A short-lived program may well make no call (`true`); one that ran a while and made
+            // none allocates some other way.
+            (None, Some(s))
+                if s.events == 0 && s.problem.is_none() && s.lifetime_ns >= 200_000_000 =>
+            {
+                out.push(diagnose::few_events_message(pid, s.lifetime_ns))
             }
             _ => {}
         }

@@ -19,6 +19,9 @@ pub struct ProcessSummary {
     pub threads: u64,
     /// From the first to the last event, ns.
     pub duration_ns: u64,
+    /// How long the process image lived, ns, as the recorder reported at its last flush (0 when
+    /// it did not report).
+    pub lifetime_ns: u64,
     /// Size of the trace file, bytes.
     pub bytes: u64,
     pub first_seq: Option<u64>,

@@ -327,3 +327,37 @@ fn a_program_that_reuses_the_trace_descriptor_is_left_alone() {
         o.warnings
     );
 }
+
+#[test]
+fn a_process_without_malloc_calls_is_named_only_when_it_ran_a_while() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("quiet.c");
+    std::fs::write(
+        &src,
+        "#include <unistd.h>\nint main(void) { usleep(400000); return 0; }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("quiet");
+    assert!(Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success());
+    let o = common::record(dir.path(), &[exe.into_os_string()], |_| {});
+    assert_eq!(o.exit_code, 0);
+    assert_eq!(o.processes.len(), 1);
+    if o.processes[0].events == 0 {
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        assert!(
+            o.warnings[0].contains("without one call to malloc"),
+            "{}",
+            o.warnings[0]
+        );
+    }
+    // `true` exits at once, maybe without a single malloc: nothing to warn about.
+    let d = tempfile::tempdir().unwrap();
+    let o = common::record(d.path(), &common::os(&["true"]), |_| {});
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+}

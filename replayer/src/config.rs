@@ -18,8 +18,9 @@
 //! stacks_bytes = 8192
 //! globals_bytes = 0
 //! cons_mark = 0.1
-//! idle_mark_utilization = 0.25
+//! idle_mark_utilization = 0.5
 //! mark_object_cost_bytes = 64
+//! mark_fixed_bytes = 0
 //! touch_memory = true
 //! ```
 
@@ -80,10 +81,13 @@ pub struct Config {
     /// Go 1.27 on the fidelity churn workloads at about 1 µs of work per allocation.
     pub cons_mark: f64,
     /// Share of CPU that idle Ps spend on marking during a GC (0 when the program keeps every P
-    /// busy; 0.25 fits one busy goroutine on two Ps).
+    /// busy; 0.5 fits one busy goroutine on two otherwise idle Ps).
     pub idle_mark_utilization: f64,
     /// Scan-work bytes one marked object costs beyond its scanned bytes (mgc.rs).
     pub mark_object_cost_bytes: u64,
+    /// Bytes allocated during every mark phase regardless of scan work (the mark's fixed
+    /// costs in allocation terms; mgc.rs).
+    pub mark_fixed_bytes: u64,
     /// Really write object memory (false: addresses only).
     pub touch_memory: bool,
 }
@@ -107,8 +111,9 @@ impl Default for Config {
             stacks_bytes: 8192,
             globals_bytes: 0,
             cons_mark: 0.1,
-            idle_mark_utilization: 0.25,
+            idle_mark_utilization: 0.5,
             mark_object_cost_bytes: 64,
+            mark_fixed_bytes: 0,
             touch_memory: true,
         }
     }

@@ -190,6 +190,9 @@ pub fn compile(
         if ev.allocates() {
             if let Some((slot, size)) = live.remove(&ev.addr) {
                 c.anomalies.missed_frees += 1;
+                if strict {
+                    return strict_err("allocation at a live address (a free was not recorded)", n);
+                }
                 live_requested -= size;
                 c.ops.push(Op {
                     size_bytes: 0,

@@ -101,6 +101,7 @@ impl Heap {
         pacer.cons_mark = cfg.cons_mark;
         pacer.idle_mark_utilization = cfg.idle_mark_utilization;
         pacer.mark_object_cost_bytes = cfg.mark_object_cost_bytes;
+        pacer.mark_fixed_bytes = cfg.mark_fixed_bytes;
         pacer.commit(true, 0);
         let mut h = Heap {
             mheap,

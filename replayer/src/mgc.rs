@@ -100,9 +100,10 @@ impl Heap {
             + objects * self.pacer.mark_object_cost_bytes
             + self.pacer.stacks_bytes
             + self.pacer.globals_bytes;
-        let window = (self.pacer.cons_mark * (1.0 - GC_GOAL_UTILIZATION)
-            / (GC_GOAL_UTILIZATION + self.pacer.idle_mark_utilization)
-            * scan_work as f64) as u64;
+        let window = self.pacer.mark_fixed_bytes
+            + (self.pacer.cons_mark * (1.0 - GC_GOAL_UTILIZATION)
+                / (GC_GOAL_UTILIZATION + self.pacer.idle_mark_utilization)
+                * scan_work as f64) as u64;
         self.marking = true;
         self.mark_end_bytes = (live + window).min(self.goal_bytes.max(live));
         if window == 0 || self.mark_end_bytes <= live {

@@ -47,6 +47,9 @@ pub struct Pacer {
     pub idle_mark_utilization: f64,
     /// Scan-work bytes a marked object costs besides its scanned bytes (mgc.rs).
     pub mark_object_cost_bytes: u64,
+    /// Bytes the program allocates during any mark phase besides the scan-work share: the
+    /// mark's fixed costs (phase changes, worker start-up) in allocation terms (mgc.rs).
+    pub mark_fixed_bytes: u64,
     /// Live heap after the last mark (`heapMarked`).
     pub heap_marked_bytes: u64,
     /// Scan work of the last mark (`lastHeapScan`, with the per-object cost).
@@ -72,8 +75,9 @@ impl Pacer {
             globals_bytes,
             non_heap_bytes: stacks_bytes + globals_bytes,
             cons_mark: 0.1,
-            idle_mark_utilization: 0.25,
+            idle_mark_utilization: 0.5,
             mark_object_cost_bytes: 64,
+            mark_fixed_bytes: 0,
             heap_marked_bytes: 0,
             last_heap_scan_bytes: 0,
             triggered_bytes: u64::MAX,
@@ -116,8 +120,13 @@ impl Pacer {
             u64::MAX
         };
         let scan = self.last_heap_scan_bytes + self.stacks_bytes + self.globals_bytes;
-        self.runway_bytes = (self.cons_mark * (1.0 - GC_GOAL_UTILIZATION) / GC_GOAL_UTILIZATION
-            * scan as f64) as u64;
+        // Go's runway is its estimate of allocation during the next mark phase at 25 %
+        // utilization; the mark phase itself (mgc.rs) also gets the idle Ps' share.
+        self.runway_bytes = ((self.mark_fixed_bytes as f64
+            * (GC_GOAL_UTILIZATION + self.idle_mark_utilization)
+            / GC_GOAL_UTILIZATION)
+            + self.cons_mark * (1.0 - GC_GOAL_UTILIZATION) / GC_GOAL_UTILIZATION * scan as f64)
+            as u64;
     }
 
     /// `heapGoalInternal`: the goal and the minimum trigger. `heap_free`, `heap_alloc` and

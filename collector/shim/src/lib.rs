@@ -245,7 +245,13 @@ fn wait_for_room(ring: &Ring) {
     let saved = errno();
     let mut spins = 0u32;
     while !ring.has_room() {
-        if MODE.load(Ordering::Acquire) == MODE_PENDING && ring.grow() {
+        // Before the writer exists a ring grows as needed; afterwards up to MAX_CAP, then waits.
+        let limit = if MODE.load(Ordering::Acquire) == MODE_PENDING {
+            u64::MAX
+        } else {
+            ring::MAX_CAP
+        };
+        if ring.cap.load(Ordering::Relaxed) < limit && ring.grow() {
             continue;
         }
         writer::wake();

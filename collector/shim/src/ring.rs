@@ -47,8 +47,10 @@ pub const FREE: u32 = 0;
 pub const OWNED: u32 = 1;
 pub const ORPHANED: u32 = 2;
 
-/// Records per ring at creation (64 B each: 2 MiB of address space, touched as it fills).
-pub const INITIAL_CAP: u64 = 1 << 15;
+/// Records per ring at creation (64 B each: 256 KiB), so that many mostly idle threads cost little.
+pub const INITIAL_CAP: u64 = 1 << 12;
+/// A busy thread's ring grows up to this many records (4 MiB) before its hooks wait for the writer.
+pub const MAX_CAP: u64 = 1 << 16;
 
 #[repr(C, align(64))]
 pub struct Ring {
@@ -189,8 +191,8 @@ impl Ring {
         head + 1 - self.tail_seen.load(Ordering::Relaxed) == cap / 2
     }
 
-    /// Doubles the ring (producer, only while no writer thread exists). False when the writer holds
-    /// the ring or memory ran out: the caller then waits for the writer instead.
+    /// Doubles the ring (producer only). False when the writer holds the ring or memory ran out:
+    /// the caller then waits for the writer instead.
     #[cold]
     pub fn grow(&self) -> bool {
         if self
@@ -227,15 +229,15 @@ impl Ring {
         true
     }
 
-    /// Hands every pending record to `f` and consumes them (writer only). Returns false when the
-    /// ring was busy.
-    pub fn drain(&self, mut f: impl FnMut(&Record)) -> bool {
-        if self
+    /// Hands every pending record to `f` and consumes them (writer only). Waits while the producer
+    /// grows the ring (a copy of at most a few MiB): skipping the ring would break the watermark.
+    pub fn drain(&self, mut f: impl FnMut(&Record)) {
+        while self
             .busy
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return false;
+            std::thread::yield_now();
         }
         let head = self.head.load(Ordering::Acquire);
         let tail = self.tail.load(Ordering::Relaxed);
@@ -248,7 +250,21 @@ impl Ring {
         }
         self.tail.store(head, Ordering::Release);
         self.busy.store(0, Ordering::Release);
-        true
+    }
+
+    /// Gives the pages of an empty, orphaned ring back to the kernel before it is marked FREE (no
+    /// producer writes it meanwhile; the next owner gets zero pages on first touch).
+    pub fn release_pages(&self) {
+        let bytes = self.cap.load(Ordering::Relaxed) as usize * std::mem::size_of::<Record>();
+        // SAFETY: `data` is a private anonymous mapping of `bytes` bytes owned by this ring, and
+        // nobody reads or writes it while the ring is ORPHANED and empty.
+        unsafe {
+            libc::madvise(
+                self.data.load(Ordering::Relaxed).cast(),
+                bytes,
+                libc::MADV_DONTNEED,
+            )
+        };
     }
 
     /// Forgets everything (after fork, in the child: the records belong to the parent).

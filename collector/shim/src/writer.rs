@@ -218,15 +218,17 @@ impl Writer {
             let bits = REQ_BITS.swap(0, Ordering::AcqRel);
             match self.tick(bits) {
                 // After each requested flush (exit, exec, late events): what this file holds, so
-                // `record` can check that the reader gets every event back.
+                // `record` can check that the reader gets every event back; threads; ns since the
+                // process image started.
                 Ok(()) if bits != 0 => lifecycle::manifest_line(
                     self.cfg,
                     &format!(
-                        "stats {} {} {} {}",
+                        "stats {} {} {} {} {}",
                         self.written.0,
                         self.written.1,
                         crate::WAITS.load(Ordering::Relaxed),
-                        crate::THREADS.load(Ordering::Relaxed)
+                        crate::THREADS.load(Ordering::Relaxed),
+                        crate::clock::monotonic_ns().saturating_sub(crate::clock::origin().1)
                     ),
                 ),
                 Ok(()) => {}
@@ -283,11 +285,12 @@ impl Writer {
         let held = &mut self.held;
         ring::for_each(|r| {
             let orphaned = r.state.load(Ordering::Acquire) == ring::ORPHANED;
-            let drained = r.drain(|rec| {
+            r.drain(|rec| {
                 let ev = to_event(rec, &calib);
                 held.entry(ev.thread).or_default().push(ev);
             });
-            if drained && orphaned && r.len() == 0 {
+            if orphaned && r.len() == 0 {
+                r.release_pages();
                 let _ = r.state.compare_exchange(
                     ring::ORPHANED,
                     ring::FREE,

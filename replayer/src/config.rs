@@ -77,8 +77,9 @@ pub struct Config {
     /// Global bytes the GC scans (pacer input).
     pub globals_bytes: u64,
     /// Go's cons/mark ratio (bytes allocated per byte of scan work during a mark), fixed: it
-    /// sets the trigger's runway and how long a mark phase lasts (pacer.rs, mgc.rs). 0.2 matches
-    /// Go 1.27 on the fidelity churn workloads at about 1 µs of work per allocation.
+    /// sets the trigger's runway and how long a mark phase lasts (pacer.rs, mgc.rs). The
+    /// defaults (0.1, idle 0.5, 64 bytes per object, no fixed part) fit Go 1.27 on the fidelity
+    /// churn workloads at about 1 µs of work per allocation (replayer/FIDELITY.md).
     pub cons_mark: f64,
     /// Share of CPU that idle Ps spend on marking during a GC (0 when the program keeps every P
     /// busy; 0.5 fits one busy goroutine on two otherwise idle Ps).

@@ -1,6 +1,5 @@
-//! The allocator's entry points: models `mallocgc` (malloc.go) and, for the free side, what the
-//! garbage collector does with objects a trace frees (mgc.go's cycle: `gcStart`, mark,
-//! `gcMarkTermination`, sweep).
+//! The allocator's entry points: models `mallocgc` (malloc.go), and the free side: what becomes
+//! of an object the trace frees, under each free policy.
 //!
 //! `malloc` picks a path exactly as `mallocgc` does: size 0 returns `zerobase`; pointer-free
 //! objects under the tiny block size take the tiny path; objects up to 32768 - 8 bytes take the

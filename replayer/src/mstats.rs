@@ -2,9 +2,9 @@
 //! counters that `ReadMemStats` and runtime/metrics report.
 //!
 //! As in Go, small-object allocation counts are added when an mcache gives a span back
-//! (`refill`, `releaseAll`): `alloc_count - alloc_count_before_cache`. Reports call
-//! `Heap::flush_mcaches_for_stats`-free reads via [`crate::malloc::Heap::memstats`], which adds
-//! the counts still held by cached spans, just as `ReadMemStats` flushes the mcaches first.
+//! (`refill`, `releaseAll`): `alloc_count - alloc_count_before_cache`. Reports read them through
+//! [`crate::malloc::Heap::memstats`], which adds the counts still held by cached spans without
+//! disturbing the caches (`ReadMemStats` gets the same numbers by flushing the mcaches).
 //!
 //! Invariants: `heap_inuse + heap_free + heap_released == heap_sys` (checked in mheap);
 //! frees never exceed allocations per class.

@@ -17,12 +17,14 @@ fn heap(c: &Config) -> Heap {
     Heap::new(c).unwrap()
 }
 
+/// (size, noscan, n, heap_inuse, class size, class mallocs, tiny allocs, large mallocs)
+type InuseRow = (u64, bool, u64, u64, u64, u64, u64, u64);
+
 /// Fresh-heap HeapInuse after `n` allocations of `size` (the facts table, from a fresh heap:
 /// Go's deltas there include spans the runtime had partly used, the model starts empty).
 #[test]
 fn heap_inuse_per_allocation_kind() {
-    // (size, noscan, n, heap_inuse, class size, class mallocs, tiny allocs, large mallocs)
-    let table: &[(u64, bool, u64, u64, u64, u64, u64, u64)] = &[
+    let table: &[InuseRow] = &[
         (8, true, 1000, PAGE, 16, 500, 500, 0),
         (24, true, 1000, 3 * PAGE, 24, 1000, 0, 0),
         (100, true, 1000, 14 * PAGE, 112, 1000, 0, 0),

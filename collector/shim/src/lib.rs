@@ -15,12 +15,15 @@
 //! - **Watermark**: before taking a number a hook stores `SEQ`'s current value in its ring's
 //!   `inflight` (Release), then `fetch_add`s (AcqRel), appends the record (`head`, Release) and resets
 //!   `inflight` to `u64::MAX`. The writer loads `SEQ` (Acquire) = G, then every `inflight`, then drains;
-//!   every record with seq < min(G, inflights) has then been drained. Chunks hold exactly the drained
-//!   records below that watermark (the rest waits for the next chunk), so chunks cover disjoint,
-//!   increasing seq ranges, except the final flushes (exit, exec, `_exit`) which write everything.
+//!   every record with seq < min(G, inflights) has then been drained. A pass writes the drained
+//!   records below that watermark (the rest waits for the next pass; the final flushes at exit, exec
+//!   and `_exit` write everything); its last chunk carries the new watermark, earlier chunks of the
+//!   pass the previous one. Chunks of one pass (one per busy thread) overlap in seq: readers merge.
 //! - **Writer** (`writer.rs`): one thread with all signals blocked wakes every `ALLOCSCOPE_FLUSH_MS`
 //!   (100 ms) or when a hook is waiting for room, drains all rings, and writes each chunk with a single
-//!   `write(2)`, so a SIGKILL leaves whole chunks. A full ring makes its hook wait, never drop.
+//!   `write(2)`, so a SIGKILL leaves whole chunks. A full ring grows (up to 4 MiB), then makes its
+//!   hook wait, never drop. Threads with many events get chunks of their own (better compression);
+//!   the others share one chunk per pass.
 //! - **Threads**: a pthread key destructor hands an exiting thread's ring to the writer (ORPHANED,
 //!   then FREE for reuse). Calls the thread makes after that (other keys' destructors) borrow a ring
 //!   for one record each; the thread keeps its recorder thread number.
@@ -249,7 +252,7 @@ fn wait_for_room(ring: &Ring) {
         let limit = if MODE.load(Ordering::Acquire) == MODE_PENDING {
             u64::MAX
         } else {
-            ring::MAX_CAP
+            ring::MAX_CAP.load(Ordering::Relaxed)
         };
         if ring.cap.load(Ordering::Relaxed) < limit && ring.grow() {
             continue;

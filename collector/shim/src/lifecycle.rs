@@ -209,6 +209,12 @@ fn load() {
     if cfg.no_follow && !is_top(cfg) {
         return stop();
     }
+    if let Some(n) = env("ALLOCSCOPE_RING_MAX").and_then(|v| v.parse::<u64>().ok()) {
+        ring::MAX_CAP.store(
+            n.clamp(ring::INITIAL_CAP, 1 << 24).next_power_of_two(),
+            Ordering::Relaxed,
+        );
+    }
     if env("ALLOCSCOPE_NO_LATENCY").is_some_and(|v| v == "1") {
         crate::clock::disable_latency();
     }

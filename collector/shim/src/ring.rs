@@ -3,7 +3,10 @@
 //! Each recording thread owns one [`Ring`]: a single-producer (the thread's hooks) single-consumer
 //! (the writer thread) queue of fixed-size [`Record`]s in memory from `mmap`, never from the hooked
 //! allocator. Rings are linked into a global, append-only list (`REGISTRY`); a ring is never unmapped,
-//! and when its thread exits it is marked `ORPHANED`, drained by the writer and then `FREE` for reuse.
+//! and when its thread exits it is marked `ORPHANED`, drained by the writer, its pages returned to
+//! the kernel, and then `FREE` for reuse. A ring starts at 256 KiB and doubles when full, up to
+//! 4 MiB once the writer runs (without limit before: nothing drains it yet); a thread whose ring is
+//! full at its largest waits for the writer.
 //!
 //! Invariants:
 //! - `head` is written only by the owning producer, `tail` only by the consumer; `tail <= head` and
@@ -49,8 +52,9 @@ pub const ORPHANED: u32 = 2;
 
 /// Records per ring at creation (64 B each: 256 KiB), so that many mostly idle threads cost little.
 pub const INITIAL_CAP: u64 = 1 << 12;
-/// A busy thread's ring grows up to this many records (4 MiB) before its hooks wait for the writer.
-pub const MAX_CAP: u64 = 1 << 16;
+/// A busy thread's ring grows up to this many records (default 4 MiB; `ALLOCSCOPE_RING_MAX`
+/// records, a power of two, for experiments) before its hooks wait for the writer.
+pub static MAX_CAP: AtomicU64 = AtomicU64::new(1 << 16);
 
 #[repr(C, align(64))]
 pub struct Ring {

@@ -16,9 +16,12 @@ use perf_event::events::{Cache, CacheId, CacheOp, CacheResult, Event, Hardware, 
 use perf_event::{Builder, Counter};
 use serde::Serialize;
 
+/// Makes the builder of one counter.
+type MakeBuilder = Box<dyn Fn() -> Builder<'static>>;
+
 /// Every counter allocscope asks for, with the name it reports.
-fn wanted() -> Vec<(&'static str, Box<dyn Fn() -> Builder<'static>>)> {
-    fn b<E: Event + Clone + 'static>(e: E) -> Box<dyn Fn() -> Builder<'static>> {
+fn wanted() -> Vec<(&'static str, MakeBuilder)> {
+    fn b<E: Event + Clone + 'static>(e: E) -> MakeBuilder {
         Box::new(move || Builder::new(e.clone()))
     }
     let cache = |which, result| Cache {

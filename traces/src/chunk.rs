@@ -159,6 +159,9 @@ pub struct ChunkEncoder {
     align: Vec<u8>,
     callsite: Vec<u8>,
     raw: Vec<u8>,
+    /// A zstd context kept from chunk to chunk (making one per chunk costs more than compressing
+    /// a small chunk), with the level it was made for.
+    zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
 }
 
 /// The op byte: bits 0-3 op code, bit 4 failed, bits 5-6 pointer kind, bit 7 has call-site.
@@ -261,43 +264,72 @@ impl ChunkEncoder {
             self.raw.extend_from_slice(s);
         }
         let last = events.last().unwrap();
-        write_chunk(
+        let raw = std::mem::take(&mut self.raw);
+        let r = self.write_chunk(
             ChunkKind::Events,
-            &self.raw,
+            &raw,
             events.len() as u32,
             (first.seq, last.seq, watermark, first.ts_ns),
             level,
             out,
-        )
+        );
+        self.raw = raw;
+        r
+    }
+
+    /// Compresses `raw` and appends header + payload to `out`. `seqs` is (first, last,
+    /// watermark, ts).
+    pub(crate) fn write_chunk(
+        &mut self,
+        kind: ChunkKind,
+        raw: &[u8],
+        count: u32,
+        seqs: (u64, u64, u64, u64),
+        level: i32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChunkFault> {
+        if raw.len() > MAX_PAYLOAD as usize {
+            return Err(too_large("uncompressed payload", raw.len()));
+        }
+        let ctx = match &mut self.zstd {
+            Some((l, ctx)) if *l == level => ctx,
+            slot => {
+                let ctx = zstd::bulk::Compressor::new(level)
+                    .map_err(|e| ChunkFault::Compress(e.to_string()))?;
+                &mut slot.insert((level, ctx)).1
+            }
+        };
+        let compressed = ctx
+            .compress(raw)
+            .map_err(|e| ChunkFault::Compress(e.to_string()))?;
+        write_compressed(kind, raw.len(), &compressed, count, seqs, out)
     }
 }
 
-/// Compresses `raw` and appends header + payload to `out`. `seqs` is (first, last, watermark, ts).
-pub(crate) fn write_chunk(
-    kind: ChunkKind,
-    raw: &[u8],
-    count: u32,
-    seqs: (u64, u64, u64, u64),
-    level: i32,
-    out: &mut Vec<u8>,
-) -> Result<(), ChunkFault> {
-    let too_large = |what, len: usize| ChunkFault::TooLarge {
+fn too_large(what: &'static str, len: usize) -> ChunkFault {
+    ChunkFault::TooLarge {
         what,
         len: len.min(u32::MAX as usize) as u32,
-    };
-    if raw.len() > MAX_PAYLOAD as usize {
-        return Err(too_large("uncompressed payload", raw.len()));
     }
-    let compressed =
-        zstd::bulk::compress(raw, level).map_err(|e| ChunkFault::Compress(e.to_string()))?;
+}
+
+/// Appends the header and the compressed payload to `out`.
+fn write_compressed(
+    kind: ChunkKind,
+    raw_len: usize,
+    compressed: &[u8],
+    count: u32,
+    seqs: (u64, u64, u64, u64),
+    out: &mut Vec<u8>,
+) -> Result<(), ChunkFault> {
     if compressed.len() > MAX_PAYLOAD as usize {
         return Err(too_large("compressed payload", compressed.len()));
     }
-    let payload = &compressed[..];
+    let payload = compressed;
     let header = ChunkHeader {
         kind,
         compressed_len: payload.len() as u32,
-        uncompressed_len: raw.len() as u32,
+        uncompressed_len: raw_len as u32,
         count,
         first_seq: seqs.0,
         last_seq: seqs.1,

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::chunk::{write_chunk, ChunkEncoder, ChunkKind, MAX_CHUNK_EVENTS};
+use crate::chunk::{ChunkEncoder, ChunkKind, MAX_CHUNK_EVENTS};
 use crate::event::{Event, Header};
 use crate::file::{encode_header, INDEX_ENTRY_LEN, TRAILER_MAGIC};
 use crate::reader::ChunkInfo;
@@ -166,15 +166,17 @@ impl<W: Write> TraceWriter<W> {
         // An index larger than one chunk's payload limit (about 2 million chunks) is left out:
         // readers then scan, which is slower but complete.
         self.buf.clear();
-        let fits = write_chunk(
-            ChunkKind::Index,
-            &raw,
-            self.index.len() as u32,
-            (0, 0, 0, 0),
-            self.options.zstd_level,
-            &mut self.buf,
-        )
-        .is_ok();
+        let fits = self
+            .encoder
+            .write_chunk(
+                ChunkKind::Index,
+                &raw,
+                self.index.len() as u32,
+                (0, 0, 0, 0),
+                self.options.zstd_level,
+                &mut self.buf,
+            )
+            .is_ok();
         if fits {
             self.buf.extend_from_slice(&self.pos.to_le_bytes());
             self.buf.extend_from_slice(&TRAILER_MAGIC);

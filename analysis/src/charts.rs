@@ -346,3 +346,89 @@ pub fn report_charts(r: &Report, dir: Option<&Path>) -> Result<Vec<Chart>> {
     }
     Ok(out)
 }
+
+/// Grouped bars of byte figures, one group per configuration (`bars`: label and one value per
+/// series), for `replay --sweep`. Written as PNG when `path` ends in `.png`, else SVG.
+pub fn config_comparison(
+    path: &Path,
+    title: &str,
+    series: &[&str],
+    bars: &[(String, Vec<f64>)],
+) -> Result<()> {
+    let name = "configurations";
+    let height = (120 + 34 * bars.len() as u32 * series.len().max(1) as u32).clamp(320, 4000);
+    let size = (SIZE.0, height);
+    let png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if png {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| chart_err(name, e))?;
+        comparison(&root, title, series, bars).map_err(|e| chart_err(name, e))?;
+        root.present().map_err(|e| chart_err(name, e))
+    } else {
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| chart_err(name, e))?;
+        comparison(&root, title, series, bars).map_err(|e| chart_err(name, e))?;
+        root.present().map_err(|e| chart_err(name, e))
+    }
+}
+
+fn comparison<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[&str],
+    bars: &[(String, Vec<f64>)],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let max = bars.iter().flat_map(|(_, v)| v.iter().copied()).fold(1.0, f64::max);
+    let (div, unit) = byte_unit(max);
+    let k = series.len().max(1);
+    let rows = bars.len() * k;
+    let labels: Vec<&str> = bars.iter().map(|(l, _)| l.as_str()).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(220)
+        .build_cartesian_2d(0f64..max / div * 1.1, (0..rows).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(rows + 1)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) if i % k == k / 2 => {
+                labels.get(i / k).map(|s| s.to_string()).unwrap_or_default()
+            }
+            _ => String::new(),
+        })
+        .x_desc(format!("bytes ({unit})"))
+        .label_style((FONT, 13))
+        .draw()?;
+    for (s, name) in series.iter().enumerate() {
+        let color = COLORS[s % COLORS.len()];
+        chart
+            .draw_series(bars.iter().enumerate().map(|(b, (_, v))| {
+                let row = b * k + s;
+                let mut r = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(row)),
+                        (v.get(s).copied().unwrap_or(0.0) / div, SegmentValue::Exact(row + 1)),
+                    ],
+                    color.filled(),
+                );
+                r.set_margin(2, 2, 0, 0);
+                r
+            }))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

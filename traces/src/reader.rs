@@ -8,8 +8,9 @@
 //! Ordering: chunks hold seq-sorted events, but chunks of different threads interleave. The
 //! iterator visits chunks by `first_seq` and merges them: an event is emitted once it is smaller
 //! than the first seq of every chunk not yet loaded and the head of every loaded one. Memory is
-//! bounded by the chunks whose seq ranges overlap (about one per live thread) plus a small
-//! read-ahead batch that is decoded in parallel with rayon.
+//! bounded by the chunks whose seq ranges overlap (about one per live thread) plus a few chunks
+//! that a decoder thread prepares ahead of the consumer. `par_map_chunks` decodes every chunk in
+//! parallel (rayon) for work that does not need order.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -272,9 +273,7 @@ impl TraceReader {
         Events {
             reader: self,
             pending: order.into(),
-            ready: VecDeque::new(),
-            inflight: None,
-            covered: 0,
+            decoded: None,
             heap: BinaryHeap::new(),
             slots: Vec::new(),
             current: None,
@@ -375,12 +374,8 @@ pub struct Events<'r> {
     reader: &'r TraceReader,
     /// Chunks not yet decoded, by first_seq.
     pending: VecDeque<ChunkInfo>,
-    /// Decoded read-ahead: the first chunks of `pending`, in the same order.
-    ready: VecDeque<Result<Vec<Event>>>,
-    /// The batch after `ready`, being decoded in the background.
-    inflight: Option<mpsc::Receiver<Vec<Result<Vec<Event>>>>>,
-    /// How many chunks at the front of `pending` are in `ready` or `inflight`.
-    covered: usize,
+    /// Decoded chunks, in `pending` order, from the decoder thread (started on first use).
+    decoded: Option<mpsc::Receiver<Result<Vec<Event>>>>,
     /// Loaded chunks that are not current, keyed by their next seq.
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     slots: Vec<Option<Loaded>>,
@@ -391,10 +386,8 @@ pub struct Events<'r> {
     errors: VecDeque<TraceError>,
 }
 
-/// Chunks decoded ahead in one parallel batch.
-fn read_ahead() -> usize {
-    (rayon::current_num_threads() * 2).clamp(2, 16)
-}
+/// Decoded chunks the decoder thread may hold ahead of the consumer.
+const READ_AHEAD: usize = 4;
 
 impl Events<'_> {
     fn next_pending_seq(&self) -> u64 {
@@ -418,55 +411,53 @@ impl Events<'_> {
         self.heap.push(Reverse((seq, slot)));
     }
 
-    /// Makes sure the front of `pending` is decoded in `ready`. Decoding runs a batch ahead on
-    /// rayon's pool, in parallel across the batch, while the caller consumes the batch before it.
-    fn fill(&mut self) {
-        if !self.ready.is_empty() {
-            return;
+    /// Decodes the chunk at the front of `pending` (and removes it from there).
+    ///
+    /// A decoder thread, started on first use, decodes the chunks in `pending` order a few ahead
+    /// of the consumer (a bounded channel holds at most [`READ_AHEAD`] decoded chunks), so that
+    /// decoding overlaps the caller's work. It is a plain thread, not a rayon task: callers may
+    /// iterate from inside rayon's pool, where blocking on pool work could deadlock. When the
+    /// thread cannot be started, chunks are decoded here instead.
+    fn next_chunk(&mut self) -> Result<Vec<Event>> {
+        let info = self.pending.pop_front().expect("a pending chunk");
+        if self.decoded.is_none() {
+            self.decoded = self.start_decoder(info);
         }
-        if self.inflight.is_none() {
-            self.launch();
-        }
-        if let Some(rx) = self.inflight.take() {
-            match rx.recv() {
-                Ok(batch) => self.ready.extend(batch),
-                Err(_) => self.ready.push_back(Err(TraceError::Invalid(
-                    "a background chunk decoder stopped unexpectedly".into(),
-                ))),
+        match &self.decoded {
+            Some(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(TraceError::Invalid(
+                    "the chunk decoder thread stopped unexpectedly".into(),
+                ))
+            }),
+            None => {
+                let mut out = Vec::new();
+                self.reader.read_chunk(&info, &mut out).map(|()| out)
             }
         }
-        self.launch();
     }
 
-    /// Starts decoding the next batch of chunks not yet covered, in the background.
-    fn launch(&mut self) {
-        let n = read_ahead().min(self.pending.len() - self.covered);
-        if n == 0 {
-            return;
-        }
-        let batch: Vec<ChunkInfo> = self
-            .pending
-            .iter()
-            .skip(self.covered)
-            .take(n)
-            .copied()
+    /// Starts the decoder thread for `first` and every chunk still pending after it.
+    fn start_decoder(&self, first: ChunkInfo) -> Option<mpsc::Receiver<Result<Vec<Event>>>> {
+        let chunks: Vec<ChunkInfo> = std::iter::once(first)
+            .chain(self.pending.iter().copied())
             .collect();
-        self.covered += n;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
         let file = Arc::clone(&self.reader.file);
         let file_len = self.reader.file_len;
-        rayon::spawn(move || {
-            let decoded: Vec<Result<Vec<Event>>> = batch
-                .par_iter()
-                .map(|info| {
-                    let mut out = Vec::new();
-                    read_events(&file, file_len, info, &mut out).map(|()| out)
-                })
-                .collect();
-            // The iterator may have been dropped; then nobody wants the batch.
-            let _ = tx.send(decoded);
-        });
-        self.inflight = Some(rx);
+        let spawned = std::thread::Builder::new()
+            .name("atrace-decode".into())
+            .spawn(move || {
+                for info in &chunks {
+                    let mut out = Vec::with_capacity(info.count as usize);
+                    let r = read_events(&file, file_len, info, &mut out).map(|()| out);
+                    // A send fails once the iterator is dropped: nobody wants the rest.
+                    if tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            });
+        // Without a thread, `next_chunk` decodes in the caller.
+        spawned.ok().map(|_| rx)
     }
 
     fn refresh_bound(&mut self) {
@@ -503,14 +494,7 @@ impl Iterator for Events<'_> {
             }
             // Choose the next current chunk: a new one if it starts first, else the heap's top.
             if self.next_pending_seq() < self.heap_top_seq() {
-                self.fill();
-                self.pending.pop_front();
-                self.covered -= 1;
-                match self
-                    .ready
-                    .pop_front()
-                    .expect("read-ahead holds the pending chunk")
-                {
+                match self.next_chunk() {
                     Ok(events) if !events.is_empty() => {
                         self.current = Some(Loaded { events, pos: 0 })
                     }

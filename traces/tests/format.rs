@@ -366,3 +366,22 @@ fn the_same_seq_in_two_chunks_is_an_error_not_a_hang() {
         errors[0]
     );
 }
+
+/// Callers iterate from inside rayon's pool (a `--sweep` replays configurations in parallel): the
+/// reader must not wait on pool work there, even with a single pool thread.
+#[test]
+fn iterating_inside_a_one_thread_rayon_pool_does_not_deadlock() {
+    use rayon::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.atrace");
+    let events = workload(30_000, 3);
+    write_per_thread(&path, &events, 500, true);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let counts: Vec<usize> = pool.install(|| {
+        (0..4)
+            .into_par_iter()
+            .map(|_| TraceReader::open(&path).unwrap().events().filter(Result::is_ok).count())
+            .collect()
+    });
+    assert_eq!(counts, [30_000; 4]);
+}

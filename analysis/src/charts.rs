@@ -358,7 +358,9 @@ pub fn config_comparison(
     let name = "configurations";
     let height = (120 + 34 * bars.len() as u32 * series.len().max(1) as u32).clamp(320, 4000);
     let size = (SIZE.0, height);
-    let png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if png {
         let root = BitMapBackend::new(path, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| chart_err(name, e))?;
@@ -381,7 +383,10 @@ fn comparison<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let max = bars.iter().flat_map(|(_, v)| v.iter().copied()).fold(1.0, f64::max);
+    let max = bars
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(1.0, f64::max);
     let (div, unit) = byte_unit(max);
     let k = series.len().max(1);
     let rows = bars.len() * k;
@@ -413,7 +418,10 @@ where
                 let mut r = Rectangle::new(
                     [
                         (0.0, SegmentValue::Exact(row)),
-                        (v.get(s).copied().unwrap_or(0.0) / div, SegmentValue::Exact(row + 1)),
+                        (
+                            v.get(s).copied().unwrap_or(0.0) / div,
+                            SegmentValue::Exact(row + 1),
+                        ),
                     ],
                     color.filled(),
                 );

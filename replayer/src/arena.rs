@@ -122,6 +122,18 @@ impl Arena {
         self.pieces(addr, len, |p, n| unsafe { std::ptr::write_bytes(p, 0, n) });
     }
 
+    /// Writes `stamp` into every byte of `[addr, addr+len)` (the `whole` touch policy: as
+    /// glibc's trace_run, the program writes its whole object).
+    pub fn fill(&self, addr: u64, len: u64, stamp: u8) {
+        if !self.touch_memory {
+            return;
+        }
+        // SAFETY: `pieces` hands out pointers to `n` mapped, writable bytes.
+        self.pieces(addr, len, |p, n| unsafe {
+            std::ptr::write_bytes(p, stamp, n)
+        });
+    }
+
     /// Writes a 64-bit word (a malloc header, a tiny block's first word).
     pub fn write_u64(&self, addr: u64, value: u64) {
         if !self.touch_memory {

@@ -58,15 +58,59 @@ pub enum OpKind {
     Realloc,
 }
 
-/// One compiled call (24 bytes).
+/// The C call an op came from (the latency groups of `native::OP_NAMES`, by index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Call {
+    Malloc = 0,
+    Calloc = 1,
+    /// `realloc` and `reallocarray`.
+    Realloc = 2,
+    Free = 3,
+    /// `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`.
+    Aligned = 4,
+}
+
+impl Call {
+    pub fn of(op: traces::Op) -> Call {
+        use traces::Op as T;
+        match op {
+            T::Malloc => Call::Malloc,
+            T::Calloc => Call::Calloc,
+            T::Realloc | T::Reallocarray => Call::Realloc,
+            T::Free => Call::Free,
+            T::PosixMemalign | T::AlignedAlloc | T::Memalign | T::Valloc | T::Pvalloc => {
+                Call::Aligned
+            }
+        }
+    }
+
+    /// Index into `native::OP_NAMES`.
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// log2 of the alignment every op asks for unless the trace says more (16 bytes, malloc's).
+pub const DEFAULT_ALIGN_LOG2: u8 = 4;
+
+/// One compiled call (24 bytes, asserted in the tests).
 #[derive(Clone, Copy, Debug)]
 pub struct Op {
     pub size_bytes: u64,
     pub slot: u32,
     pub aux: u32,
     pub kind: OpKind,
+    /// The recorded call (a `Free` op may come from `realloc(p, 0)` or a missed free).
+    pub call: Call,
     pub noscan: bool,
+    /// log2 of the alignment asked for (aligned calls; `DEFAULT_ALIGN_LOG2` otherwise). The Go
+    /// model ignores it; baselines pass it in the `Layout`.
+    pub align_log2: u8,
     pub p: u16,
+    /// Recorder thread (dense: the trace's own small thread numbers).
+    pub thread: u16,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -161,6 +205,18 @@ pub fn compile(
             Pointers::Trace => ev.kind != PtrKind::Scan,
         };
         let p = cfg.p_of_thread(ev.thread) as u16;
+        let thread = u16::try_from(ev.thread).map_err(|_| {
+            ReplayError::Trace(format!(
+                "event {n}: thread number {} above 65535",
+                ev.thread
+            ))
+        })?;
+        let call = Call::of(ev.op);
+        let align_log2 = if ev.op.has_align() && ev.align.is_power_of_two() {
+            (ev.align.trailing_zeros() as u8).clamp(DEFAULT_ALIGN_LOG2, 30)
+        } else {
+            DEFAULT_ALIGN_LOG2
+        };
         // The object released, if the trace says one is and we know it.
         let mut old = None;
         if ev.releases() {
@@ -199,8 +255,11 @@ pub fn compile(
                     slot,
                     aux: u32::MAX,
                     kind: OpKind::Free,
+                    call: Call::Free,
                     noscan,
+                    align_log2: DEFAULT_ALIGN_LOG2,
                     p,
+                    thread,
                 });
                 free_slots.push(slot);
             }
@@ -228,8 +287,11 @@ pub fn compile(
                 slot,
                 aux,
                 kind,
+                call,
                 noscan,
+                align_log2,
                 p,
+                thread,
             });
             if let Some(o) = old {
                 free_slots.push(o);
@@ -240,8 +302,11 @@ pub fn compile(
                 slot: o,
                 aux: u32::MAX,
                 kind: OpKind::Free,
+                call,
                 noscan,
+                align_log2: DEFAULT_ALIGN_LOG2,
                 p,
+                thread,
             });
             free_slots.push(o);
         }
@@ -251,7 +316,7 @@ pub fn compile(
 
 /// A slot: the model address of the object and its requested size.
 #[derive(Clone, Copy, Debug, Default)]
-struct Slot {
+pub struct Slot {
     addr: u64,
     size_bytes: u64,
 }
@@ -265,53 +330,141 @@ pub struct RunStats {
     pub ops: u64,
 }
 
-/// Runs the model over the op stream.
-pub fn run(heap: &mut Heap, compiled: &Compiled) -> Result<RunStats, ReplayError> {
-    let mut slots = vec![Slot::default(); compiled.slots as usize];
-    let mut peak_alloc = 0u64;
-    let start = Instant::now();
-    for (i, op) in compiled.ops.iter().enumerate() {
+/// What the replay writes into a new object (memory traffic only: the model's results do not
+/// depend on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Touch {
+    /// Nothing.
+    None,
+    /// Its first byte.
+    FirstByte,
+    /// One byte per 4 KiB page (faults every page in; what [`run`] does).
+    Pages,
+    /// Every byte (as glibc's trace_run does).
+    Whole,
+}
+
+impl Touch {
+    pub fn parse(s: &str) -> Option<Touch> {
+        match s {
+            "none" => Some(Touch::None),
+            "first" | "first-byte" => Some(Touch::FirstByte),
+            "pages" => Some(Touch::Pages),
+            "whole" | "all" => Some(Touch::Whole),
+            _ => None,
+        }
+    }
+}
+
+/// The state of a replay between ops: the slot array and the running peak of HeapAlloc. Both
+/// the plain loop ([`run`]) and the measured ones (`measured.rs`) step through it, so they replay
+/// exactly the same calls.
+pub struct Stepper {
+    pub slots: Vec<Slot>,
+    pub peak_heap_alloc_bytes: u64,
+    pub touch: Touch,
+}
+
+impl Stepper {
+    pub fn new(slots: u32, touch: Touch) -> Stepper {
+        Stepper {
+            slots: vec![Slot::default(); slots as usize],
+            peak_heap_alloc_bytes: 0,
+            touch,
+        }
+    }
+
+    /// Replays op number `i`.
+    #[inline]
+    pub fn step(&mut self, heap: &mut Heap, i: usize, op: &Op) -> Result<(), ReplayError> {
         let p = op.p as usize;
         match op.kind {
             OpKind::Alloc => {
                 heap.current_event = i as u64;
                 let addr = heap.malloc(op.size_bytes, op.noscan, p)?;
-                heap.mheap.arena.touch(addr, op.size_bytes, i as u8);
-                slots[op.slot as usize] = Slot {
+                self.touch(heap, addr, op.size_bytes, i as u8);
+                self.slots[op.slot as usize] = Slot {
                     addr,
                     size_bytes: op.size_bytes,
                 };
-                peak_alloc = peak_alloc.max(heap.mheap.stats.heap_alloc_bytes);
+                self.peak_heap_alloc_bytes = self
+                    .peak_heap_alloc_bytes
+                    .max(heap.mheap.stats.heap_alloc_bytes);
             }
             OpKind::Free => {
-                let s = slots[op.slot as usize];
+                let s = self.slots[op.slot as usize];
                 heap.free(s.addr);
             }
             OpKind::Realloc => {
                 heap.current_event = i as u64;
                 let addr = heap.malloc(op.size_bytes, op.noscan, p)?;
-                let old = slots[op.aux as usize];
+                let old = self.slots[op.aux as usize];
                 let n = old.size_bytes.min(op.size_bytes);
                 if addr != crate::malloc::ZEROBASE_ADDR && old.addr != crate::malloc::ZEROBASE_ADDR
                 {
                     heap.mheap.arena.copy(addr, old.addr, n);
                 }
-                heap.mheap.arena.touch(addr, op.size_bytes, i as u8);
-                slots[op.slot as usize] = Slot {
+                self.touch(heap, addr, op.size_bytes, i as u8);
+                self.slots[op.slot as usize] = Slot {
                     addr,
                     size_bytes: op.size_bytes,
                 };
-                peak_alloc = peak_alloc.max(heap.mheap.stats.heap_alloc_bytes);
+                self.peak_heap_alloc_bytes = self
+                    .peak_heap_alloc_bytes
+                    .max(heap.mheap.stats.heap_alloc_bytes);
                 heap.free(old.addr);
             }
         }
+        Ok(())
+    }
+
+    #[inline]
+    fn touch(&self, heap: &Heap, addr: u64, size_bytes: u64, stamp: u8) {
+        if addr == crate::malloc::ZEROBASE_ADDR {
+            return;
+        }
+        let arena = &heap.mheap.arena;
+        match self.touch {
+            Touch::None => {}
+            Touch::FirstByte => arena.touch(addr, size_bytes.min(1), stamp),
+            Touch::Pages => arena.touch(addr, size_bytes, stamp),
+            Touch::Whole => arena.fill(addr, size_bytes, stamp),
+        }
+    }
+}
+
+/// Runs the model over the op stream (one byte written per page of each new object).
+pub fn run(heap: &mut Heap, compiled: &Compiled) -> Result<RunStats, ReplayError> {
+    let mut st = Stepper::new(compiled.slots, Touch::Pages);
+    let start = Instant::now();
+    for (i, op) in compiled.ops.iter().enumerate() {
+        st.step(heap, i, op)?;
     }
     let elapsed_ns = start.elapsed().as_nanos() as u64;
     #[cfg(feature = "check-invariants")]
     heap.check_invariants();
     Ok(RunStats {
-        peak_heap_alloc_bytes: peak_alloc,
+        peak_heap_alloc_bytes: st.peak_heap_alloc_bytes,
         elapsed_ns,
         ops: compiled.ops.len() as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_stays_24_bytes() {
+        assert_eq!(std::mem::size_of::<Op>(), 24);
+    }
+
+    #[test]
+    fn calls_map_to_the_latency_groups() {
+        assert_eq!(Call::of(traces::Op::Reallocarray), Call::Realloc);
+        assert_eq!(Call::of(traces::Op::Valloc), Call::Aligned);
+        assert_eq!(crate::native::OP_NAMES[Call::Calloc.index()], "calloc");
+        assert_eq!(crate::native::OP_NAMES[Call::Free.index()], "free");
+    }
 }

@@ -22,7 +22,9 @@
 //! | [`mstats`] | mstats.go: MemStats |
 //!
 //! [`engine`] compiles a trace to an op stream and runs it; [`report`] builds the JSON document
-//! and the text summary; [`config`] holds the knobs.
+//! and the text summary; [`config`] holds the knobs. [`measured`] runs the op stream through the
+//! model and the baselines of [`native`] with latency, perf counters ([`measure`]), repeats and
+//! threads ([`threaded`]).
 #![deny(unsafe_code)]
 
 pub mod arena;
@@ -33,6 +35,7 @@ pub mod malloc;
 pub mod mcache;
 pub mod mcentral;
 pub mod measure;
+pub mod measured;
 pub mod mgc;
 pub mod mheap;
 pub mod mspan;
@@ -67,6 +70,37 @@ pub fn replay<E: std::fmt::Display>(
     let compiled = engine::compile(events, cfg, &heap.mheap.classes, strict)?;
     let run = engine::run(&mut heap, &compiled)?;
     Ok(ReplayReport::build(path, cfg, &heap, &compiled, &run))
+}
+
+/// Measured replay of an `.atrace` file or a `.csv` workload (by extension) through the
+/// allocators of `opts` (measured.rs).
+pub fn measure_path(
+    path: &std::path::Path,
+    cfg: &Config,
+    strict: bool,
+    opts: &measured::Options,
+) -> Result<ReplayReport, ReplayError> {
+    let name = path.display().to_string();
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        let f = std::fs::File::open(path).map_err(|source| ReplayError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        let events = csv_events(std::io::BufReader::new(f))?;
+        return measured::measure(
+            &name,
+            events.into_iter().map(Ok::<_, ReplayError>),
+            cfg,
+            strict,
+            opts,
+        );
+    }
+    let reader =
+        traces::TraceReader::open(path).map_err(|e| ReplayError::Trace(format!("{name}: {e}")))?;
+    measured::measure(&name, reader.events(), cfg, strict, opts)
 }
 
 /// Replays an `.atrace` file.

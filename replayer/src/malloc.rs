@@ -57,6 +57,8 @@ pub struct Heap {
     /// heapLive when the running cycle started.
     pub(crate) cycle_start_live_bytes: u64,
     pub(crate) cycle_start_event: u64,
+    /// Perf counters accumulated over GC work (measured replays attach them; mgc.rs).
+    pub gc_counters: Option<crate::measure::perf::PhaseCounters>,
 }
 
 impl Heap {
@@ -119,6 +121,7 @@ impl Heap {
             mark_end_bytes: 0,
             cycle_start_live_bytes: 0,
             cycle_start_event: 0,
+            gc_counters: None,
         };
         h.update_trigger();
         Ok(h)

@@ -100,6 +100,7 @@ impl MHeap {
 
     /// `mcache.refill`: give back the full span, cache one with free objects.
     pub fn refill(&mut self, mc: &mut MCache, spc: SpanClass, p: usize) -> Result<(), ReplayError> {
+        self.refill_count += 1;
         let old = mc.alloc[spc.index()];
         if old != EMPTY_SPAN {
             let s = &mut self.spans[old.index()];

@@ -78,6 +78,12 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn gc_start(&mut self, p: usize) {
+        self.gc_counters_enter();
+        self.gc_start_work(p);
+        self.gc_counters_leave();
+    }
+
+    fn gc_start_work(&mut self, p: usize) {
         self.mheap.finish_sweep();
         let live = self.mheap.sweep.heap_live_bytes;
         self.pacer.start_cycle(live);
@@ -115,6 +121,27 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn gc_mark_termination(&mut self, p: usize) {
+        self.gc_counters_enter();
+        self.gc_mark_termination_work(p);
+        self.gc_counters_leave();
+    }
+
+    /// The perf-counter hook of a measured replay: the GC phase's counters are accumulated
+    /// over the model's GC work (cycle start with its mark snapshot, mark termination with the
+    /// sweep, scavenge and pacing that follow). Nothing happens when no counters are attached.
+    fn gc_counters_enter(&mut self) {
+        if let Some(c) = &mut self.gc_counters {
+            c.enter();
+        }
+    }
+
+    fn gc_counters_leave(&mut self) {
+        if let Some(c) = &mut self.gc_counters {
+            c.leave();
+        }
+    }
+
+    fn gc_mark_termination_work(&mut self, p: usize) {
         self.marking = false;
         let mut marked = 0u64;
         let mut scan = 0u64;

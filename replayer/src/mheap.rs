@@ -55,6 +55,11 @@ pub struct MHeap {
     /// The tiny allocator's span class, when it is on.
     pub tiny_spc: Option<SpanClass>,
     pub scav: Scavenger,
+    /// `mcache.refill` calls so far (span fast path exhausted). Bumped on the slow path only;
+    /// the measured replay reads it before and after a call to name the path taken.
+    pub refill_count: u64,
+    /// Spans allocated from the page heap so far (`allocSpan`); as `refill_count`.
+    pub span_alloc_count: u64,
 }
 
 impl MHeap {
@@ -86,6 +91,8 @@ impl MHeap {
             sweepgen: 4,
             sweep: SweepState::default(),
             stats: MStats::new(nclasses),
+            refill_count: 0,
+            span_alloc_count: 0,
             tiny_spc: None,
             scav: Scavenger::default(),
         }
@@ -138,6 +145,7 @@ impl MHeap {
         spc: SpanClass,
         p: usize,
     ) -> Result<SpanId, ReplayError> {
+        self.span_alloc_count += 1;
         let mut found = None;
         if npages < PAGE_CACHE_PAGES / 4 {
             if self.pcache[p].is_empty() {

@@ -18,10 +18,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::{Compiled, OpKind};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use crate::engine::{Call, Compiled, Op, OpKind};
 use crate::measure::clock::CycleClock;
 use crate::measure::latency::LatencySet;
 use crate::measure::perf::{Counters, Reading};
+use crate::threaded::{Gates, Plan};
 
 /// A baseline allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -52,29 +55,10 @@ impl Native {
     }
 }
 
-/// How much of each new object the replay writes, so that memory traffic matches the recorded
-/// program's: nothing, its first byte, or every byte (as glibc's trace_run does).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Touch {
-    None,
-    FirstByte,
-    Whole,
-}
-
-impl Touch {
-    pub fn parse(s: &str) -> Option<Touch> {
-        match s {
-            "none" => Some(Touch::None),
-            "first" | "first-byte" => Some(Touch::FirstByte),
-            "whole" | "all" => Some(Touch::Whole),
-            _ => None,
-        }
-    }
-}
+pub use crate::engine::Touch;
 
 /// What to measure besides wall time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Measure {
     pub touch: Touch,
     /// Time every call with the cycle clock (adds about 2 clock reads per call).
@@ -83,6 +67,8 @@ pub struct Measure {
     pub timeline_every: u64,
     /// Fraction of ops counted as warm-up for the per-phase counters.
     pub warmup_fraction: f64,
+    /// CPUs to pin replay threads to (thread n on `pin[n % len]`; empty: no pinning).
+    pub pin: Vec<usize>,
 }
 
 impl Default for Measure {
@@ -92,6 +78,7 @@ impl Default for Measure {
             time_calls: true,
             timeline_every: 0,
             warmup_fraction: 0.1,
+            pin: Vec::new(),
         }
     }
 }
@@ -157,10 +144,59 @@ const EMPTY: Slot = Slot {
     layout: Layout::new::<u8>(),
 };
 
-fn layout_for(size_bytes: u64) -> Layout {
+fn layout_for(size_bytes: u64, align_log2: u8) -> Layout {
     // Zero-size requests get one byte: GlobalAlloc does not take zero sizes (malloc(0) returns a
     // unique pointer in C, so the allocator does the same work).
-    Layout::from_size_align(size_bytes.max(1) as usize, 16).expect("size below isize::MAX")
+    Layout::from_size_align(size_bytes.max(1) as usize, 1usize << align_log2)
+        .expect("size below isize::MAX, alignment a power of two")
+}
+
+/// Does one op. `cur` is what the op releases (the object for a free, the old one for a
+/// realloc; `EMPTY` for an allocation); returns what `op.slot` holds afterwards and the bytes
+/// for the size group.
+#[inline]
+fn apply<A: GlobalAlloc>(a: &A, op: &Op, cur: Slot, touch_policy: Touch, stamp: u8) -> (Slot, u64) {
+    match op.kind {
+        OpKind::Alloc => {
+            let layout = layout_for(op.size_bytes, op.align_log2);
+            let ptr = if op.call == Call::Calloc {
+                // SAFETY: the layout has a non-zero size and a valid alignment.
+                unsafe { a.alloc_zeroed(layout) }
+            } else {
+                // SAFETY: as above.
+                unsafe { a.alloc(layout) }
+            };
+            touch(ptr, op.size_bytes, touch_policy, stamp);
+            (Slot { ptr, layout }, op.size_bytes)
+        }
+        OpKind::Free => {
+            if !cur.ptr.is_null() {
+                // SAFETY: `cur.ptr` came from `a` with `cur.layout` and was not freed since
+                // (a slot is emptied on every free, and the caller took it out of its slot).
+                unsafe { a.dealloc(cur.ptr, cur.layout) };
+            }
+            (EMPTY, cur.layout.size() as u64)
+        }
+        OpKind::Realloc => {
+            let layout = layout_for(op.size_bytes, cur.layout.align().trailing_zeros() as u8);
+            let ptr = if cur.ptr.is_null() {
+                // SAFETY: as for Alloc.
+                unsafe { a.alloc(layout) }
+            } else {
+                // SAFETY: `cur.ptr` came from `a` with `cur.layout`; the new size is non-zero
+                // and the alignment is unchanged.
+                unsafe { a.realloc(cur.ptr, cur.layout, layout.size()) }
+            };
+            let grown = op.size_bytes.saturating_sub(cur.layout.size() as u64);
+            if grown > 0 && !ptr.is_null() {
+                // Only the new tail is fresh; the rest was copied.
+                // SAFETY: ptr spans op.size_bytes bytes; the tail starts inside it.
+                let tail = unsafe { ptr.add(cur.layout.size().min(op.size_bytes as usize)) };
+                touch(tail, grown, touch_policy, stamp);
+            }
+            (Slot { ptr, layout }, op.size_bytes)
+        }
+    }
 }
 
 fn run_with<A: GlobalAlloc>(
@@ -184,51 +220,20 @@ fn run_with<A: GlobalAlloc>(
         if i == warmup_end {
             snap_warm = Some(counters.snapshot());
         }
-        let t0 = if m.time_calls { clock.now() } else { 0 };
-        let (op_index, size) = match op.kind {
-            OpKind::Alloc => {
-                let layout = layout_for(op.size_bytes);
-                // SAFETY: the layout has a non-zero size and a valid alignment.
-                let ptr = unsafe { a.alloc(layout) };
-                touch(ptr, op.size_bytes, m.touch, i as u8);
-                slots[op.slot as usize] = Slot { ptr, layout };
-                (0, op.size_bytes)
-            }
-            OpKind::Free => {
-                let s = std::mem::replace(&mut slots[op.slot as usize], EMPTY);
-                if !s.ptr.is_null() {
-                    // SAFETY: `s.ptr` came from `a` with `s.layout` and was not freed since
-                    // (the slot is emptied on every free).
-                    unsafe { a.dealloc(s.ptr, s.layout) };
-                }
-                (3, s.layout.size() as u64)
-            }
-            OpKind::Realloc => {
-                let old = std::mem::replace(&mut slots[op.aux as usize], EMPTY);
-                let layout = layout_for(op.size_bytes);
-                let ptr = if old.ptr.is_null() {
-                    // SAFETY: as for Alloc.
-                    unsafe { a.alloc(layout) }
-                } else {
-                    // SAFETY: `old.ptr` came from `a` with `old.layout`; the new size is non-zero
-                    // and the alignment is unchanged.
-                    unsafe { a.realloc(old.ptr, old.layout, layout.size()) }
-                };
-                let grown = op.size_bytes.saturating_sub(old.layout.size() as u64);
-                if grown > 0 && !ptr.is_null() {
-                    // Only the new tail is fresh; the rest was copied.
-                    // SAFETY: ptr spans op.size_bytes bytes; the tail starts inside it.
-                    let tail = unsafe { ptr.add(old.layout.size().min(op.size_bytes as usize)) };
-                    touch(tail, grown, m.touch, i as u8);
-                }
-                slots[op.slot as usize] = Slot { ptr, layout };
-                (2, op.size_bytes)
-            }
+        let cur = match op.kind {
+            OpKind::Alloc => EMPTY,
+            OpKind::Free => std::mem::replace(&mut slots[op.slot as usize], EMPTY),
+            OpKind::Realloc => std::mem::replace(&mut slots[op.aux as usize], EMPTY),
         };
+        let t0 = if m.time_calls { clock.now() } else { 0 };
+        let (new, size) = apply(a, op, cur, m.touch, i as u8);
         if m.time_calls {
             let ns = clock.elapsed_ns(t0, clock.now());
-            by_op.record(op_index, ns);
+            by_op.record(op.call.index(), ns);
             by_size.record(size_group(size), ns);
+        }
+        if op.kind != OpKind::Free {
+            slots[op.slot as usize] = new;
         }
         if m.timeline_every > 0 && (i as u64).is_multiple_of(m.timeline_every) {
             timeline.push(RssPoint {
@@ -269,6 +274,150 @@ fn run_with<A: GlobalAlloc>(
     }
 }
 
+/// Replays `compiled` through `which` with each recorded thread on its own OS thread
+/// (`plan` from `threaded::plan`). Counters cover the whole replay only ("total": warm-up and
+/// steady state are not defined across threads); RSS is sampled at the end.
+pub fn run_threaded(
+    which: Native,
+    compiled: &Compiled,
+    plan: &Plan,
+    m: &Measure,
+    clock: &CycleClock,
+) -> Result<NativeRun, String> {
+    match which {
+        Native::System => run_threaded_with(which, &System, compiled, plan, m, clock),
+        Native::Jemalloc => run_threaded_with(
+            which,
+            &tikv_jemallocator::Jemalloc,
+            compiled,
+            plan,
+            m,
+            clock,
+        ),
+        Native::Mimalloc => run_threaded_with(which, &mimalloc::MiMalloc, compiled, plan, m, clock),
+    }
+}
+
+/// A slot shared between threads. The gates order every access (a Release when an op is done,
+/// an Acquire before the next op on the slot runs), so Relaxed loads and stores suffice.
+struct SharedSlot {
+    ptr: AtomicPtr<u8>,
+    /// `size << 8 | align_log2` of the layout.
+    layout: AtomicU64,
+}
+
+impl SharedSlot {
+    fn take(&self) -> Slot {
+        let ptr = self.ptr.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if ptr.is_null() {
+            return EMPTY;
+        }
+        let l = self.layout.load(Ordering::Relaxed);
+        Slot {
+            ptr,
+            layout: layout_for(l >> 8, l as u8),
+        }
+    }
+
+    fn put(&self, s: Slot) {
+        let l = (s.layout.size() as u64) << 8 | s.layout.align().trailing_zeros() as u64;
+        self.layout.store(l, Ordering::Relaxed);
+        self.ptr.store(s.ptr, Ordering::Relaxed);
+    }
+}
+
+fn run_threaded_with<A: GlobalAlloc + Sync>(
+    which: Native,
+    a: &A,
+    compiled: &Compiled,
+    plan: &Plan,
+    m: &Measure,
+    clock: &CycleClock,
+) -> Result<NativeRun, String> {
+    let slots: Vec<SharedSlot> = (0..compiled.slots)
+        .map(|_| SharedSlot {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            layout: AtomicU64::new(0),
+        })
+        .collect();
+    let gates = Gates::new(plan.slots);
+    let rss0 = rss_bytes();
+    let mut counters = Counters::open();
+    let snap_start = counters.snapshot();
+    let start = Instant::now();
+    let results: Vec<Result<(LatencySet, LatencySet), String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = plan
+            .threads
+            .iter()
+            .enumerate()
+            .filter(|(_, steps)| !steps.is_empty())
+            .map(|(n, steps)| {
+                let (slots, gates) = (&slots, &gates);
+                sc.spawn(move || {
+                    crate::measure::affinity::pin_nth(&m.pin, n)?;
+                    let mut by_op = LatencySet::new("op", &OP_NAMES);
+                    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
+                    for step in steps {
+                        let op = &compiled.ops[step.op as usize];
+                        gates.enter(op, step);
+                        let cur = match op.kind {
+                            OpKind::Alloc => EMPTY,
+                            OpKind::Free => slots[op.slot as usize].take(),
+                            OpKind::Realloc => slots[op.aux as usize].take(),
+                        };
+                        let t0 = if m.time_calls { clock.now() } else { 0 };
+                        let (new, size) = apply(a, op, cur, m.touch, step.op as u8);
+                        if m.time_calls {
+                            let ns = clock.elapsed_ns(t0, clock.now());
+                            by_op.record(op.call.index(), ns);
+                            by_size.record(size_group(size), ns);
+                        }
+                        if op.kind != OpKind::Free {
+                            slots[op.slot as usize].put(new);
+                        }
+                        gates.leave(op);
+                    }
+                    Ok((by_op, by_size))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("replay thread panicked"))
+            .collect()
+    });
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+    let snap_end = counters.snapshot();
+    let peak_rss_bytes = rss_bytes().saturating_sub(rss0);
+    for s in &slots {
+        let s = s.take();
+        if !s.ptr.is_null() {
+            // SAFETY: every non-null slot holds a live pointer from `a` with its layout; all
+            // replay threads have finished.
+            unsafe { a.dealloc(s.ptr, s.layout) };
+        }
+    }
+    let mut by_op = LatencySet::new("op", &OP_NAMES);
+    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
+    for r in results {
+        let (o, s) = r?;
+        by_op.merge(&o);
+        by_size.merge(&s);
+    }
+    let mut phases = BTreeMap::new();
+    phases.insert("total".to_string(), snap_end.since(&snap_start));
+    Ok(NativeRun {
+        allocator: which,
+        ops: compiled.ops.len() as u64,
+        elapsed_ns,
+        peak_rss_bytes,
+        rss_timeline: Vec::new(),
+        counters: phases,
+        by_op,
+        by_size,
+    })
+}
+
 /// Writes the object as the touch policy says. Null (a failed allocation) is left alone.
 #[inline]
 fn touch(ptr: *mut u8, size_bytes: u64, t: Touch, value: u8) {
@@ -279,6 +428,12 @@ fn touch(ptr: *mut u8, size_bytes: u64, t: Touch, value: u8) {
         Touch::None => {}
         // SAFETY: ptr points to at least size_bytes (> 0) writable bytes just allocated.
         Touch::FirstByte => unsafe { ptr.write_volatile(value) },
+        Touch::Pages => {
+            for off in (0..size_bytes as usize).step_by(4096) {
+                // SAFETY: off < size_bytes, inside the object.
+                unsafe { ptr.add(off).write_volatile(value) };
+            }
+        }
         // SAFETY: as above, for the whole object.
         Touch::Whole => unsafe { std::ptr::write_bytes(ptr, value, size_bytes as usize) },
     }
@@ -307,8 +462,11 @@ mod tests {
                 slot: i,
                 aux: 0,
                 kind: OpKind::Alloc,
+                call: Call::Malloc,
                 noscan: true,
+                align_log2: 4,
                 p: 0,
+                thread: 0,
             });
         }
         for i in 0..n {
@@ -317,8 +475,11 @@ mod tests {
                 slot: i,
                 aux: 0,
                 kind: OpKind::Free,
+                call: Call::Free,
                 noscan: true,
+                align_log2: 4,
                 p: 0,
+                thread: 0,
             });
         }
         Compiled {

@@ -78,6 +78,9 @@ pub struct ReplayReport {
     /// Flat name -> number map for compare / trend. Memory metrics are deterministic; `*_ns` and
     /// `*_per_s` are timings.
     pub metrics: BTreeMap<String, f64>,
+    /// Timings, latency, counters and RSS per allocator (measured replays; measured.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measurements: Option<crate::measured::Measurements>,
 }
 
 impl ReplayReport {
@@ -202,6 +205,7 @@ impl ReplayReport {
             },
             anomalies: compiled.anomalies.clone(),
             metrics,
+            measurements: None,
         }
     }
 
@@ -284,6 +288,9 @@ impl ReplayReport {
                 "  anomalies: {} failed calls, {} unknown frees, {} double frees, {} missed frees (skipped)",
                 a.failed_calls, a.unknown_frees, a.double_frees, a.missed_frees
             );
+        }
+        if let Some(m) = &self.measurements {
+            s.push_str(&crate::measured::table(m));
         }
         s
     }

@@ -139,8 +139,11 @@ mod tests {
             slot,
             aux,
             kind,
+            call: crate::engine::Call::Malloc,
             noscan: true,
+            align_log2: 4,
             p: 0,
+            thread: 0,
         }
     }
 

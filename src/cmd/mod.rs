@@ -9,6 +9,7 @@ pub mod profile;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod sweep;
 pub mod trend;
 pub mod tune_classes;
 

@@ -1,5 +1,6 @@
 //! `allocscope replay TRACE [--config FILE] [flags] [--json FILE]`: replay a trace through the
-//! Go allocator model and print a MemStats-style summary.
+//! Go allocator model (and, with `--allocator`, the baseline allocators), print a MemStats-style
+//! summary and a side-by-side measurement table (replayer/src/measured.rs).
 //!
 //! TRACE is an `.atrace` file, or a `.csv` workload (imported in memory). Flags override the
 //! config file, which overrides Go's defaults.
@@ -8,11 +9,21 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use replayer::config::{parse_bytes, Config, FreePolicy, Pointers};
+use replayer::measured::{self, Allocator, Options};
+use replayer::native::{Measure, Touch};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Trace file (.atrace) or CSV workload (.csv).
     trace: PathBuf,
+    /// Replay under every combination of configuration values, in parallel, and compare them
+    /// side by side: KEY=V1,V2,... (repeatable; any configuration key, e.g. gogc=50,100,200,
+    /// size_classes=go,mine.csv, page_size=8192,16384, tiny=on,off). Memory results only.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    sweep: Vec<super::sweep::Axis>,
+    /// With --sweep: write a chart of the configurations side by side (.svg or .png).
+    #[arg(long, value_name = "FILE", requires = "sweep")]
+    sweep_chart: Option<PathBuf>,
     /// TOML configuration file (see replayer/src/config.rs for the keys).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -64,9 +75,95 @@ pub struct Args {
     /// Make failed calls, unknown frees and double frees errors.
     #[arg(long)]
     strict: bool,
+    #[command(flatten)]
+    out: Box<Outputs>,
     /// Print nothing (with --json).
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// Measurement flags (boxed: inline they would make `Args` the largest command by far).
+#[derive(clap::Args)]
+struct Outputs {
+    /// Allocators to measure on the same compiled trace, side by side: go (the model),
+    /// system (glibc malloc), jemalloc, mimalloc. The memory results are the Go model's.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "go")]
+    allocator: Vec<String>,
+    /// What the replay writes into each new object: none, first (its first byte), pages (one
+    /// byte per 4 KiB page) or whole (every byte, like glibc's trace_run).
+    #[arg(long, value_name = "none|first|pages|whole", default_value = "whole")]
+    touch: String,
+    /// Counted runs per allocator; with N > 1 one uncounted warm-up run comes first. Times are
+    /// reported as median and min..max.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: usize,
+    /// Pin the replay to these CPUs (thread n on the n-th, cycling), via sched_setaffinity.
+    #[arg(long, value_name = "CPU[,CPU...]", value_delimiter = ',')]
+    pin: Vec<usize>,
+    /// Replay each recorded thread on its own OS thread (a free never runs before its
+    /// allocation). The Go model then locks its central structures coarsely (one Mutex) with
+    /// one mcache per P. Default: one thread, which gives the deterministic memory results.
+    #[arg(long)]
+    threads: bool,
+    /// Do not time single calls: only whole-loop time per op (no clock reads in the loop).
+    /// Per-call latency of paths under ~20 ns sits near the clock's resolution; read it with
+    /// the untimed ns/op.
+    #[arg(long)]
+    no_timing: bool,
+    /// Write one HdrHistogram interval log per allocator here (<DIR>/<allocator>.hlog).
+    #[arg(long, value_name = "DIR")]
+    hlog: Option<PathBuf>,
+    /// Write latency percentiles per allocator, op, size group and Go path as CSV.
+    #[arg(long, value_name = "FILE")]
+    latency_csv: Option<PathBuf>,
+    /// Write a timeline CSV (Go model heap_alloc, heap_inuse, heap_sys, num_gc; RSS for all).
+    #[arg(long, value_name = "FILE.csv")]
+    timeline: Option<PathBuf>,
+    /// Timeline sampling interval, in events.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    timeline_every: u64,
+}
+
+fn build_options(a: &Args) -> Result<Options> {
+    let mut allocators = Vec::new();
+    for name in &a.out.allocator {
+        let al = Allocator::parse(name.trim()).ok_or_else(|| {
+            anyhow::anyhow!("--allocator {name:?}: want go, system, jemalloc or mimalloc")
+        })?;
+        if !allocators.contains(&al) {
+            allocators.push(al);
+        }
+    }
+    let touch = Touch::parse(&a.out.touch).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--touch {:?}: want none, first, pages or whole",
+            a.out.touch
+        )
+    })?;
+    if a.out.repeat == 0 {
+        anyhow::bail!("--repeat must be at least 1");
+    }
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(c) = a.out.pin.iter().find(|&&c| c >= ncpu) {
+        anyhow::bail!("--pin {c}: this machine has CPUs 0..{}", ncpu - 1);
+    }
+    let timeline_every = if a.out.timeline.is_some() {
+        a.out.timeline_every.max(1)
+    } else {
+        0
+    };
+    Ok(Options {
+        allocators,
+        measure: Measure {
+            touch,
+            time_calls: !a.out.no_timing,
+            timeline_every,
+            warmup_fraction: 0.1,
+            pin: a.out.pin.clone(),
+        },
+        repeat: a.out.repeat,
+        threads: a.out.threads,
+    })
 }
 
 fn build_config(a: &Args) -> Result<Config> {
@@ -140,26 +237,33 @@ fn build_config(a: &Args) -> Result<Config> {
 
 pub fn run(args: Args) -> Result<i32> {
     let cfg = build_config(&args)?;
-    let is_csv = args
-        .trace
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let report = if is_csv {
-        let f = std::fs::File::open(&args.trace)
-            .with_context(|| format!("cannot open {}", args.trace.display()))?;
-        replayer::replay_csv(
-            &args.trace.display().to_string(),
-            std::io::BufReader::new(f),
+    if !args.sweep.is_empty() {
+        return super::sweep::run(
+            &args.trace,
             &cfg,
+            &args.sweep,
             args.strict,
-        )?
-    } else {
-        replayer::replay_file(&args.trace, &cfg, args.strict)?
-    };
+            args.json.as_ref(),
+            args.sweep_chart.as_ref(),
+        );
+    }
+    let opts = build_options(&args)?;
+    let report = replayer::measure_path(&args.trace, &cfg, args.strict, &opts)?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(m) = &report.measurements {
+        if let Some(dir) = &args.out.hlog {
+            measured::write_hlogs(m, dir)?;
+        }
+        if let Some(p) = &args.out.latency_csv {
+            measured::write_latency_csv(m, p)?;
+        }
+        if let Some(p) = &args.out.timeline {
+            measured::write_timeline_csv(m, p)?;
+        }
     }
     if !args.quiet {
         print!("{}", report.summary());

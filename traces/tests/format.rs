@@ -376,11 +376,20 @@ fn iterating_inside_a_one_thread_rayon_pool_does_not_deadlock() {
     let path = dir.path().join("t.atrace");
     let events = workload(30_000, 3);
     write_per_thread(&path, &events, 500, true);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let counts: Vec<usize> = pool.install(|| {
         (0..4)
             .into_par_iter()
-            .map(|_| TraceReader::open(&path).unwrap().events().filter(Result::is_ok).count())
+            .map(|_| {
+                TraceReader::open(&path)
+                    .unwrap()
+                    .events()
+                    .filter(Result::is_ok)
+                    .count()
+            })
             .collect()
     });
     assert_eq!(counts, [30_000; 4]);

@@ -110,24 +110,7 @@ impl LatencySet {
     /// Writes one interval per non-empty histogram, tagged `<group>.<name>`, to an `.hlog` file
     /// that HdrHistogram's tools (HistogramLogProcessor, HdrHistogramVisualizer) read.
     pub fn write_hlog(&self, path: &Path, duration: Duration) -> std::io::Result<()> {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-        let mut serializer = V2DeflateSerializer::new();
-        let mut log = IntervalLogWriterBuilder::new()
-            .add_comment("allocscope replay latencies, ns")
-            .with_max_value_divisor(1.0)
-            .begin_log_with(&mut file, &mut serializer)?;
-        for (name, h) in self
-            .names
-            .iter()
-            .zip(&self.hists)
-            .filter(|(_, h)| !h.is_empty())
-        {
-            let tag = format!("{}.{}", self.group, name);
-            log.write_histogram(h, Duration::ZERO, duration, Tag::new(&tag))
-                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        }
-        drop(log);
-        file.flush()
+        write_hlog_sets(path, &[self], duration)
     }
 
     /// Appends rows `group,name,count,mean_ns,p50_ns,...` to a percentile CSV.
@@ -150,6 +133,35 @@ impl LatencySet {
         }
         Ok(())
     }
+}
+
+/// Writes the non-empty histograms of several sets into one `.hlog` file (tags
+/// `<group>.<name>`, one interval each covering `duration`).
+pub fn write_hlog_sets(
+    path: &Path,
+    sets: &[&LatencySet],
+    duration: Duration,
+) -> std::io::Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut serializer = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment("allocscope replay latencies, ns")
+        .with_max_value_divisor(1.0)
+        .begin_log_with(&mut file, &mut serializer)?;
+    for set in sets {
+        for (name, h) in set
+            .names
+            .iter()
+            .zip(&set.hists)
+            .filter(|(_, h)| !h.is_empty())
+        {
+            let tag = format!("{}.{}", set.group, name);
+            log.write_histogram(h, Duration::ZERO, duration, Tag::new(&tag))
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        }
+    }
+    drop(log);
+    file.flush()
 }
 
 /// Header row of the percentile CSV.

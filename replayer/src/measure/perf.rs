@@ -138,6 +138,65 @@ impl Snapshot {
     }
 }
 
+/// Counters accumulated over many short stretches (the GC phase of a replay: every GC cycle's
+/// work). `enter`/`leave` nest; only the outermost pair reads the counters.
+pub struct PhaseCounters {
+    counters: Counters,
+    depth: u32,
+    start: Option<Snapshot>,
+    total: BTreeMap<String, Reading>,
+    /// Stretches measured.
+    pub stretches: u64,
+}
+
+impl PhaseCounters {
+    pub fn open() -> PhaseCounters {
+        let mut counters = Counters::open();
+        let s = counters.snapshot();
+        PhaseCounters {
+            total: s.since(&s),
+            counters,
+            depth: 0,
+            start: None,
+            stretches: 0,
+        }
+    }
+
+    pub fn enter(&mut self) {
+        if self.depth == 0 {
+            self.start = Some(self.counters.snapshot());
+        }
+        self.depth += 1;
+    }
+
+    pub fn leave(&mut self) {
+        debug_assert!(self.depth > 0, "leave without enter");
+        self.depth -= 1;
+        if self.depth > 0 {
+            return;
+        }
+        let Some(start) = self.start.take() else {
+            return;
+        };
+        let d = self.counters.snapshot().since(&start);
+        for (name, r) in d {
+            match (self.total.get_mut(&name), r) {
+                (Some(Reading::Count(t)), Reading::Count(n)) => *t += n,
+                (Some(_), _) => {}
+                (None, r) => {
+                    self.total.insert(name, r);
+                }
+            }
+        }
+        self.stretches += 1;
+    }
+
+    /// The sums so far.
+    pub fn total(&self) -> BTreeMap<String, Reading> {
+        self.total.clone()
+    }
+}
+
 fn scale(count: u64, enabled: u64, running: u64) -> u64 {
     if running == 0 || running >= enabled {
         count

@@ -229,6 +229,9 @@ impl Report {
             if let Some(p) = r.page_frag {
                 m.insert("page_frag".into(), p);
             }
+            if let Some(b) = r.free_slot_bytes {
+                m.insert("free_slot_bytes".into(), b as f64);
+            }
         }
         m
     }

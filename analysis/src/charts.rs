@@ -344,6 +344,42 @@ pub fn report_charts(r: &Report, dir: Option<&Path>) -> Result<Vec<Chart>> {
             &series
         ));
     }
+    if let Some(rp) = r
+        .replay
+        .as_ref()
+        .filter(|rp| !rp.replayed_latency.is_empty())
+    {
+        // Recorded (the real allocator in production) next to replayed (this machine).
+        let mut series: Vec<(String, [u64; 6])> = r
+            .latency
+            .per_op_ns
+            .iter()
+            .map(|(k, p)| (format!("recorded {k}"), p.values()))
+            .collect();
+        // The first allocator replayed (the Go model unless told otherwise): more lines than
+        // that stop being readable; the text summary lists every allocator.
+        let first = rp.replayed_latency[0]
+            .0
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        series.extend(
+            rp.replayed_latency
+                .iter()
+                .filter(|(n, _)| n.split(' ').next() == Some(first.as_str()))
+                .map(|(n, v)| (format!("replayed {n}"), *v)),
+        );
+        out.push(render_both!(
+            "latency_replayed",
+            "Recorded and replayed latency",
+            SIZE,
+            dir,
+            latency_chart,
+            "Latency per op: recorded vs replayed",
+            &series
+        ));
+    }
     Ok(out)
 }
 

@@ -25,7 +25,11 @@ impl Default for Hist {
 
 impl Hist {
     pub fn record(&mut self, v: u64) {
-        self.0.saturating_record(v);
+        // `record` grows the auto-resizing histogram; `saturating_record` would clamp at its
+        // current top (2048 at first) instead. Saturate only past what it can ever track.
+        if self.0.record(v).is_err() {
+            self.0.saturating_record(v);
+        }
     }
     pub fn count(&self) -> u64 {
         self.0.len()
@@ -72,5 +76,23 @@ impl Percentiles {
             self.p99_99,
             self.max,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_values_are_kept_not_clamped() {
+        let mut h = Hist::default();
+        for v in [10, 2_000, 1_227_071, 3_600_000_000_000] {
+            h.record(v);
+        }
+        let p = h.summary();
+        assert_eq!(p.count, 4);
+        // 3 significant digits.
+        assert!((p.max as f64 / 3.6e12 - 1.0).abs() < 0.001, "max {}", p.max);
+        assert!(p.p50 >= 1_990 && p.p50 <= 2_010, "p50 {}", p.p50);
     }
 }

@@ -53,6 +53,41 @@ pub struct ReplayFigures {
     pub page_frag: Option<f64>,
     /// Per class: objects in use and occupancy of their spans.
     pub classes: Vec<(u64, u64, f64)>,
+    /// Free object slots in the spans that are in use (at the end of the replay): slots a
+    /// compacting allocator would not hold. Objects and bytes.
+    pub free_slots_in_use_spans: Option<u64>,
+    pub free_slot_bytes: Option<u64>,
+    /// Replayed per-call latency, when the replay measured it: ("allocator op", p50..max ns).
+    pub replayed_latency: Vec<(String, [u64; 6])>,
+}
+
+/// Percentile keys of a latency summary in a replay JSON, in chart order.
+const PCT_KEYS: [&str; 6] = [
+    "p50_ns",
+    "p90_ns",
+    "p99_ns",
+    "p99_9_ns",
+    "p99_99_ns",
+    "max_ns",
+];
+
+/// Per-op latency of every allocator a replay measured (`measurements.allocators[].latency.op`).
+fn replayed_latency(v: &Value) -> Vec<(String, [u64; 6])> {
+    let Some(allocators) = at(v, &["measurements", "allocators"]).and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for a in allocators {
+        let name = a.get("allocator").and_then(Value::as_str).unwrap_or("?");
+        let Some(ops) = at(a, &["latency", "op"]).and_then(Value::as_object) else {
+            continue;
+        };
+        for (op, p) in ops {
+            let vals = PCT_KEYS.map(|k| p.get(k).and_then(Value::as_u64).unwrap_or(0));
+            out.push((format!("{name} {op}"), vals));
+        }
+    }
+    out
 }
 
 fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
@@ -107,7 +142,19 @@ impl ReplayFigures {
                     ))
                 })
                 .collect();
+            // occupancy = objects in use / slots of the class's in-use spans.
+            let (mut slots, mut bytes) = (0u64, 0u64);
+            for &(size, in_use, occupancy) in &f.classes {
+                if in_use > 0 && occupancy > 0.0 {
+                    let free = (in_use as f64 / occupancy).round() as u64 - in_use;
+                    slots += free;
+                    bytes += free * size;
+                }
+            }
+            f.free_slots_in_use_spans = Some(slots);
+            f.free_slot_bytes = Some(bytes);
         }
+        f.replayed_latency = replayed_latency(v);
         f
     }
 }

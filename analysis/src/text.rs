@@ -133,6 +133,14 @@ pub fn summary(r: &Report) -> String {
                 p * 100.0
             );
         }
+        if let (Some(n), Some(b)) = (rp.free_slots_in_use_spans, rp.free_slot_bytes) {
+            let _ = writeln!(
+                s,
+                "  replay free slots in in-use spans {} objects, {} (at the end)",
+                count(n),
+                bytes(b)
+            );
+        }
     }
 
     let _ = writeln!(s, "\nSize-class waste (all allocations)");
@@ -225,6 +233,25 @@ pub fn summary(r: &Report) -> String {
         }
     } else {
         let _ = writeln!(s, "  not recorded in this trace (no latency_ns)");
+    }
+    if let Some(rp) = r
+        .replay
+        .as_ref()
+        .filter(|rp| !rp.replayed_latency.is_empty())
+    {
+        let _ = writeln!(s, "\nReplayed latency (allocscope replay, this machine)");
+        for (name, v) in &rp.replayed_latency {
+            let _ = writeln!(
+                s,
+                "  {name:<22} p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  p99.99 {:>9}  max {:>9}",
+                ns(v[0]),
+                ns(v[1]),
+                ns(v[2]),
+                ns(v[3]),
+                ns(v[4]),
+                ns(v[5])
+            );
+        }
     }
     s
 }

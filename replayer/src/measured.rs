@@ -470,7 +470,7 @@ fn go_run(
     let mut st = Stepper::new(compiled.slots, m.touch);
     let mut sets = go_sets();
     let mut timeline = Vec::new();
-    let rss0 = rss_bytes();
+    let rss0 = crate::native::rss_baseline();
     let mut counters = Counters::open();
     let warmup_end = (compiled.ops.len() as f64 * m.warmup_fraction) as usize;
     let snap_start = counters.snapshot();
@@ -542,7 +542,7 @@ fn go_run_threaded(
     let shared = Mutex::new((heap, Stepper::new(compiled.slots, m.touch)));
     let gates = Gates::new(plan.slots);
     let failed: Mutex<Option<ReplayError>> = Mutex::new(None);
-    let rss0 = rss_bytes();
+    let rss0 = crate::native::rss_baseline();
     let mut counters = Counters::open();
     let snap_start = counters.snapshot();
     let start = Instant::now();

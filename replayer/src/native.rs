@@ -210,7 +210,7 @@ fn run_with<A: GlobalAlloc>(
     let mut by_op = LatencySet::new("op", &OP_NAMES);
     let mut by_size = LatencySet::new("size", &SIZE_NAMES);
     let mut timeline = Vec::new();
-    let rss0 = rss_bytes();
+    let rss0 = rss_baseline();
     let mut counters = Counters::open();
     let warmup_end = (compiled.ops.len() as f64 * m.warmup_fraction) as usize;
     let snap_start = counters.snapshot();
@@ -341,7 +341,7 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
         })
         .collect();
     let gates = Gates::new(plan.slots);
-    let rss0 = rss_bytes();
+    let rss0 = rss_baseline();
     let mut counters = Counters::open();
     let snap_start = counters.snapshot();
     let start = Instant::now();
@@ -437,6 +437,18 @@ fn touch(ptr: *mut u8, size_bytes: u64, t: Touch, value: u8) {
         // SAFETY: as above, for the whole object.
         Touch::Whole => unsafe { std::ptr::write_bytes(ptr, value, size_bytes as usize) },
     }
+}
+
+/// The RSS a run's growth is measured from. glibc first hands back to the OS the free memory it
+/// holds (left over from compiling the trace, or from an earlier run): otherwise a run on glibc
+/// grows into pages that are already resident, and its peak looks smaller than it is.
+pub fn rss_baseline() -> u64 {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the C allocator; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    rss_bytes()
 }
 
 /// This process's resident set, bytes (from /proc/self/statm; 0 if unreadable).

@@ -476,3 +476,104 @@ where
         .draw()?;
     Ok(())
 }
+
+/// The heap over the replay (the first allocator in the timeline): HeapAlloc, HeapInuse, HeapSys
+/// and RSS growth against events replayed, with GC cycles marked.
+pub fn replay_timeline_chart(
+    points: &[crate::replay_timeline::HeapPoint],
+    dir: Option<&Path>,
+) -> Result<Chart> {
+    let first = points
+        .first()
+        .map(|p| p.allocator.clone())
+        .unwrap_or_default();
+    let pts: Vec<&crate::replay_timeline::HeapPoint> =
+        points.iter().filter(|p| p.allocator == first).collect();
+    Ok(render_both!(
+        "replay_timeline",
+        "Heap over the replay",
+        SIZE,
+        dir,
+        heap_timeline,
+        &pts,
+        &first
+    ))
+}
+
+fn heap_timeline<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    pts: &[&crate::replay_timeline::HeapPoint],
+    allocator: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let xmax = pts.iter().map(|p| p.op as f64).fold(1.0, f64::max);
+    let ymax = pts
+        .iter()
+        .map(|p| {
+            let heap = p
+                .heap_sys_bytes
+                .unwrap_or(0)
+                .max(p.heap_inuse_bytes.unwrap_or(0));
+            heap.max(p.rss_bytes) as f64
+        })
+        .fold(1.0, f64::max);
+    let (div, unit) = byte_unit(ymax);
+    let mut chart = ChartBuilder::on(root)
+        .caption(format!("Heap over the replay ({allocator})"), (FONT, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax / div * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("events replayed")
+        .y_desc(format!("bytes ({unit})"))
+        .label_style((FONT, 13))
+        .draw()?;
+    type Get = fn(&crate::replay_timeline::HeapPoint) -> Option<u64>;
+    let lines: [(&str, Get); 4] = [
+        ("HeapAlloc", |p| p.heap_alloc_bytes),
+        ("HeapInuse", |p| p.heap_inuse_bytes),
+        ("HeapSys (held from the OS)", |p| p.heap_sys_bytes),
+        ("RSS growth", |p| Some(p.rss_bytes)),
+    ];
+    for (i, (name, get)) in lines.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        if pts.iter().all(|p| get(p).is_none()) {
+            continue; // a baseline allocator: no model heap figures
+        }
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter()
+                    .filter_map(|p| Some((p.op as f64, get(p)? as f64 / div))),
+                c.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], c.stroke_width(2)));
+    }
+    // A GC cycle ended between two samples where num_gc went up.
+    let gcs: Vec<f64> = pts
+        .windows(2)
+        .filter(|w| w[1].num_gc > w[0].num_gc)
+        .map(|w| w[1].op as f64)
+        .collect();
+    let mark = COLORS[3];
+    chart
+        .draw_series(gcs.iter().map(|&x| {
+            PathElement::new(vec![(x, 0.0), (x, ymax / div * 0.04)], mark.stroke_width(2))
+        }))?
+        .label("GC cycle")
+        .legend(move |(x, y)| {
+            PathElement::new(vec![(x + 7, y - 5), (x + 7, y + 5)], mark.stroke_width(2))
+        });
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

@@ -21,6 +21,7 @@ pub mod html;
 pub mod latency;
 pub mod pct;
 pub mod replay_json;
+pub mod replay_timeline;
 pub mod tables;
 pub mod text;
 pub mod trend;

@@ -28,6 +28,10 @@ pub struct Args {
     /// A replay JSON of the same trace: adds the replayed heap figures (J&W on heap_inuse).
     #[arg(long, value_name = "FILE.json")]
     replay: Option<PathBuf>,
+    /// A replay timeline of the same trace (`replay --timeline FILE.csv`): charts HeapAlloc,
+    /// HeapInuse, HeapSys and RSS over the replay in the HTML report (with -o).
+    #[arg(long, value_name = "FILE.csv")]
+    replay_timeline: Option<PathBuf>,
     /// Report on what a truncated trace holds instead of failing.
     #[arg(long)]
     allow_truncated: bool,
@@ -67,7 +71,11 @@ pub fn run(args: Args) -> Result<i32> {
         analysis::tables::write_csv(&report, d)?;
     }
     if let Some(d) = &args.out {
-        let charts = analysis::charts::report_charts(&report, Some(d))?;
+        let mut charts = analysis::charts::report_charts(&report, Some(d))?;
+        if let Some(p) = &args.replay_timeline {
+            let points = analysis::replay_timeline::read(p)?;
+            charts.push(analysis::charts::replay_timeline_chart(&points, Some(d))?);
+        }
         let page = analysis::html::write_report(&report, &charts, d)?;
         let json = d.join("report.json");
         std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")

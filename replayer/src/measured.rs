@@ -46,7 +46,7 @@ use crate::measure::latency::{write_hlog_sets, LatencySet, Percentiles, CSV_HEAD
 use crate::measure::perf::{Counters, PhaseCounters, Reading};
 use crate::native::{self, rss_bytes, size_group, Measure, Native, OP_NAMES, SIZE_NAMES};
 use crate::report::ReplayReport;
-use crate::threaded::{self, Gates, Plan};
+use crate::threaded::{self, Plan};
 
 /// Go model paths (latency group "path").
 pub const PATH_NAMES: [&str; 7] = [
@@ -540,70 +540,51 @@ fn go_run_threaded(
     heap.gc_counters = Some(PhaseCounters::open());
     let tiny = tiny_block_bytes(cfg);
     let shared = Mutex::new((heap, Stepper::new(compiled.slots, m.touch)));
-    let gates = Gates::new(plan.slots);
     let failed: Mutex<Option<ReplayError>> = Mutex::new(None);
     let rss0 = crate::native::rss_baseline();
     let mut counters = Counters::open();
     let snap_start = counters.snapshot();
     let start = Instant::now();
-    let per_thread: Vec<Vec<LatencySet>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = plan
-            .threads
-            .iter()
-            .enumerate()
-            .filter(|(_, steps)| !steps.is_empty())
-            .map(|(n, steps)| {
-                let (shared, gates, failed) = (&shared, &gates, &failed);
-                sc.spawn(move || {
-                    let mut sets = go_sets();
-                    if let Err(e) = pin_nth(&m.pin, n) {
-                        failed
-                            .lock()
-                            .expect("lock")
-                            .get_or_insert(ReplayError::Config(e));
-                    }
-                    for step in steps {
-                        let op = &compiled.ops[step.op as usize];
-                        gates.enter(op, step);
-                        let t0 = clock.now();
-                        let mut g = shared.lock().expect("a replay thread panicked");
-                        let (heap, st) = &mut *g;
-                        let before = Probe::read(heap);
-                        // After a failure the remaining ops only pass their gates, so no
-                        // thread waits forever.
-                        let ok = failed.lock().expect("lock").is_none();
-                        if ok {
-                            if let Err(e) = st.step(heap, step.op as usize, op) {
-                                failed.lock().expect("lock").get_or_insert(e);
-                            }
-                        }
-                        let path = before.path(&Probe::read(heap), op, tiny);
-                        drop(g);
-                        if m.time_calls {
-                            let ns = clock.elapsed_ns(t0, clock.now());
-                            sets[0].record(op.call.index(), ns);
-                            sets[1].record(size_group(op.size_bytes), ns);
-                            if let Some(p) = path {
-                                sets[2].record(p, ns);
-                            }
-                        }
-                        gates.leave(op);
-                    }
-                    sets
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("replay thread panicked"))
-            .collect()
-    });
+    let per_thread = threaded::run(
+        plan,
+        &compiled.ops,
+        |n| {
+            pin_nth(&m.pin, n)
+                .map(|()| go_sets())
+                .map_err(ReplayError::Config)
+        },
+        |sets, step, op| {
+            let t0 = clock.now();
+            let mut g = shared.lock().expect("a replay thread panicked");
+            let (heap, st) = &mut *g;
+            let before = Probe::read(heap);
+            // After a failure the remaining ops only pass their gates, so no thread waits
+            // forever.
+            let ok = failed.lock().expect("lock").is_none();
+            if ok {
+                if let Err(e) = st.step(heap, step.op as usize, op) {
+                    failed.lock().expect("lock").get_or_insert(e);
+                }
+            }
+            let path = before.path(&Probe::read(heap), op, tiny);
+            drop(g);
+            if m.time_calls {
+                let ns = clock.elapsed_ns(t0, clock.now());
+                sets[0].record(op.call.index(), ns);
+                sets[1].record(size_group(op.size_bytes), ns);
+                if let Some(p) = path {
+                    sets[2].record(p, ns);
+                }
+            }
+        },
+    );
     let elapsed_ns = start.elapsed().as_nanos() as u64;
     let snap_end = counters.snapshot();
     let peak_rss_bytes = rss_bytes().saturating_sub(rss0);
     if let Some(e) = failed.into_inner().expect("lock") {
         return Err(e);
     }
+    let per_thread = per_thread?;
     let (mut heap, st) = shared.into_inner().expect("lock");
     let mut sets = go_sets();
     for t in &per_thread {

@@ -24,7 +24,7 @@ use crate::engine::{Call, Compiled, Op, OpKind};
 use crate::measure::clock::CycleClock;
 use crate::measure::latency::LatencySet;
 use crate::measure::perf::{Counters, Reading};
-use crate::threaded::{Gates, Plan};
+use crate::threaded::Plan;
 
 /// A baseline allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -340,52 +340,38 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
             layout: AtomicU64::new(0),
         })
         .collect();
-    let gates = Gates::new(plan.slots);
     let rss0 = rss_baseline();
     let mut counters = Counters::open();
     let snap_start = counters.snapshot();
     let start = Instant::now();
-    let results: Vec<Result<(LatencySet, LatencySet), String>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = plan
-            .threads
-            .iter()
-            .enumerate()
-            .filter(|(_, steps)| !steps.is_empty())
-            .map(|(n, steps)| {
-                let (slots, gates) = (&slots, &gates);
-                sc.spawn(move || {
-                    crate::measure::affinity::pin_nth(&m.pin, n)?;
-                    let mut by_op = LatencySet::new("op", &OP_NAMES);
-                    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
-                    for step in steps {
-                        let op = &compiled.ops[step.op as usize];
-                        gates.enter(op, step);
-                        let cur = match op.kind {
-                            OpKind::Alloc => EMPTY,
-                            OpKind::Free => slots[op.slot as usize].take(),
-                            OpKind::Realloc => slots[op.aux as usize].take(),
-                        };
-                        let t0 = if m.time_calls { clock.now() } else { 0 };
-                        let (new, size) = apply(a, op, cur, m.touch, step.op as u8);
-                        if m.time_calls {
-                            let ns = clock.elapsed_ns(t0, clock.now());
-                            by_op.record(op.call.index(), ns);
-                            by_size.record(size_group(size), ns);
-                        }
-                        if op.kind != OpKind::Free {
-                            slots[op.slot as usize].put(new);
-                        }
-                        gates.leave(op);
-                    }
-                    Ok((by_op, by_size))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("replay thread panicked"))
-            .collect()
-    });
+    let results: Result<Vec<(LatencySet, LatencySet)>, String> = crate::threaded::run(
+        plan,
+        &compiled.ops,
+        |n| {
+            crate::measure::affinity::pin_nth(&m.pin, n)?;
+            Ok((
+                LatencySet::new("op", &OP_NAMES),
+                LatencySet::new("size", &SIZE_NAMES),
+            ))
+        },
+        |(by_op, by_size), step, op| {
+            let cur = match op.kind {
+                OpKind::Alloc => EMPTY,
+                OpKind::Free => slots[op.slot as usize].take(),
+                OpKind::Realloc => slots[op.aux as usize].take(),
+            };
+            let t0 = if m.time_calls { clock.now() } else { 0 };
+            let (new, size) = apply(a, op, cur, m.touch, step.op as u8);
+            if m.time_calls {
+                let ns = clock.elapsed_ns(t0, clock.now());
+                by_op.record(op.call.index(), ns);
+                by_size.record(size_group(size), ns);
+            }
+            if op.kind != OpKind::Free {
+                slots[op.slot as usize].put(new);
+            }
+        },
+    );
     let elapsed_ns = start.elapsed().as_nanos() as u64;
     let snap_end = counters.snapshot();
     let peak_rss_bytes = rss_bytes().saturating_sub(rss0);
@@ -399,8 +385,7 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
     }
     let mut by_op = LatencySet::new("op", &OP_NAMES);
     let mut by_size = LatencySet::new("size", &SIZE_NAMES);
-    for r in results {
-        let (o, s) = r?;
+    for (o, s) in results? {
         by_op.merge(&o);
         by_size.merge(&s);
     }

@@ -1,26 +1,11 @@
 //! The analysis verbs (`report`, `compare`, `trend`) through the real binary, on small CSV
 //! workloads whose figures are computed by hand in the comments.
 
+mod common;
+use common::{allocscope, ok};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn allocscope(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allocscope"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use std::process::Command;
 
 /// Imports `csv` as `name.atrace` in `dir` and runs `report --json name.json` plus `extra`.
 fn report(dir: &Path, name: &str, csv: &str, extra: &[&str]) -> serde_json::Value {

@@ -1,15 +1,8 @@
 //! `report` with a replay of the same trace: replayed latency beside recorded, free slots in
 //! in-use spans, and the heap over the replay from `replay --timeline`.
 
-use std::process::Command;
-
-fn allocscope(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_allocscope"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::allocscope;
 
 #[test]
 fn report_shows_the_replay_beside_the_recording() {

@@ -1,15 +1,8 @@
 //! `replay --sweep` through the real binary: every combination replayed, results that move the
 //! way the knobs say, a chart, and one-line errors.
 
-use std::process::Command;
-
-fn allocscope(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_allocscope"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::allocscope;
 
 /// A churn workload: 20,000 objects of 1 KiB allocated, each freed 500 allocations later, so the
 /// live heap stays near 500 KiB while 20 MiB are allocated in total.

@@ -1,20 +1,11 @@
 //! The trace verbs (`import`, `export`, `info`) through the real binary: round trips, and one
 //! clear line with a non-zero exit for bad input.
 
+mod common;
+use common::{allocscope, stderr};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn allocscope(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allocscope"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Output;
 
 /// Bad input: a non-zero exit, one line on stderr naming the problem, no panic.
 fn assert_one_line_error(o: &Output, must_mention: &str) {

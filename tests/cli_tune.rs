@@ -1,26 +1,9 @@
 //! `allocscope tune-classes` through the real binary on a workload whose ideal table is known.
 
+mod common;
+use common::{allocscope, ok};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn allocscope(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allocscope"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 // 1000 objects of 592 B and 1000 of 1664 B, none freed (pointer-free, no GC runs: 2.4 MB < 4 MiB).
 // Go's table: 592 -> 640 (12 per one-page span: 84 spans), 1664 -> 1792 (9 per two-page span:

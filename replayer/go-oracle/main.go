@@ -1,20 +1,24 @@
 // Command go-oracle performs a CSV allocation workload on the real Go runtime and prints what
 // the runtime reports, as JSON, for allocscope's fidelity tests and benchmarks.
 //
-// Usage: go-oracle [-gogc N|off] [-repeat N] [-sample N] [-work N] [-workkib N] workload.csv
+// Usage: go-oracle [-gogc N|off] [-repeat N] [-sample N] [-work N] [-workkib N] [-pace]
+// [-timeline FILE] workload.csv
 //
-// The CSV has a header row naming at least op,id,size (the allocscope CSV form); noscan (1/0)
-// and old_id are used when present, other columns are ignored. Pointer-free objects
+// The CSV has a header row naming at least op,id,size (the allocscope CSV form); noscan (1/0),
+// old_id, nmemb and ts_ns are used when present, other columns are ignored. Pointer-free objects
 // are make([]byte, size); pointer objects are make([]*byte, ceil(size/8)) (the same size
-// class as size bytes). A free drops the program's last reference; a realloc allocates the new
-// object, copies, and drops the old one (Go has no realloc).
+// class as size bytes). A free drops the program's last reference (a free with no id is
+// free(NULL)); a realloc allocates the new object, copies, and drops the old one (Go has no
+// realloc). With -pace each op waits until its ts_ns after the start, so the runtime sees the
+// workload's own allocation rate (its GC runs concurrently with it, as in the recorded program).
 //
 // The workload is decoded into an op array in mmap'd memory before measuring, so the
 // runtime heap holds only the workload's objects and the runtime's own. Live objects are held
 // in a global (bss) slot table. Before measuring, a GC runs; then the GC percent is set
 // (-gogc, default off). Output: MemStats and runtime/metrics before and after, the peak of
-// HeapInuse sampled every -sample ops with runtime/metrics (no stop-the-world), and the loop's
-// wall time (median over -repeat runs when GC is off; with GC on, one run).
+// HeapInuse sampled every -sample ops with runtime/metrics (no stop-the-world; -timeline writes
+// every sample), and the loop's wall time (median over -repeat runs when GC is off; with GC on,
+// one run).
 package main
 
 import (
@@ -48,6 +52,7 @@ const (
 // op is one decoded call; it lives in mmap'd memory.
 type op struct {
 	size   int64
+	ts     int64 // ns from the start of the workload (the ts_ns column), or -1
 	slot   uint32
 	old    uint32
 	kind   uint8
@@ -211,7 +216,7 @@ func decode(path string) ([]op, error) {
 	}
 	var col [16][2]int
 	const absent = -1
-	colOp, colID, colSize, colNoscan, colOld, colNmemb := absent, absent, absent, absent, absent, absent
+	colOp, colID, colSize, colNoscan, colOld, colNmemb, colTs := absent, absent, absent, absent, absent, absent, absent
 	get := func(c int) []byte {
 		if c == absent {
 			return nil
@@ -251,6 +256,8 @@ func decode(path string) ([]op, error) {
 					colOld = i
 				case "nmemb":
 					colNmemb = i
+				case "ts_ns":
+					colTs = i
 				}
 			}
 			if colOp == absent || colID == absent || colSize == absent {
@@ -264,19 +271,26 @@ func decode(path string) ([]op, error) {
 		name := string(get(colOp)) // converted only for the comparison below (no allocation)
 		id := get(colID)
 		size := atoi(get(colSize))
+		ts := int64(-1)
+		if colTs != absent && colTs < nf {
+			ts = atoi(get(colTs))
+		}
 		noscan := uint8(1)
 		if colNoscan != absent && colNoscan < nf && string(get(colNoscan)) == "0" {
 			noscan = 0
 		}
 		switch name {
 		case "free":
+			if len(id) == 0 {
+				continue // free(NULL)
+			}
 			i, ok := t.find(id)
 			if !ok {
 				return nil, fmt.Errorf("line %d: free of an id that is not live", lineNo)
 			}
 			s := t.slot[i]
 			t.off[i] = ^uint32(0)
-			ops[n] = op{slot: s, kind: opFree}
+			ops[n] = op{ts: ts, slot: s, kind: opFree}
 			freeSlots[nfree] = s
 			nfree++
 		default:
@@ -289,7 +303,7 @@ func decode(path string) ([]op, error) {
 			if err != nil {
 				return nil, err
 			}
-			ops[n] = op{size: size, slot: s, kind: opAlloc, noscan: noscan}
+			ops[n] = op{size: size, ts: ts, slot: s, kind: opAlloc, noscan: noscan}
 			if name == "realloc" {
 				oldID := id
 				if colOld != absent && colOld < nf && len(get(colOld)) > 0 {
@@ -298,7 +312,7 @@ func decode(path string) ([]op, error) {
 				if i, ok := t.find(oldID); ok {
 					o := t.slot[i]
 					t.off[i] = ^uint32(0)
-					ops[n] = op{size: size, slot: s, old: o, kind: opRealloc, noscan: noscan}
+					ops[n] = op{size: size, ts: ts, slot: s, old: o, kind: opRealloc, noscan: noscan}
 					freeSlots[nfree] = o
 					nfree++
 				}
@@ -336,11 +350,28 @@ func alloc(size int64, noscan bool) unsafe.Pointer {
 var inuseSamples = []metrics.Sample{
 	{Name: "/memory/classes/heap/objects:bytes"},
 	{Name: "/memory/classes/heap/unused:bytes"},
+	{Name: "/gc/cycles/total:gc-cycles"},
 }
+
+// timeline, when set (-timeline), gets one line per HeapInuse sample: op index, heap object
+// bytes, unused bytes in in-use spans, GC cycles. Written after the run from memory outside
+// the Go heap.
+var timeline []uint64
+var timelineN int
 
 func heapInuse() uint64 {
 	metrics.Read(inuseSamples)
 	return inuseSamples[0].Value.Uint64() + inuseSamples[1].Value.Uint64()
+}
+
+func noteTimeline(i int) {
+	if timelineN+4 <= len(timeline) {
+		timeline[timelineN] = uint64(i)
+		timeline[timelineN+1] = inuseSamples[0].Value.Uint64()
+		timeline[timelineN+2] = inuseSamples[1].Value.Uint64()
+		timeline[timelineN+3] = inuseSamples[2].Value.Uint64()
+		timelineN += 4
+	}
 }
 
 // spin does about n units of CPU work that allocates nothing (a program's work between
@@ -357,11 +388,19 @@ func spin(n int) {
 
 var workSink uint64
 
-func run(ops []op, sample, work, workKiB int) (peak uint64) {
+// run performs the ops. With -pace, an op with a time (ts_ns) waits until that long after the
+// start, as the recorded program did: the runtime sees the workload's own allocation rate.
+func run(ops []op, sample, work, workKiB int, pace bool) (peak uint64) {
+	start := time.Now()
 	for i := range ops {
 		o := &ops[i]
 		if w := work + workKiB*int(o.size>>10); w > 0 {
 			spin(w)
+		}
+		if pace && o.ts >= 0 {
+			for time.Since(start).Nanoseconds() < o.ts {
+				spin(20)
+			}
 		}
 		switch o.kind {
 		case opAlloc:
@@ -383,6 +422,7 @@ func run(ops []op, sample, work, workKiB int) (peak uint64) {
 			if v := heapInuse(); v > peak {
 				peak = v
 			}
+			noteTimeline(i)
 		}
 	}
 	if sample > 0 {
@@ -506,6 +546,8 @@ func main() {
 	sample := flag.Int("sample", 0, "sample HeapInuse every N ops (0 = never)")
 	work := flag.Int("work", 0, "units of non-allocating work before each op (about 1 ns each)")
 	workKiB := flag.Int("workkib", 0, "more units of work per KiB the op allocates")
+	pace := flag.Bool("pace", false, "perform each op no earlier than its ts_ns after the start")
+	timelinePath := flag.String("timeline", "", "write every HeapInuse sample here (CSV: op,heap_objects,heap_unused,gc_cycles)")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: go-oracle [-gogc N|off] [-repeat N] [-sample N] workload.csv")
@@ -533,6 +575,12 @@ func main() {
 	}
 	before, after := newRaw(), newRaw()
 	heapInuse()
+	if *timelinePath != "" && *sample > 0 {
+		if timeline, err = mmapSlice[uint64](4 * (len(ops)/(*sample) + 2)); err != nil {
+			fmt.Fprintln(os.Stderr, "go-oracle:", err)
+			os.Exit(2)
+		}
+	}
 	out := output{GoVersion: runtime.Version(), GOGC: pct, Ops: len(ops), Experiments: os.Getenv("GOEXPERIMENT")}
 	elapsed := make([]int64, 0, *repeat)
 	runtime.GC()
@@ -541,7 +589,7 @@ func main() {
 	debug.SetGCPercent(pct)
 	before.read()
 	t0 := time.Now()
-	out.PeakInuse = run(ops, *sample, *work, *workKiB)
+	out.PeakInuse = run(ops, *sample, *work, *workKiB, *pace)
 	elapsed = append(elapsed, time.Since(t0).Nanoseconds())
 	after.read()
 	debug.SetGCPercent(-1)
@@ -558,8 +606,20 @@ func main() {
 		}
 		runtime.GC()
 		t0 := time.Now()
-		run(ops, 0, *work, *workKiB)
+		run(ops, 0, *work, *workKiB, *pace)
 		elapsed = append(elapsed, time.Since(t0).Nanoseconds())
+	}
+	if *timelinePath != "" {
+		f, err := os.Create(*timelinePath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "go-oracle:", err)
+			os.Exit(2)
+		}
+		fmt.Fprintln(f, "op,heap_objects,heap_unused,gc_cycles")
+		for i := 0; i+4 <= timelineN; i += 4 {
+			fmt.Fprintf(f, "%d,%d,%d,%d\n", timeline[i], timeline[i+1], timeline[i+2], timeline[i+3])
+		}
+		f.Close()
 	}
 	out.ElapsedNs = elapsed
 	ns := append([]int64(nil), out.ElapsedNs...)

@@ -21,6 +21,11 @@
 //! idle_mark_utilization = 0.5
 //! mark_object_cost_bytes = 64
 //! mark_fixed_bytes = 0
+//! mark_latencies_ns = []            # measured latencies to draw from, cycle by cycle
+//! mark_latency_ns = 500000          # the timed mark (traces with timestamps; mgc.rs)
+//! mark_ns_per_object = 15.0
+//! mark_ns_per_scan_byte = 1.5
+//! mark_ns_per_root_byte = 0.17
 //! touch_memory = true
 //! ```
 
@@ -76,19 +81,40 @@ pub struct Config {
     pub stacks_bytes: u64,
     /// Global bytes the GC scans (pacer input).
     pub globals_bytes: u64,
-    /// Go's cons/mark ratio (bytes allocated per byte of scan work during a mark), fixed: it
-    /// sets the trigger's runway and how long a mark phase lasts (pacer.rs, mgc.rs). The
-    /// defaults (0.1, idle 0.5, 64 bytes per object, no fixed part) fit Go 1.27 on the fidelity
-    /// churn workloads at about 1 µs of work per allocation (replayer/FIDELITY.md).
+    /// Traces without timestamps only (with them, the mark is timed and cons/mark is measured
+    /// as Go measures it; mgc.rs). Go's cons/mark ratio (bytes allocated per byte of scan work
+    /// during a mark), fixed: it sets the trigger's runway and how long a mark phase lasts in
+    /// allocated bytes (pacer.rs, mgc.rs). With `mark_object_cost_bytes` and
+    /// `mark_fixed_bytes` it fits Go 1.27 on churn workloads at about 2 µs per allocation
+    /// (replayer/FIDELITY.md).
     pub cons_mark: f64,
     /// Share of CPU that idle Ps spend on marking during a GC (0 when the program keeps every P
-    /// busy; 0.5 fits one busy goroutine on two otherwise idle Ps).
+    /// busy; 0.5 fits one busy goroutine on two otherwise idle Ps). The timed mark marks with
+    /// `procs * (0.25 + idle_mark_utilization)` Ps.
     pub idle_mark_utilization: f64,
     /// Scan-work bytes one marked object costs beyond its scanned bytes (mgc.rs).
     pub mark_object_cost_bytes: u64,
     /// Bytes allocated during every mark phase regardless of scan work (the mark's fixed
     /// costs in allocation terms; mgc.rs).
     pub mark_fixed_bytes: u64,
+    /// Timed mark (traces with timestamps): wall time a mark phase takes beyond its CPU work
+    /// (stopping and starting the world, waking idle Ps, the ragged barriers). The defaults
+    /// here and below are what the fidelity tests' calibration measured with Go 1.27 on a
+    /// quiet 2-vCPU VM (median latency 0.5 ms; the same VM under other load: 2 to 7 ms) on
+    /// workloads the comparison itself does not use (replayer/FIDELITY.md). Measure your own
+    /// machine the same way when its marks matter.
+    pub mark_latency_ns: u64,
+    /// Timed mark: when not empty, each cycle's latency is one of these (measured) values,
+    /// drawn in a fixed pseudo-random order (deterministic), instead of `mark_latency_ns`. On a
+    /// machine where Go's marks vary, the spread matters: Go's pacer keeps the largest
+    /// cons/mark of the last five cycles.
+    pub mark_latencies_ns: Vec<u64>,
+    /// Timed mark: CPU to mark one object.
+    pub mark_ns_per_object: f64,
+    /// Timed mark: CPU per byte of pointer-holding heap objects scanned.
+    pub mark_ns_per_scan_byte: f64,
+    /// Timed mark: CPU per byte of stacks and globals scanned.
+    pub mark_ns_per_root_byte: f64,
     /// Really write object memory (false: addresses only).
     pub touch_memory: bool,
 }
@@ -115,6 +141,11 @@ impl Default for Config {
             idle_mark_utilization: 0.5,
             mark_object_cost_bytes: 64,
             mark_fixed_bytes: 0,
+            mark_latency_ns: 500_000,
+            mark_latencies_ns: Vec::new(),
+            mark_ns_per_object: 15.0,
+            mark_ns_per_scan_byte: 1.5,
+            mark_ns_per_root_byte: 0.17,
             touch_memory: true,
         }
     }
@@ -215,6 +246,15 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.idle_mark_utilization) {
             return bad("idle_mark_utilization must be between 0 and 1".into());
+        }
+        for (name, v) in [
+            ("mark_ns_per_object", self.mark_ns_per_object),
+            ("mark_ns_per_scan_byte", self.mark_ns_per_scan_byte),
+            ("mark_ns_per_root_byte", self.mark_ns_per_root_byte),
+        ] {
+            if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+                return bad(format!("{name} must be a number of nanoseconds, 0..1e6"));
+            }
         }
         Ok(())
     }

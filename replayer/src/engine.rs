@@ -148,6 +148,17 @@ pub struct Compiled {
     pub requested_bytes: u64,
     pub rounded_bytes: u64,
     pub peak_live_requested_bytes: u64,
+    /// The trace time of each op (ns since the recording started), for the timed GC mark
+    /// (mgc.rs); empty when the trace has no timestamps or the configuration runs no GC.
+    pub times_ns: Vec<u64>,
+}
+
+impl Compiled {
+    /// The trace time of op `i` (0 when the trace has none).
+    #[inline]
+    pub fn time_of(&self, i: usize) -> u64 {
+        self.times_ns.get(i).copied().unwrap_or(0)
+    }
 }
 
 /// The bytes a request occupies in the model: class size, whole pages, or its own size when it
@@ -250,6 +261,7 @@ pub fn compile(
                     return strict_err("allocation at a live address (a free was not recorded)", n);
                 }
                 live_requested -= size;
+                c.times_ns.push(ev.ts_ns);
                 c.ops.push(Op {
                     size_bytes: 0,
                     slot,
@@ -282,6 +294,7 @@ pub fn compile(
                 Some(o) => (OpKind::Realloc, o),
                 None => (OpKind::Alloc, u32::MAX),
             };
+            c.times_ns.push(ev.ts_ns);
             c.ops.push(Op {
                 size_bytes: size,
                 slot,
@@ -297,6 +310,7 @@ pub fn compile(
                 free_slots.push(o);
             }
         } else if let Some(o) = old {
+            c.times_ns.push(ev.ts_ns);
             c.ops.push(Op {
                 size_bytes: 0,
                 slot: o,
@@ -310,6 +324,11 @@ pub fn compile(
             });
             free_slots.push(o);
         }
+    }
+    let runs_gc = cfg.free_policy == crate::config::FreePolicy::Gc
+        && (cfg.gogc >= 0 || cfg.gomemlimit.is_some());
+    if !runs_gc || c.times_ns.iter().all(|&t| t == 0) {
+        c.times_ns = Vec::new();
     }
     Ok(c)
 }
@@ -375,10 +394,17 @@ impl Stepper {
         }
     }
 
-    /// Replays op number `i`.
+    /// Replays op number `i`, at trace time `now_ns` ([`Compiled::time_of`]).
     #[inline]
-    pub fn step(&mut self, heap: &mut Heap, i: usize, op: &Op) -> Result<(), ReplayError> {
+    pub fn step(
+        &mut self,
+        heap: &mut Heap,
+        i: usize,
+        op: &Op,
+        now_ns: u64,
+    ) -> Result<(), ReplayError> {
         let p = op.p as usize;
+        heap.advance_clock(now_ns, p);
         match op.kind {
             OpKind::Alloc => {
                 heap.current_event = i as u64;
@@ -439,7 +465,7 @@ pub fn run(heap: &mut Heap, compiled: &Compiled) -> Result<RunStats, ReplayError
     let mut st = Stepper::new(compiled.slots, Touch::Pages);
     let start = Instant::now();
     for (i, op) in compiled.ops.iter().enumerate() {
-        st.step(heap, i, op)?;
+        st.step(heap, i, op, compiled.time_of(i))?;
     }
     let elapsed_ns = start.elapsed().as_nanos() as u64;
     #[cfg(feature = "check-invariants")]

@@ -57,6 +57,15 @@ pub struct Heap {
     /// heapLive when the running cycle started.
     pub(crate) cycle_start_live_bytes: u64,
     pub(crate) cycle_start_event: u64,
+    /// The trace's clock: ns since the recording started, of the op being replayed (0 when the
+    /// trace has no timestamps; set by the engine, `advance_clock`).
+    pub now_ns: u64,
+    /// Timed mark (mgc.rs): when the running mark phase ends (`u64::MAX` when none is timed).
+    pub(crate) mark_end_ns: u64,
+    pub(crate) mark_start_ns: u64,
+    /// Timed mark: the running mark's CPU work and scan work (heap scan + stacks + globals).
+    pub(crate) mark_cpu_ns: f64,
+    pub(crate) mark_scan_work_bytes: u64,
     /// Perf counters accumulated over GC work (measured replays attach them; mgc.rs).
     pub gc_counters: Option<crate::measure::perf::PhaseCounters>,
 }
@@ -103,6 +112,12 @@ impl Heap {
         pacer.idle_mark_utilization = cfg.idle_mark_utilization;
         pacer.mark_object_cost_bytes = cfg.mark_object_cost_bytes;
         pacer.mark_fixed_bytes = cfg.mark_fixed_bytes;
+        pacer.mark_latency_ns = cfg.mark_latency_ns;
+        pacer.mark_latencies_ns = cfg.mark_latencies_ns.clone();
+        pacer.mark_ns_per_object = cfg.mark_ns_per_object;
+        pacer.mark_ns_per_scan_byte = cfg.mark_ns_per_scan_byte;
+        pacer.mark_ns_per_root_byte = cfg.mark_ns_per_root_byte;
+        pacer.procs = cfg.procs;
         pacer.commit(true, 0);
         let mut h = Heap {
             mheap,
@@ -121,6 +136,11 @@ impl Heap {
             mark_end_bytes: 0,
             cycle_start_live_bytes: 0,
             cycle_start_event: 0,
+            now_ns: 0,
+            mark_end_ns: u64::MAX,
+            mark_start_ns: 0,
+            mark_cpu_ns: 0.0,
+            mark_scan_work_bytes: 0,
             gc_counters: None,
         };
         h.update_trigger();

@@ -483,7 +483,7 @@ fn go_run(
         if m.time_calls {
             let before = Probe::read(&heap);
             let t0 = clock.now();
-            st.step(&mut heap, i, op)?;
+            st.step(&mut heap, i, op, compiled.time_of(i))?;
             let ns = clock.elapsed_ns(t0, clock.now());
             sets[0].record(op.call.index(), ns);
             sets[1].record(size_group(op.size_bytes), ns);
@@ -491,7 +491,7 @@ fn go_run(
                 sets[2].record(p, ns);
             }
         } else {
-            st.step(&mut heap, i, op)?;
+            st.step(&mut heap, i, op, compiled.time_of(i))?;
         }
         if m.timeline_every > 0 && (i as u64).is_multiple_of(m.timeline_every) {
             timeline.push(go_point(i as u64, &heap, rss0));
@@ -562,7 +562,12 @@ fn go_run_threaded(
             // forever.
             let ok = failed.lock().expect("lock").is_none();
             if ok {
-                if let Err(e) = st.step(heap, step.op as usize, op) {
+                if let Err(e) = st.step(
+                    heap,
+                    step.op as usize,
+                    op,
+                    compiled.time_of(step.op as usize),
+                ) {
                     failed.lock().expect("lock").get_or_insert(e);
                 }
             }

@@ -7,21 +7,30 @@
 //! 2. mark: the marked set is what the trace still holds at the start (a snapshot, as Go's
 //!    deletion barrier keeps everything reachable at the start), plus every object allocated
 //!    while marking runs (allocate-black);
-//! 3. the mark phase lasts while the program allocates `cons_mark * (1-u)/(u+idle) * scanWork`
-//!    bytes (u = 0.25, the dedicated workers' share; idle = `idle_mark_utilization`, the share of
-//!    idle Ps running idle mark workers; scanWork = scannable marked bytes + stacks + globals +
-//!    `mark_object_cost_bytes` per marked object, since marking a pointer-free object costs
-//!    time that Go's scan-work counter does not see but its measured cons/mark absorbs):
-//!    the inverse of how Go measures cons/mark at the end of a cycle. It ends no later than the
-//!    heap goal, where Go's assists would finish it;
+//! 3. the mark phase lasts a time when the trace has timestamps (the timed mark), else an
+//!    amount of allocation:
+//!    - timed: `mark_latency_ns + cpu / workers`, where cpu = `mark_ns_per_object` per marked
+//!      object + `mark_ns_per_scan_byte` per pointer-holding byte + `mark_ns_per_root_byte` per
+//!      byte of stacks and globals, and workers = procs * (0.25 + `idle_mark_utilization`).
+//!      It ends at the first op at or after that time (`advance_clock`), or when heapLive
+//!      reaches 1.1 x the goal (Go's assists finish the work by then: `maxOvershoot`). At its
+//!      end cons/mark is measured as Go measures it (pacer.rs `observe_mark`), and it sets the
+//!      next trigger's runway: how long marks take and how fast the program allocates decide
+//!      how early the next cycle starts, as in Go;
+//!    - untimed: while the program allocates `cons_mark * (1-u)/(u+idle) * scanWork` bytes
+//!      (u = 0.25; idle = `idle_mark_utilization`; scanWork = scannable marked bytes + stacks +
+//!      globals + `mark_object_cost_bytes` per marked object, since marking a pointer-free object
+//!      costs time that Go's scan-work counter does not see): the inverse of how Go measures
+//!      cons/mark at the end of a cycle. It ends no later than the heap goal;
 //! 4. `gcMarkTermination`: heapMarked = marked bytes, heapLive := heapMarked, sweepgen += 2
 //!    (every span becomes unswept), every mcache is released (`prepareForSweep`; spans cached
 //!    across the cycle are swept then), idle Ps' page caches are flushed, the pacer commits the
 //!    next goal and trigger, sweeping and scavenging are paced; the background sweeper and
 //!    scavenger then run (when on; see sweep.rs and scavenge.rs).
 //!
-//! Deliberate difference: mark time is measured in bytes allocated, not in seconds; with
-//! `cons_mark = 0` the mark is instantaneous.
+//! Deliberate differences: the timed mark's length is a cost model, not Go's scheduler (its
+//! constants are measured on a real runtime: replayer/FIDELITY.md); without timestamps mark time
+//! is measured in bytes allocated, and with `cons_mark = 0` the mark is instantaneous.
 
 use serde::Serialize;
 
@@ -31,9 +40,11 @@ use crate::mspan::SpanState;
 
 /// `gcGoalUtilization`.
 const GC_GOAL_UTILIZATION: f64 = 0.25;
+/// How far past the goal a mark may run before assists have finished it (`maxOvershoot`).
+const MAX_OVERSHOOT: f64 = 1.1;
 
 /// One GC cycle, for reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GcCycle {
     pub n: u64,
     /// Index of the op whose allocation started the cycle.
@@ -42,6 +53,10 @@ pub struct GcCycle {
     pub heap_live_before: u64,
     /// heapLive when the mark phase ended.
     pub heap_live_at_mark_end: u64,
+    /// How long the mark lasted on the trace's clock (0 for an untimed mark).
+    pub mark_ns: u64,
+    /// The cons/mark ratio the next trigger is computed with.
+    pub cons_mark: f64,
     pub heap_marked: u64,
     /// Heap goal set at the end of the cycle (NextGC).
     pub goal: u64,
@@ -50,6 +65,16 @@ pub struct GcCycle {
 }
 
 impl Heap {
+    /// Moves the model's clock to the trace time of the op about to be replayed (ns since the
+    /// recording started) and ends a timed mark phase whose time is up.
+    #[inline]
+    pub fn advance_clock(&mut self, now_ns: u64, p: usize) {
+        self.now_ns = now_ns;
+        if now_ns >= self.mark_end_ns {
+            self.gc_mark_termination(p);
+        }
+    }
+
     /// `gcTrigger{kind: gcTriggerHeap}.test()`, and the end of a running mark phase.
     #[inline]
     pub(crate) fn maybe_gc(&mut self, p: usize) {
@@ -70,6 +95,8 @@ impl Heap {
             self.gc_start(p);
         }
         if self.marking {
+            // A forced cycle does not measure cons/mark (as Go's endCycle for userForced).
+            self.mark_end_ns = u64::MAX;
             self.gc_mark_termination(p);
         }
     }
@@ -101,6 +128,22 @@ impl Heap {
             if !s.noscan() {
                 scan_bytes += n * s.elem_bytes;
             }
+        }
+        if self.now_ns > 0 {
+            // The timed mark.
+            self.pacer.timed = true;
+            let cpu = self.pacer.mark_cpu_ns(objects, scan_bytes);
+            self.mark_cpu_ns = cpu;
+            self.mark_scan_work_bytes =
+                scan_bytes + self.pacer.stacks_bytes + self.pacer.globals_bytes;
+            self.mark_start_ns = self.now_ns;
+            let cycle = self.gc_cycles.len() as u64;
+            self.mark_end_ns = self
+                .now_ns
+                .saturating_add(self.pacer.mark_wall_ns(cpu, cycle));
+            self.mark_end_bytes = ((self.goal_bytes as f64 * MAX_OVERSHOOT) as u64).max(live);
+            self.marking = true;
+            return;
         }
         let scan_work = scan_bytes
             + objects * self.pacer.mark_object_cost_bytes
@@ -143,6 +186,27 @@ impl Heap {
 
     fn gc_mark_termination_work(&mut self, p: usize) {
         self.marking = false;
+        let timed = self.pacer.timed;
+        let live_at_end = self.mheap.sweep.heap_live_bytes;
+        let mut mark_ns = 0;
+        if self.mark_end_ns != u64::MAX {
+            // (Threads' clocks may disagree by a little: never a negative time.)
+            mark_ns = self.now_ns.saturating_sub(self.mark_start_ns);
+            self.pacer.observe_mark(
+                live_at_end.saturating_sub(self.cycle_start_live_bytes),
+                mark_ns,
+                self.mark_cpu_ns,
+                self.mark_scan_work_bytes,
+            );
+            self.mark_end_ns = u64::MAX;
+        }
+        // Go's lastHeapScan is the scannable bytes marked; the untimed mark adds its per-object
+        // cost.
+        let object_cost = if timed {
+            0
+        } else {
+            self.pacer.mark_object_cost_bytes
+        };
         let mut marked = 0u64;
         let mut scan = 0u64;
         for s in self.mheap.spans.iter().skip(1) {
@@ -151,12 +215,11 @@ impl Heap {
             }
             let n = s.count_marked() as u64;
             marked += n * s.elem_bytes;
-            scan += n * self.pacer.mark_object_cost_bytes;
+            scan += n * object_cost;
             if !s.noscan() {
                 scan += n * s.elem_bytes;
             }
         }
-        let live_at_end = self.mheap.sweep.heap_live_bytes;
         let last_goal = self.goal_bytes;
         self.pacer.heap_marked_bytes = marked;
         self.pacer.last_heap_scan_bytes = scan;
@@ -192,6 +255,8 @@ impl Heap {
             event: self.cycle_start_event,
             heap_live_before: self.cycle_start_live_bytes,
             heap_live_at_mark_end: live_at_end,
+            mark_ns,
+            cons_mark: self.pacer.cons_mark,
             heap_marked: marked,
             goal: self.goal_bytes,
             trigger: self.trigger_bytes,

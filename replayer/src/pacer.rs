@@ -14,12 +14,15 @@
 //! - With a memory limit, the GC CPU limiter is modelled as a floor: a cycle is not triggered
 //!   before heapMarked + max(64 KiB, cons_mark * scan work) (no death spiral near the limit).
 //!
-//! Deliberate difference (documented choice): Go's runway comes from the measured cons/mark
-//! ratio (allocation rate over scan rate), a timing measurement. The model uses a fixed
-//! `cons_mark` ratio from the configuration: runway = cons_mark * (1 - 0.25) / 0.25 *
-//! (last heap scan + stacks + globals). With the default 0.1, noscan-heavy heaps trigger near the
-//! 61/64 bound, as the real runtime does for them; pointer-heavy heaps trigger earlier. The same
-//! ratio sets how long the model's mark phase lasts (mgc.rs).
+//! The runway (`commit`) is Go's: cons_mark * (1 - 0.25) / 0.25 * (last heap scan + stacks +
+//! globals), where cons/mark is the ratio of bytes allocated to scan work during a mark. Where it
+//! comes from depends on the trace:
+//! - with timestamps (a recorded trace, or a CSV with `ts_ns`), the mark phase lasts a time
+//!   (mgc.rs) and cons/mark is measured at its end as Go's `endCycle` measures it: bytes
+//!   allocated during the mark * (0.25 + idle utilization) / (scan work * 0.75), and the value
+//!   used is the largest of this cycle's and the last four (`observe_mark`);
+//! - without (all times zero), the ratio is the configured `cons_mark` (documented choice: no
+//!   clock, no measurement), which also sets the mark's length in bytes (mgc.rs).
 
 /// `defaultHeapMinimum` at GOGC=100.
 pub const DEFAULT_HEAP_MINIMUM_BYTES: u64 = 4 << 20;
@@ -50,6 +53,18 @@ pub struct Pacer {
     /// Bytes the program allocates during any mark phase besides the scan-work share: the
     /// mark's fixed costs (phase changes, worker start-up) in allocation terms (mgc.rs).
     pub mark_fixed_bytes: u64,
+    /// The mark is timed (the trace has timestamps): `cons_mark` is measured (`observe_mark`).
+    pub timed: bool,
+    /// Timed mark: the cost model (config.rs).
+    pub mark_latency_ns: u64,
+    pub mark_latencies_ns: Vec<u64>,
+    pub mark_ns_per_object: f64,
+    pub mark_ns_per_scan_byte: f64,
+    pub mark_ns_per_root_byte: f64,
+    /// GOMAXPROCS (the Ps the mark workers' share is taken from).
+    pub procs: usize,
+    /// The last four measured cons/mark values (`lastConsMark`).
+    cons_mark_history: [f64; 4],
     /// Live heap after the last mark (`heapMarked`).
     pub heap_marked_bytes: u64,
     /// Scan work of the last mark (`lastHeapScan`, with the per-object cost).
@@ -78,6 +93,14 @@ impl Pacer {
             idle_mark_utilization: 0.5,
             mark_object_cost_bytes: 64,
             mark_fixed_bytes: 0,
+            timed: false,
+            mark_latency_ns: 0,
+            mark_latencies_ns: Vec::new(),
+            mark_ns_per_object: 0.0,
+            mark_ns_per_scan_byte: 0.0,
+            mark_ns_per_root_byte: 0.0,
+            procs: 1,
+            cons_mark_history: [0.0; 4],
             heap_marked_bytes: 0,
             last_heap_scan_bytes: 0,
             triggered_bytes: u64::MAX,
@@ -120,6 +143,11 @@ impl Pacer {
             u64::MAX
         };
         let scan = self.last_heap_scan_bytes + self.stacks_bytes + self.globals_bytes;
+        if self.timed {
+            self.runway_bytes = (self.cons_mark * (1.0 - GC_GOAL_UTILIZATION) / GC_GOAL_UTILIZATION
+                * scan as f64) as u64;
+            return;
+        }
         // Go's runway is its estimate of allocation during the next mark phase at 25 %
         // utilization; the mark phase itself (mgc.rs) also gets the idle Ps' share.
         self.runway_bytes = ((self.mark_fixed_bytes as f64
@@ -203,6 +231,60 @@ impl Pacer {
         (trigger.clamp(min_trigger, max_trigger), goal)
     }
 
+    /// Timed mark: the CPU time marking takes, for `objects` marked objects of which
+    /// `heap_scan_bytes` are pointer-holding bytes to scan, plus stacks and globals.
+    pub fn mark_cpu_ns(&self, objects: u64, heap_scan_bytes: u64) -> f64 {
+        objects as f64 * self.mark_ns_per_object
+            + heap_scan_bytes as f64 * self.mark_ns_per_scan_byte
+            + (self.stacks_bytes + self.globals_bytes) as f64 * self.mark_ns_per_root_byte
+    }
+
+    /// Ps marking during a mark phase: the dedicated/fractional workers' 25 % of every P plus
+    /// the idle Ps' share.
+    pub fn mark_workers(&self) -> f64 {
+        self.procs as f64 * (GC_GOAL_UTILIZATION + self.idle_mark_utilization)
+    }
+
+    /// Timed mark: how long mark phase number `cycle` with `cpu_ns` of marking work lasts.
+    pub fn mark_wall_ns(&self, cpu_ns: f64, cycle: u64) -> u64 {
+        let latency = if self.mark_latencies_ns.is_empty() {
+            self.mark_latency_ns
+        } else {
+            // splitmix64 of the cycle number: a fixed order that does not follow the list's.
+            let mut z = cycle.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            self.mark_latencies_ns[(z % self.mark_latencies_ns.len() as u64) as usize]
+        };
+        latency + (cpu_ns / self.mark_workers().max(1e-9)) as u64
+    }
+
+    /// Timed mark, at its end (`endCycle`): measures cons/mark from a mark that lasted
+    /// `wall_ns`, used `cpu_ns` of marking work, did `scan_work_bytes` of scan work (heap scan,
+    /// stacks, globals) while the program allocated `allocated_bytes`. The idle Ps' part of the
+    /// work counts as Go's idle utilization; assists are not modelled (utilization 0.25).
+    pub fn observe_mark(
+        &mut self,
+        allocated_bytes: u64,
+        wall_ns: u64,
+        cpu_ns: f64,
+        scan_work_bytes: u64,
+    ) {
+        let workers = self.mark_workers().max(1e-9);
+        let idle_cpu_ns = cpu_ns * (self.idle_mark_utilization * self.procs as f64) / workers;
+        let idle_utilization = idle_cpu_ns / (self.procs as f64 * wall_ns.max(1) as f64);
+        let current = allocated_bytes as f64 * (GC_GOAL_UTILIZATION + idle_utilization)
+            / (scan_work_bytes.max(1) as f64 * (1.0 - GC_GOAL_UTILIZATION));
+        self.cons_mark = self
+            .cons_mark_history
+            .iter()
+            .copied()
+            .fold(current, f64::max);
+        self.cons_mark_history.rotate_left(1);
+        self.cons_mark_history[3] = current;
+    }
+
     /// Called when a cycle starts (`startCycle`).
     pub fn start_cycle(&mut self, heap_live_bytes: u64) {
         self.triggered_bytes = heap_live_bytes;
@@ -273,5 +355,31 @@ mod tests {
         let (trigger, goal) = p.trigger(&h);
         assert_eq!(trigger, goal);
         assert_eq!(trigger, (20 << 20) + (0.1 * (21u64 << 20) as f64) as u64);
+    }
+
+    #[test]
+    fn measured_cons_mark_is_the_largest_of_the_last_five() {
+        let mut p = Pacer::new(100, None, 0, 1 << 20);
+        p.timed = true;
+        p.procs = 2;
+        p.idle_mark_utilization = 0.0;
+        // 1 MiB allocated during a mark with 1 MiB of scan work: 0.25 / 0.75.
+        p.observe_mark(1 << 20, 1_000_000, 0.0, 1 << 20);
+        assert!((p.cons_mark - 1.0 / 3.0).abs() < 1e-9);
+        // A mark four times longer raises it; four short ones later it is still kept, the
+        // fifth lets it go.
+        p.observe_mark(4 << 20, 4_000_000, 0.0, 1 << 20);
+        assert!((p.cons_mark - 4.0 / 3.0).abs() < 1e-9);
+        for _ in 0..4 {
+            p.observe_mark(1 << 20, 1_000_000, 0.0, 1 << 20);
+            assert!((p.cons_mark - 4.0 / 3.0).abs() < 1e-9);
+        }
+        p.observe_mark(1 << 20, 1_000_000, 0.0, 1 << 20);
+        assert!((p.cons_mark - 1.0 / 3.0).abs() < 1e-9);
+        // Runway = cons/mark * 3 * (heap scan + stacks + globals).
+        p.commit(true, 0);
+        let (trigger, goal) = p.trigger(&HeapSizes::default());
+        assert_eq!(goal, 4 << 20);
+        assert!(trigger < goal);
     }
 }

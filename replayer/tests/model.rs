@@ -328,3 +328,113 @@ fn random_churn_keeps_invariants_under_both_policies() {
         assert!(m.heap_objects > 0);
     }
 }
+
+/// A churn CSV: 2000-byte objects, a live set of `live` objects, `n` allocations, one every
+/// `ns_per_alloc` of trace time (0 = no timestamps).
+fn timed_churn(n: u64, live: u64, ns_per_alloc: u64) -> String {
+    let mut csv = String::from("op,id,size,ts_ns\n");
+    for i in 0..n {
+        let t = i * ns_per_alloc;
+        if i >= live {
+            csv.push_str(&format!("free,o{},0,{t}\n", i - live));
+        }
+        csv.push_str(&format!("malloc,o{i},2000,{t}\n"));
+    }
+    csv
+}
+
+fn timed_cfg() -> Config {
+    Config {
+        procs: 2,
+        touch_memory: false,
+        mark_latency_ns: 2_000_000,
+        mark_ns_per_object: 0.0,
+        mark_ns_per_scan_byte: 0.0,
+        mark_ns_per_root_byte: 0.0,
+        globals_bytes: 1 << 20,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn timed_mark_lasts_its_latency_and_measures_cons_mark() {
+    // 4000 live 2000-byte objects (8 MB), one allocation per 4 µs: a 2 ms mark sees 500
+    // allocations, about 1 MB.
+    let csv = timed_churn(60_000, 4000, 4000);
+    let rep = replayer::replay_csv("timed", csv.as_bytes(), &timed_cfg(), true).unwrap();
+    let cycles = &rep.model.gc_cycles;
+    assert!(cycles.len() >= 5, "{cycles:?}");
+    // From the third cycle on (the heap has reached its live size).
+    for c in &cycles[2..] {
+        // The mark ends at the first op at or after 2 ms.
+        assert!(
+            (2_000_000..2_004_000).contains(&c.mark_ns),
+            "mark lasted {} ns: {c:?}",
+            c.mark_ns
+        );
+        let allocated = c.heap_live_at_mark_end - c.heap_live_before;
+        // 500 allocations of the 2048-byte class, give or take a span refill.
+        assert!(
+            (1_000_000..1_100_000).contains(&allocated),
+            "{allocated} bytes allocated during the mark: {c:?}"
+        );
+    }
+    // Go's endCycle: cons/mark = allocated * (0.25 + idle) / (scan work * 0.75). Idle work is 0
+    // (no marking CPU in this config), scan work is stacks + globals (pointer-free heap). The
+    // value kept is the largest of this cycle's and the last four.
+    let c = &cycles[2];
+    let scan_work = (Config::default().stacks_bytes + (1 << 20)) as f64;
+    let allocated = (c.heap_live_at_mark_end - c.heap_live_before) as f64;
+    let expected = allocated * 0.25 / (scan_work * 0.75);
+    assert!(
+        c.cons_mark >= expected * 0.999,
+        "cons/mark {} below this cycle's {expected}",
+        c.cons_mark
+    );
+}
+
+#[test]
+fn a_faster_program_grows_the_heap_more_during_marks() {
+    // The same ops at 4x the allocation rate: more is allocated during each timed mark, so
+    // more survives it and the peak is higher (as with Go's concurrent mark).
+    let slow = timed_churn(60_000, 4000, 2000);
+    let fast = timed_churn(60_000, 4000, 500);
+    let cfg = timed_cfg();
+    let slow = replayer::replay_csv("slow", slow.as_bytes(), &cfg, true).unwrap();
+    let fast = replayer::replay_csv("fast", fast.as_bytes(), &cfg, true).unwrap();
+    let marked = |r: &replayer::ReplayReport| r.model.gc_cycles.last().unwrap().heap_marked;
+    assert!(
+        marked(&fast) > marked(&slow) + (4 << 20),
+        "marked fast {} slow {}",
+        marked(&fast),
+        marked(&slow)
+    );
+    assert!(fast.model.peak.heap_inuse > slow.model.peak.heap_inuse);
+}
+
+#[test]
+fn without_timestamps_the_mark_is_measured_in_bytes() {
+    let csv = timed_churn(60_000, 4000, 0);
+    let rep = replayer::replay_csv("untimed", csv.as_bytes(), &timed_cfg(), true).unwrap();
+    assert!(!rep.model.gc_cycles.is_empty());
+    assert!(rep.model.gc_cycles.iter().all(|c| c.mark_ns == 0));
+}
+
+#[test]
+fn drawn_mark_latencies_are_deterministic_and_used() {
+    let csv = timed_churn(60_000, 4000, 4000);
+    let cfg = Config {
+        mark_latencies_ns: vec![500_000, 4_000_000],
+        ..timed_cfg()
+    };
+    let a = replayer::replay_csv("a", csv.as_bytes(), &cfg, true).unwrap();
+    let b = replayer::replay_csv("b", csv.as_bytes(), &cfg, true).unwrap();
+    assert_eq!(a.model.gc_cycles, b.model.gc_cycles);
+    let short = a.model.gc_cycles.iter().filter(|c| c.mark_ns < 1_000_000);
+    let long = a.model.gc_cycles.iter().filter(|c| c.mark_ns >= 4_000_000);
+    assert!(
+        short.count() > 0 && long.count() > 0,
+        "{:?}",
+        a.model.gc_cycles
+    );
+}

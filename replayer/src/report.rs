@@ -255,6 +255,26 @@ impl ReplayReport {
             "  peak: HeapInuse {}  HeapAlloc {}  HeapSys {}  live requested {}",
             p.heap_inuse, p.heap_alloc, p.heap_sys, p.live_requested
         );
+        let cycles = &self.model.gc_cycles;
+        let mut marks: Vec<u64> = cycles.iter().map(|c| c.mark_ns).collect();
+        marks.sort_unstable();
+        if let Some(&median) = marks.get(marks.len() / 2).filter(|&&m| m > 0) {
+            let _ = writeln!(
+                s,
+                "  GC marks timed on the trace's clock: median {:.2} ms, longest {:.2} ms; \
+                 the next cycle starts {:.1} MiB before the goal",
+                median as f64 / 1e6,
+                marks[marks.len() - 1] as f64 / 1e6,
+                cycles
+                    .last()
+                    .map_or(0.0, |c| c.goal.saturating_sub(c.trigger) as f64 / MIB)
+            );
+        } else if !cycles.is_empty() {
+            let _ = writeln!(
+                s,
+                "  GC marks measured in bytes allocated (the trace has no timestamps)"
+            );
+        }
         let _ = writeln!(
             s,
             "  size-class waste {:.2}% of allocated bytes",
@@ -295,6 +315,8 @@ impl ReplayReport {
         s
     }
 }
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 fn round4(x: f64) -> f64 {
     (x * 10000.0).round() / 10000.0

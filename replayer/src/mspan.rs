@@ -161,10 +161,10 @@ impl MSpan {
         self.base_addr + self.nelems as u64 * self.elem_bytes
     }
 
-    /// `nextFreeFast`: the next free object from the alloc cache, or `None` when the cache
-    /// word is exhausted (the caller falls back to the slow path).
+    /// `nextFreeFast`: the index of the next free object from the alloc cache (now taken), or
+    /// `None` when the cache word is exhausted (the caller falls back to the slow path).
     #[inline]
-    pub fn next_free_fast(&mut self) -> Option<u64> {
+    pub fn next_free_fast(&mut self) -> Option<u32> {
         let tz = self.alloc_cache.trailing_zeros();
         if tz < 64 {
             let result = self.freeindex + tz;
@@ -176,10 +176,16 @@ impl MSpan {
                 self.alloc_cache = self.alloc_cache.checked_shr(tz + 1).unwrap_or(0);
                 self.freeindex = fi;
                 self.take(result);
-                return Some(self.base_addr + result as u64 * self.elem_bytes);
+                return Some(result);
             }
         }
         None
+    }
+
+    /// Model address of object `i`.
+    #[inline]
+    pub fn object_addr(&self, i: u32) -> u64 {
+        self.base_addr + i as u64 * self.elem_bytes
     }
 
     /// Marks object `i` allocated (counts and the bitmap; see the module comment).
@@ -380,14 +386,17 @@ mod tests {
     fn fast_path_walks_in_address_order_and_stops_at_word_end() {
         let mut s = span(100);
         for i in 0..63 {
-            assert_eq!(s.next_free_fast(), Some(0x1000_0000 + i * 16));
+            assert_eq!(
+                s.next_free_fast().map(|i| s.object_addr(i)),
+                Some(0x1000_0000 + i * 16)
+            );
         }
         // Object 63 would move freeindex to 64: the fast path declines, the slow path refills.
         assert_eq!(s.next_free_fast(), None);
         let i = s.next_free_index();
         assert_eq!(i, 63);
         s.take_at(i);
-        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 64 * 16));
+        assert_eq!(s.next_free_fast(), Some(64));
         s.check_invariants();
     }
 
@@ -422,8 +431,8 @@ mod tests {
             s.take_at(i);
         }
         s.free_now(1);
-        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 16));
-        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 4 * 16));
+        assert_eq!(s.next_free_fast(), Some(1));
+        assert_eq!(s.next_free_fast(), Some(4));
         s.check_invariants();
     }
 }

@@ -146,27 +146,27 @@ fn summarize_bits(alloc: &[u64; WORDS]) -> Summary {
             start = Some(run);
         }
         max = max.max(run);
-        // Free runs strictly inside the word: zero bits between used ones.
-        let mut x = w >> low; // bit 0 is a used page
-        let mut pos = low;
-        loop {
-            let used = (!x).trailing_zeros(); // used pages from pos
-            pos += used;
-            if pos >= 64 {
-                run = 0;
-                break;
+        // Free runs strictly inside the word (zero bits between used ones) can only raise `max`
+        // when the word has more such free pages than `max`; most words are skipped.
+        let high = w.leading_zeros();
+        if w.count_zeros() - low - high > max {
+            let mut x = w >> low; // bit 0 is a used page
+            loop {
+                let used = (!x).trailing_zeros();
+                if used == 64 {
+                    break;
+                }
+                x >>= used;
+                if x == 0 {
+                    break; // only the word's top free run is left: `high`
+                }
+                let free = x.trailing_zeros();
+                max = max.max(free);
+                x >>= free;
             }
-            x >>= used;
-            if x == 0 {
-                // Free to the end of the word: the run continues into the next word.
-                run = 64 - pos;
-                break;
-            }
-            let free = x.trailing_zeros();
-            max = max.max(free);
-            pos += free;
-            x >>= free;
         }
+        // The free run reaching the next word.
+        run = high;
     }
     max = max.max(run);
     Summary {
@@ -320,6 +320,9 @@ impl PageAlloc {
     /// `release(page, n)` for each run released; returns the pages released.
     pub fn scavenge(&mut self, max_pages: u64, mut release: impl FnMut(u64, u64)) -> u64 {
         let mut done = 0;
+        // The run of adjacent pages released so far, `[run_lo, run_lo + run_len)`: one
+        // `release` call per run (one madvise), not per page.
+        let (mut run_lo, mut run_len) = (0, 0);
         for ci in (0..self.chunks.len()).rev() {
             let c = &mut self.chunks[ci];
             let mut i = CHUNK_PAGES;
@@ -328,13 +331,25 @@ impl PageAlloc {
                 let (w, b) = ((i / 64) as usize, i % 64);
                 if c.alloc[w] >> b & 1 == 0 && c.scav[w] >> b & 1 == 0 {
                     c.scav[w] |= 1 << b;
-                    release(ci as u64 * CHUNK_PAGES + i, 1);
+                    let page = ci as u64 * CHUNK_PAGES + i;
+                    if run_len > 0 && page + 1 == run_lo {
+                        run_lo = page;
+                        run_len += 1;
+                    } else {
+                        if run_len > 0 {
+                            release(run_lo, run_len);
+                        }
+                        (run_lo, run_len) = (page, 1);
+                    }
                     done += 1;
                 }
             }
             if done >= max_pages {
                 break;
             }
+        }
+        if run_len > 0 {
+            release(run_lo, run_len);
         }
         done
     }
@@ -533,8 +548,16 @@ mod tests {
         p.free(0, 512);
         let mut got = vec![];
         assert_eq!(p.scavenge(3, |pg, n| got.push((pg, n))), 3);
-        assert_eq!(got, vec![(511, 1), (510, 1), (509, 1)]);
+        // Adjacent pages go out as one run.
+        assert_eq!(got, vec![(509, 3)]);
         assert_eq!(p.free_and_released_pages(), (512, 3));
         assert_eq!(p.largest_free_run(), 512);
+        // An in-use page splits the runs.
+        p.alloc_range(100, 1);
+        got.clear();
+        assert_eq!(p.scavenge(500, |pg, n| got.push((pg, n))), 500);
+        assert_eq!(got, vec![(101, 408), (8, 92)]);
+        assert_eq!(p.free_and_released_pages(), (511, 503));
+        p.check_invariants();
     }
 }

@@ -242,8 +242,13 @@ impl Heap {
             let (id, i) = (mc.tiny_span, mc.tiny_index);
             let s = &mut self.mheap.spans[id.index()];
             debug_assert_eq!(s.object_index(x), i);
-            s.tiny_refs[i as usize] += 1;
-            s.set_live(i, true);
+            let refs = &mut s.tiny_refs[i as usize];
+            *refs += 1;
+            if *refs == 1 {
+                // The block was dead (its objects all freed): live again. Otherwise it is
+                // already live (`live_bits[i] == (tiny_refs[i] > 0)`).
+                s.set_live(i, true);
+            }
             if self.marking {
                 // The new pointer into the block is shaded by the write barrier.
                 s.set_marked(i);

@@ -90,6 +90,26 @@ impl Arena {
         ((addr - self.base_addr) / ARENA_BYTES) as usize
     }
 
+    /// The real address of `[addr, addr+len)` when the whole range lies inside one mapped arena
+    /// (every small object, and large ones that do not straddle an arena boundary): the fast
+    /// path of the operations below. `None` sends the caller to [`Arena::pieces`], which splits
+    /// the range or panics on an unmapped byte, exactly as before.
+    #[inline]
+    fn contiguous(&self, addr: u64, len: u64) -> Option<*mut u8> {
+        let rel = addr.checked_sub(self.base_addr)?;
+        let off = rel % ARENA_BYTES;
+        if len > ARENA_BYTES - off {
+            return None;
+        }
+        let base = *self.real.get((rel / ARENA_BYTES) as usize)?;
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: `base` is a live mapping of ARENA_BYTES bytes and off < ARENA_BYTES, so the
+        // pointer is inside it; with off + len <= ARENA_BYTES (checked above) so is the range.
+        Some(unsafe { base.add(off as usize) })
+    }
+
     /// Calls `f(real_ptr, len)` for each piece of `[addr, addr+len)` inside one arena.
     /// Panics when any byte is outside the mapped arenas: that is a model bug, and writing
     /// there would be undefined behaviour.
@@ -118,6 +138,11 @@ impl Arena {
         if !self.touch_memory {
             return;
         }
+        if let Some(p) = self.contiguous(addr, len) {
+            // SAFETY: `contiguous` returned a pointer to `len` mapped, writable bytes.
+            unsafe { std::ptr::write_bytes(p, 0, len as usize) };
+            return;
+        }
         // SAFETY: `pieces` hands out pointers to `n` mapped, writable bytes.
         self.pieces(addr, len, |p, n| unsafe { std::ptr::write_bytes(p, 0, n) });
     }
@@ -126,6 +151,11 @@ impl Arena {
     /// glibc's trace_run, the program writes its whole object).
     pub fn fill(&self, addr: u64, len: u64, stamp: u8) {
         if !self.touch_memory {
+            return;
+        }
+        if let Some(p) = self.contiguous(addr, len) {
+            // SAFETY: `contiguous` returned a pointer to `len` mapped, writable bytes.
+            unsafe { std::ptr::write_bytes(p, stamp, len as usize) };
             return;
         }
         // SAFETY: `pieces` hands out pointers to `n` mapped, writable bytes.
@@ -140,6 +170,12 @@ impl Arena {
             return;
         }
         debug_assert_eq!(addr % 8, 0);
+        if let Some(p) = self.contiguous(addr, 8) {
+            // SAFETY: `contiguous` returned a pointer to 8 mapped, writable bytes (no alignment
+            // is assumed).
+            unsafe { (p as *mut u64).write_unaligned(value) };
+            return;
+        }
         let bytes = value.to_ne_bytes();
         let mut at = 0;
         // SAFETY: `pieces` hands out pointers to `n` mapped, writable bytes; `at + n <= 8`.
@@ -168,6 +204,17 @@ impl Arena {
     /// later 4 KiB page, so page faults and TLB misses happen where they would.
     pub fn touch(&self, addr: u64, len: u64, stamp: u8) {
         if !self.touch_memory || len == 0 {
+            return;
+        }
+        if let Some(p) = self.contiguous(addr, len) {
+            // The same bytes as the loop below: the first, then the first of each later page.
+            let mut off = 0;
+            while off < len {
+                // SAFETY: `contiguous` returned a pointer to `len` mapped, writable bytes and
+                // off < len.
+                unsafe { p.add(off as usize).write_volatile(stamp) };
+                off = ((addr + off) & !4095) + 4096 - addr;
+            }
             return;
         }
         let mut a = addr;
@@ -264,5 +311,31 @@ mod tests {
         a.release(end0 - 8192, 16384);
         assert_eq!(a.read_u64(end0), 0);
         assert!(a.real_addr(end0).is_some());
+    }
+
+    #[test]
+    fn one_arena_fast_paths_write_the_same_bytes() {
+        let mut a = Arena::new(ARENA_HINT_ADDR, true);
+        let base = ARENA_HINT_ADDR + (1 << 20);
+        a.map(base, 64 << 10).unwrap();
+        a.fill(base, 3 * 4096, 0xee);
+        a.zero(base + 8, 16);
+        assert_eq!(a.read_u64(base), 0xeeee_eeee_eeee_eeee);
+        assert_eq!(a.read_u64(base + 8), 0);
+        assert_eq!(a.read_u64(base + 16), 0);
+        a.write_u64(base + 24, 0x0102_0304_0506_0708);
+        assert_eq!(a.read_u64(base + 24), 0x0102_0304_0506_0708);
+        // touch writes the first byte, then the first byte of every later 4 KiB page.
+        a.zero(base, 3 * 4096);
+        a.touch(base + 4000, 4200, 0x5a);
+        for (off, want) in [
+            (4000, 0x5a),
+            (4001, 0),
+            (4096, 0x5a),
+            (8191, 0),
+            (8192, 0x5a),
+        ] {
+            assert_eq!(a.read_u64(base + off) & 0xff, want, "byte at {off}");
+        }
     }
 }

@@ -201,20 +201,22 @@ impl Heap {
         let class = self.mheap.classes.class_for(size_bytes);
         let spc = SpanClass::new(class, noscan);
         let id = self.mcaches[p].alloc[spc.index()];
-        let s = &mut self.mheap.spans[id.index()];
-        let (addr, id, refilled) = match s.next_free_fast() {
-            Some(a) => (a, id, false),
+        let (id, i, refilled) = match self.mheap.spans[id.index()].next_free_fast() {
+            Some(i) => (id, i, false),
             None => self.next_free_slow(spc, p)?,
         };
+        // Spans of the tiny span class (and only they) keep `tiny_refs`.
+        let tiny_class = self.mheap.tiny_spc == Some(spc);
+        let marking = self.marking;
         let s = &mut self.mheap.spans[id.index()];
+        let addr = s.object_addr(i);
         let elem = s.elem_bytes;
         let needzero = s.needzero;
-        let i = s.object_index(addr);
         s.set_live(i, true);
-        if self.marking {
+        if marking {
             s.set_marked(i);
         }
-        if !s.tiny_refs.is_empty() {
+        if tiny_class {
             // A plain 16-byte object in the tiny span class: one reference.
             s.tiny_refs[i as usize] = 1;
         }
@@ -241,11 +243,8 @@ impl Heap {
         &mut self,
         spc: SpanClass,
         p: usize,
-    ) -> Result<(u64, SpanId, bool), ReplayError> {
-        let mut mc = std::mem::replace(&mut self.mcaches[p], MCache::new(0));
-        let r = self.mheap.next_free(&mut mc, spc, p);
-        self.mcaches[p] = mc;
-        let r = r?;
+    ) -> Result<(SpanId, u32, bool), ReplayError> {
+        let r = self.mheap.next_free(&mut self.mcaches[p], spc, p)?;
         self.mheap.stats.note_heap_peaks();
         Ok(r)
     }
@@ -263,8 +262,13 @@ impl Heap {
             let (id, i) = (mc.tiny_span, mc.tiny_index);
             let s = &mut self.mheap.spans[id.index()];
             debug_assert_eq!(s.object_index(x), i);
-            s.tiny_refs[i as usize] += 1;
-            s.set_live(i, true);
+            let refs = &mut s.tiny_refs[i as usize];
+            *refs += 1;
+            if *refs == 1 {
+                // The block was dead (its objects all freed): live again. Otherwise it is
+                // already live (`live_bits[i] == (tiny_refs[i] > 0)`).
+                s.set_live(i, true);
+            }
             if self.marking {
                 // The new pointer into the block is shaded by the write barrier.
                 s.set_marked(i);
@@ -279,15 +283,15 @@ impl Heap {
     fn malloc_tiny_new_block(&mut self, size_bytes: u64, p: usize) -> Result<u64, ReplayError> {
         let spc = self.mheap.tiny_spc.expect("tiny on");
         let id = self.mcaches[p].alloc[spc.index()];
-        let (v, id, refilled) = match self.mheap.spans[id.index()].next_free_fast() {
-            Some(a) => (a, id, false),
+        let (id, i, refilled) = match self.mheap.spans[id.index()].next_free_fast() {
+            Some(i) => (id, i, false),
             None => self.next_free_slow(spc, p)?,
         };
         let block = self.tiny_block_bytes;
+        let v = self.mheap.spans[id.index()].object_addr(i);
         self.mheap.arena.zero(v, block);
         self.mheap.stats.heap_alloc_bytes += block;
         let s = &mut self.mheap.spans[id.index()];
-        let i = s.object_index(v);
         s.tiny_refs[i as usize] = 1;
         s.set_live(i, true);
         if self.marking {
@@ -344,9 +348,12 @@ impl Heap {
             .mheap
             .span_of(addr)
             .expect("free of an address outside the heap");
+        let tiny_spc = self.mheap.tiny_spc;
         let s = &mut self.mheap.spans[id.index()];
         let i = s.object_index(addr);
-        if !s.tiny_refs.is_empty() {
+        // Spans of the tiny span class (and only they) keep `tiny_refs`.
+        let tiny_class = tiny_spc == Some(SpanClass(s.spanclass));
+        if tiny_class {
             let r = &mut s.tiny_refs[i as usize];
             debug_assert!(*r > 0, "free of a dead tiny object");
             *r -= 1;
@@ -358,7 +365,7 @@ impl Heap {
         s.set_live(i, false);
         if self.policy == FreePolicy::Immediate {
             let block_addr = s.base_addr + i as u64 * s.elem_bytes;
-            if !s.tiny_refs.is_empty() {
+            if tiny_class {
                 if let Some(mc) = self.mcaches.iter_mut().find(|m| m.tiny_addr == block_addr) {
                     // The current tiny block is empty again: the tiny allocator reuses it.
                     mc.tiny_offset = 0;

@@ -24,10 +24,15 @@ pub const TINY_SIZE_CLASS: u8 = 2;
 /// Id of the empty span every fresh mcache slot points at (`emptymspan`).
 pub const EMPTY_SPAN: SpanId = SpanId(0);
 
+/// Span classes an mcache has room for: size classes are at most 127 (sizeclass.rs), so span
+/// classes are below 256.
+pub const MAX_SPAN_CLASSES: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct MCache {
-    /// Cached span per span class.
-    pub alloc: Vec<SpanId>,
+    /// Cached span per span class (inline: the allocation fast path indexes it directly).
+    /// Classes the table does not have stay `EMPTY_SPAN`.
+    pub alloc: [SpanId; MAX_SPAN_CLASSES],
     /// Address of the current tiny block (0 = none).
     pub tiny_addr: u64,
     /// Span and object index of the current tiny block (saves a span lookup per tiny object).
@@ -41,8 +46,9 @@ pub struct MCache {
 
 impl MCache {
     pub fn new(num_span_classes: usize) -> MCache {
+        assert!(num_span_classes <= MAX_SPAN_CLASSES);
         MCache {
-            alloc: vec![EMPTY_SPAN; num_span_classes],
+            alloc: [EMPTY_SPAN; MAX_SPAN_CLASSES],
             tiny_addr: 0,
             tiny_span: EMPTY_SPAN,
             tiny_index: 0,
@@ -69,7 +75,7 @@ pub fn tiny_align(off: u64, size: u64) -> u64 {
 
 impl MHeap {
     /// `mcache.nextFree`: the slow path when the cached span's alloc cache is exhausted.
-    /// Returns the object address, the span, and whether a span was refilled (Go's
+    /// Returns the span, the object's index in it, and whether a span was refilled (Go's
     /// `checkGCTrigger`).
     #[cold]
     #[inline(never)]
@@ -78,7 +84,7 @@ impl MHeap {
         mc: &mut MCache,
         spc: SpanClass,
         p: usize,
-    ) -> Result<(u64, SpanId, bool), ReplayError> {
+    ) -> Result<(SpanId, u32, bool), ReplayError> {
         let mut id = mc.alloc[spc.index()];
         let mut refilled = false;
         let mut fi = self.spans[id.index()].next_free_index();
@@ -94,8 +100,8 @@ impl MHeap {
         }
         let s = &mut self.spans[id.index()];
         assert!(fi < s.nelems, "freeIndex is not valid");
-        let addr = s.take_at(fi);
-        Ok((addr, id, refilled))
+        s.take_at(fi);
+        Ok((id, fi, refilled))
     }
 
     /// `mcache.refill`: give back the full span, cache one with free objects.

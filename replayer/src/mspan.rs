@@ -50,44 +50,51 @@ pub enum SpanHome {
     Full(u8),
 }
 
+/// Field order is the fast paths': what every allocation and free reads comes first, in two
+/// cache lines (`repr(C)` keeps the order, the alignment the line boundaries; a test checks the
+/// offsets).
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 pub struct MSpan {
+    // First line: allocation (`nextFreeFast`) and object addresses.
+    /// Complement of `alloc_bits` from `freeindex` (see the module comment).
+    pub alloc_cache: u64,
     /// Model address of the first byte.
     pub base_addr: u64,
-    /// Length in pages.
-    pub npages: u32,
-    pub state: SpanState,
-    /// `spanclass`: size class << 1 | noscan (0/1 for large objects).
-    pub spanclass: u8,
     /// Bytes per object (the whole span for a large object).
     pub elem_bytes: u64,
     /// `divMul`: `u32::MAX / elem_bytes + 1`, so `(offset * div_mul) >> 32` is the object index
     /// for any offset inside the span (0 for large spans: their only object is index 0).
     pub div_mul: u64,
-    /// Objects that fit (1 for a large object).
-    pub nelems: u32,
-    /// Next object index to examine for allocation.
-    pub freeindex: u32,
-    /// Objects allocated (as of the last sweep plus those handed out since).
-    pub alloc_count: u32,
-    /// Complement of `alloc_bits` from `freeindex` (see the module comment).
-    pub alloc_cache: u64,
     /// Allocated objects (1 = in use).
     pub alloc_bits: Vec<u64>,
-    /// What the last GC found live (copied from `live_bits` at mark time).
-    pub mark_bits: Vec<u64>,
+    /// Next object index to examine for allocation.
+    pub freeindex: u32,
+    /// Objects that fit (1 for a large object).
+    pub nelems: u32,
+    // Second line: the rest of the allocation and free paths.
     /// Objects the trace still holds.
     pub live_bits: Vec<u64>,
-    /// Live sub-objects per 16-byte block, for spans of the tiny span class (empty otherwise).
-    pub tiny_refs: Vec<u8>,
+    /// Objects allocated (as of the last sweep plus those handed out since).
+    pub alloc_count: u32,
+    /// `spanclass`: size class << 1 | noscan (0/1 for large objects).
+    pub spanclass: u8,
     /// The span's memory may hold garbage and must be zeroed before use.
     pub needzero: bool,
+    pub state: SpanState,
+    pub home: SpanHome,
+    /// Length in pages.
+    pub npages: u32,
+    /// Live sub-objects per 16-byte block, for spans of the tiny span class (empty otherwise).
+    pub tiny_refs: Vec<u8>,
+    // Colder: marking, sweeping, mcentral lists, statistics.
+    /// What the last GC found live (copied from `live_bits` at mark time).
+    pub mark_bits: Vec<u64>,
     /// `sweepgen` relative to `mheap.sweepgen` (see sweep.rs).
     pub sweepgen: u64,
     /// `allocCountBeforeCache`: `alloc_count` when an mcache took the span, lowered by one for
     /// each `immediate` free while cached, so `alloc_count - this` counts allocations.
     pub alloc_count_before_cache: i64,
-    pub home: SpanHome,
     /// Bumped whenever the span leaves a span set, so stale queue entries are skipped.
     pub list_token: u32,
     /// Requested bytes of the large object (statistics).
@@ -161,10 +168,10 @@ impl MSpan {
         self.base_addr + self.nelems as u64 * self.elem_bytes
     }
 
-    /// `nextFreeFast`: the next free object from the alloc cache, or `None` when the cache
-    /// word is exhausted (the caller falls back to the slow path).
+    /// `nextFreeFast`: the index of the next free object from the alloc cache (now taken), or
+    /// `None` when the cache word is exhausted (the caller falls back to the slow path).
     #[inline]
-    pub fn next_free_fast(&mut self) -> Option<u64> {
+    pub fn next_free_fast(&mut self) -> Option<u32> {
         let tz = self.alloc_cache.trailing_zeros();
         if tz < 64 {
             let result = self.freeindex + tz;
@@ -176,10 +183,16 @@ impl MSpan {
                 self.alloc_cache = self.alloc_cache.checked_shr(tz + 1).unwrap_or(0);
                 self.freeindex = fi;
                 self.take(result);
-                return Some(self.base_addr + result as u64 * self.elem_bytes);
+                return Some(result);
             }
         }
         None
+    }
+
+    /// Model address of object `i`.
+    #[inline]
+    pub fn object_addr(&self, i: u32) -> u64 {
+        self.base_addr + i as u64 * self.elem_bytes
     }
 
     /// Marks object `i` allocated (counts and the bitmap; see the module comment).
@@ -377,17 +390,54 @@ mod tests {
     }
 
     #[test]
+    fn fast_path_fields_share_two_cache_lines() {
+        let s = MSpan::new_dead();
+        let base = &s as *const MSpan as usize;
+        // (field, offset, size) -> the line the whole field lies in.
+        let line = |name: &str, p: usize, size: usize| {
+            let o = p - base;
+            assert_eq!(o / 64, (o + size - 1) / 64, "{name} straddles a line");
+            o / 64
+        };
+        assert_eq!(
+            line("alloc_cache", &s.alloc_cache as *const _ as usize, 8),
+            0
+        );
+        assert_eq!(line("base_addr", &s.base_addr as *const _ as usize, 8), 0);
+        assert_eq!(line("elem_bytes", &s.elem_bytes as *const _ as usize, 8), 0);
+        assert_eq!(line("div_mul", &s.div_mul as *const _ as usize, 8), 0);
+        assert_eq!(
+            line("alloc_bits", &s.alloc_bits as *const _ as usize, 24),
+            0
+        );
+        assert_eq!(line("freeindex", &s.freeindex as *const _ as usize, 4), 0);
+        assert_eq!(line("nelems", &s.nelems as *const _ as usize, 4), 0);
+        assert_eq!(line("live_bits", &s.live_bits as *const _ as usize, 24), 1);
+        assert_eq!(
+            line("alloc_count", &s.alloc_count as *const _ as usize, 4),
+            1
+        );
+        assert_eq!(line("spanclass", &s.spanclass as *const _ as usize, 1), 1);
+        assert_eq!(line("needzero", &s.needzero as *const _ as usize, 1), 1);
+        assert_eq!(line("tiny_refs", &s.tiny_refs as *const _ as usize, 24), 1);
+        assert_eq!(std::mem::align_of::<MSpan>(), 64);
+    }
+
+    #[test]
     fn fast_path_walks_in_address_order_and_stops_at_word_end() {
         let mut s = span(100);
         for i in 0..63 {
-            assert_eq!(s.next_free_fast(), Some(0x1000_0000 + i * 16));
+            assert_eq!(
+                s.next_free_fast().map(|i| s.object_addr(i)),
+                Some(0x1000_0000 + i * 16)
+            );
         }
         // Object 63 would move freeindex to 64: the fast path declines, the slow path refills.
         assert_eq!(s.next_free_fast(), None);
         let i = s.next_free_index();
         assert_eq!(i, 63);
         s.take_at(i);
-        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 64 * 16));
+        assert_eq!(s.next_free_fast(), Some(64));
         s.check_invariants();
     }
 
@@ -422,8 +472,8 @@ mod tests {
             s.take_at(i);
         }
         s.free_now(1);
-        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 16));
-        assert_eq!(s.next_free_fast(), Some(0x1000_0000 + 4 * 16));
+        assert_eq!(s.next_free_fast(), Some(1));
+        assert_eq!(s.next_free_fast(), Some(4));
         s.check_invariants();
     }
 }

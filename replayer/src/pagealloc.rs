@@ -59,32 +59,9 @@ impl Chunk {
         self.alloc[(i / 64) as usize] >> (i % 64) & 1 == 1
     }
 
+    /// Recomputes `sum` from the bitmap, a word (64 pages) at a time.
     fn summarize(&mut self) {
-        let mut start = 0u32;
-        let mut max = 0u32;
-        let mut run = 0u32;
-        let mut seen_used = false;
-        for i in 0..CHUNK_PAGES {
-            if self.in_use(i) {
-                if !seen_used {
-                    start = run;
-                    seen_used = true;
-                }
-                max = max.max(run);
-                run = 0;
-            } else {
-                run += 1;
-            }
-        }
-        if !seen_used {
-            start = run;
-        }
-        max = max.max(run);
-        self.sum = Summary {
-            start,
-            max,
-            end: run,
-        };
+        self.sum = summarize_bits(&self.alloc);
     }
 
     /// First run of `n` free pages at or after page `from` inside this chunk.
@@ -115,20 +92,87 @@ impl Chunk {
     }
 
     fn set_range(bits: &mut [u64; WORDS], from: u64, n: u64, value: bool) {
-        for i in from..from + n {
-            let (w, b) = ((i / 64) as usize, i % 64);
+        for_each_word_mask(from, n, |w, mask| {
             if value {
-                bits[w] |= 1 << b;
+                bits[w] |= mask;
             } else {
-                bits[w] &= !(1 << b);
+                bits[w] &= !mask;
             }
-        }
+        });
     }
 
     fn count_range(bits: &[u64; WORDS], from: u64, n: u64) -> u64 {
-        (from..from + n)
-            .filter(|&i| bits[(i / 64) as usize] >> (i % 64) & 1 == 1)
-            .count() as u64
+        let mut count = 0;
+        for_each_word_mask(from, n, |w, mask| {
+            count += (bits[w] & mask).count_ones() as u64
+        });
+        count
+    }
+}
+
+/// Calls `f(word, mask)` for the words holding bits `[from, from+n)` of a chunk bitmap, `mask`
+/// selecting the range's bits in that word.
+#[inline]
+fn for_each_word_mask(from: u64, n: u64, mut f: impl FnMut(usize, u64)) {
+    let end = from + n;
+    let mut i = from;
+    while i < end {
+        let b = i % 64;
+        let k = (64 - b).min(end - i);
+        let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
+        f((i / 64) as usize, mask);
+        i += k;
+    }
+}
+
+/// The free-run summary of a chunk bitmap (1 = in use): free pages at the start, the longest
+/// free run, free pages at the end. Works on whole words: a word's free runs are its runs of
+/// zero bits, found with trailing-zero counts.
+fn summarize_bits(alloc: &[u64; WORDS]) -> Summary {
+    // `start` is the run before the first used page; `run` the free run reaching the current
+    // position; `max` the longest run closed so far.
+    let mut start = None;
+    let mut max = 0u32;
+    let mut run = 0u32;
+    for &w in alloc {
+        if w == 0 {
+            run += 64;
+            continue;
+        }
+        // The run reaching this word ends at its lowest used bit.
+        let low = w.trailing_zeros();
+        run += low;
+        if start.is_none() {
+            start = Some(run);
+        }
+        max = max.max(run);
+        // Free runs strictly inside the word (zero bits between used ones) can only raise `max`
+        // when the word has more such free pages than `max`; most words are skipped.
+        let high = w.leading_zeros();
+        if w.count_zeros() - low - high > max {
+            let mut x = w >> low; // bit 0 is a used page
+            loop {
+                let used = (!x).trailing_zeros();
+                if used == 64 {
+                    break;
+                }
+                x >>= used;
+                if x == 0 {
+                    break; // only the word's top free run is left: `high`
+                }
+                let free = x.trailing_zeros();
+                max = max.max(free);
+                x >>= free;
+            }
+        }
+        // The free run reaching the next word.
+        run = high;
+    }
+    max = max.max(run);
+    Summary {
+        start: start.unwrap_or(run),
+        max,
+        end: run,
     }
 }
 
@@ -276,6 +320,9 @@ impl PageAlloc {
     /// `release(page, n)` for each run released; returns the pages released.
     pub fn scavenge(&mut self, max_pages: u64, mut release: impl FnMut(u64, u64)) -> u64 {
         let mut done = 0;
+        // The run of adjacent pages released so far, `[run_lo, run_lo + run_len)`: one
+        // `release` call per run (one madvise), not per page.
+        let (mut run_lo, mut run_len) = (0, 0);
         for ci in (0..self.chunks.len()).rev() {
             let c = &mut self.chunks[ci];
             let mut i = CHUNK_PAGES;
@@ -284,13 +331,25 @@ impl PageAlloc {
                 let (w, b) = ((i / 64) as usize, i % 64);
                 if c.alloc[w] >> b & 1 == 0 && c.scav[w] >> b & 1 == 0 {
                     c.scav[w] |= 1 << b;
-                    release(ci as u64 * CHUNK_PAGES + i, 1);
+                    let page = ci as u64 * CHUNK_PAGES + i;
+                    if run_len > 0 && page + 1 == run_lo {
+                        run_lo = page;
+                        run_len += 1;
+                    } else {
+                        if run_len > 0 {
+                            release(run_lo, run_len);
+                        }
+                        (run_lo, run_len) = (page, 1);
+                    }
                     done += 1;
                 }
             }
             if done >= max_pages {
                 break;
             }
+        }
+        if run_len > 0 {
+            release(run_lo, run_len);
         }
         done
     }
@@ -413,6 +472,74 @@ mod tests {
         p.check_invariants();
     }
 
+    /// The page-by-page summary the word-wise one replaced (the definition it must match).
+    fn summarize_page_by_page(c: &Chunk) -> Summary {
+        let (mut start, mut max, mut run, mut seen_used) = (0, 0, 0, false);
+        for i in 0..CHUNK_PAGES {
+            if c.in_use(i) {
+                if !seen_used {
+                    start = run;
+                    seen_used = true;
+                }
+                max = max.max(run);
+                run = 0;
+            } else {
+                run += 1;
+            }
+        }
+        if !seen_used {
+            start = run;
+        }
+        Summary {
+            start,
+            max: max.max(run),
+            end: run,
+        }
+    }
+
+    #[test]
+    fn word_wise_bitmap_work_matches_page_by_page() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut c = Chunk::new_free_scavenged();
+        for round in 0..4000 {
+            // Sparse, dense, runs and whole words, so every shape of word occurs.
+            for w in 0..WORDS {
+                let r = next();
+                c.alloc[w] = match (round + w) % 6 {
+                    0 => 0,
+                    1 => !0,
+                    2 => r & next() & next(),
+                    3 => r | next(),
+                    4 => (!0u64 << (r % 64)) ^ (!0u64 << (next() % 64)),
+                    _ => r,
+                };
+            }
+            c.summarize();
+            assert_eq!(c.sum, summarize_page_by_page(&c), "bitmap {:x?}", c.alloc);
+            let from = next() % CHUNK_PAGES;
+            let n = next() % (CHUNK_PAGES - from) + 1;
+            let want_count = (from..from + n).filter(|&i| c.in_use(i)).count() as u64;
+            assert_eq!(Chunk::count_range(&c.alloc, from, n), want_count);
+            let value = next() & 1 == 1;
+            let before = c.clone();
+            Chunk::set_range(&mut c.alloc, from, n, value);
+            for i in 0..CHUNK_PAGES {
+                let want = if (from..from + n).contains(&i) {
+                    value
+                } else {
+                    before.in_use(i)
+                };
+                assert_eq!(c.in_use(i), want);
+            }
+        }
+    }
+
     #[test]
     fn scavenge_from_the_top() {
         let mut p = PageAlloc::default();
@@ -421,8 +548,16 @@ mod tests {
         p.free(0, 512);
         let mut got = vec![];
         assert_eq!(p.scavenge(3, |pg, n| got.push((pg, n))), 3);
-        assert_eq!(got, vec![(511, 1), (510, 1), (509, 1)]);
+        // Adjacent pages go out as one run.
+        assert_eq!(got, vec![(509, 3)]);
         assert_eq!(p.free_and_released_pages(), (512, 3));
         assert_eq!(p.largest_free_run(), 512);
+        // An in-use page splits the runs.
+        p.alloc_range(100, 1);
+        got.clear();
+        assert_eq!(p.scavenge(500, |pg, n| got.push((pg, n))), 500);
+        assert_eq!(got, vec![(101, 408), (8, 92)]);
+        assert_eq!(p.free_and_released_pages(), (511, 503));
+        p.check_invariants();
     }
 }

@@ -49,6 +49,13 @@ const GO_CLASS_NPAGES: [u8; 68] = [
     3, 10, 7, 4,
 ];
 
+/// Entries of `size_to_class8` (sizes 0..=1024 in steps of 8). The lookup tables are arrays,
+/// not `Vec`s: a small allocation's class lookup is one load from the `SizeClasses` itself.
+const SIZE_TO_CLASS8_LEN: usize = (SMALL_SIZE_MAX_BYTES / SMALL_SIZE_DIV_BYTES) as usize + 1;
+/// Entries of `size_to_class128` (sizes 1024..=32768 in steps of 128).
+const SIZE_TO_CLASS128_LEN: usize =
+    ((GO_MAX_SMALL_SIZE_BYTES - SMALL_SIZE_MAX_BYTES) / LARGE_SIZE_DIV_BYTES) as usize + 1;
+
 /// A size class index (0 = large object).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SizeClass(pub u8);
@@ -82,9 +89,9 @@ pub struct SizeClasses {
     /// Pages per span, indexed by class.
     class_npages: Vec<u32>,
     /// Class for `ceil(size/8)`, sizes 0..=1024.
-    size_to_class8: Vec<u8>,
+    size_to_class8: [u8; SIZE_TO_CLASS8_LEN],
     /// Class for `ceil((size-1024)/128)`, sizes 1024..=max_small.
-    size_to_class128: Vec<u8>,
+    size_to_class128: [u8; SIZE_TO_CLASS128_LEN],
     /// Largest size served by a class, bytes.
     max_small_bytes: u32,
     /// Page size the table was made for, bytes.
@@ -196,13 +203,11 @@ impl SizeClasses {
                 .map(|c| c as u8)
                 .unwrap_or(0)
         };
-        let size_to_class8 = (0..=SMALL_SIZE_MAX_BYTES / SMALL_SIZE_DIV_BYTES)
-            .map(|i| smallest_at_least((i * SMALL_SIZE_DIV_BYTES).max(1)))
-            .collect();
-        let size_to_class128 = (0..=(GO_MAX_SMALL_SIZE_BYTES - SMALL_SIZE_MAX_BYTES)
-            / LARGE_SIZE_DIV_BYTES)
-            .map(|i| smallest_at_least(SMALL_SIZE_MAX_BYTES + i * LARGE_SIZE_DIV_BYTES))
-            .collect();
+        let size_to_class8: [u8; SIZE_TO_CLASS8_LEN] =
+            std::array::from_fn(|i| smallest_at_least((i as u32 * SMALL_SIZE_DIV_BYTES).max(1)));
+        let size_to_class128: [u8; SIZE_TO_CLASS128_LEN] = std::array::from_fn(|i| {
+            smallest_at_least(SMALL_SIZE_MAX_BYTES + i as u32 * LARGE_SIZE_DIV_BYTES)
+        });
         Ok(SizeClasses {
             name,
             class_size_bytes,

@@ -124,7 +124,7 @@ fn warm_heap(cfg: &Config, drained: &Compiled) -> Heap {
 fn replay(heap: &mut Heap, ops: &Compiled, touch: Touch) {
     let mut st = Stepper::new(ops.slots, touch);
     for (i, op) in ops.ops.iter().enumerate() {
-        st.step(heap, i, op).unwrap();
+        st.step(heap, i, op, ops.time_of(i)).unwrap();
     }
 }
 

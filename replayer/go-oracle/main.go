@@ -388,6 +388,10 @@ func spin(n int) {
 
 var workSink uint64
 
+// With -pace: how late ops ran against their ts_ns (sum and maximum, ns) and how many ran more
+// than 100 µs late.
+var lagSum, lagMax, lateOps int64
+
 // run performs the ops. With -pace, an op with a time (ts_ns) waits until that long after the
 // start, as the recorded program did: the runtime sees the workload's own allocation rate.
 func run(ops []op, sample, work, workKiB int, pace bool) (peak uint64) {
@@ -398,8 +402,19 @@ func run(ops []op, sample, work, workKiB int, pace bool) (peak uint64) {
 			spin(w)
 		}
 		if pace && o.ts >= 0 {
-			for time.Since(start).Nanoseconds() < o.ts {
+			el := time.Since(start).Nanoseconds()
+			for el < o.ts {
 				spin(20)
+				el = time.Since(start).Nanoseconds()
+			}
+			// How far behind the workload's clock the runtime is running.
+			lag := el - o.ts
+			lagSum += lag
+			if lag > lagMax {
+				lagMax = lag
+			}
+			if lag > 100_000 {
+				lateOps++
 			}
 		}
 		switch o.kind {
@@ -538,6 +553,10 @@ type output struct {
 	MedianNs    int64    `json:"median_ns"`
 	NsPerOp     float64  `json:"ns_per_op"`
 	Experiments string   `json:"goexperiment"`
+	// With -pace: mean and largest lateness of ops against their ts_ns, and ops over 100 µs late.
+	MeanLagNs int64 `json:"mean_lag_ns"`
+	MaxLagNs  int64 `json:"max_lag_ns"`
+	LateOps   int64 `json:"late_ops"`
 }
 
 func main() {
@@ -592,6 +611,9 @@ func main() {
 	out.PeakInuse = run(ops, *sample, *work, *workKiB, *pace)
 	elapsed = append(elapsed, time.Since(t0).Nanoseconds())
 	after.read()
+	if len(ops) > 0 {
+		out.MeanLagNs, out.MaxLagNs, out.LateOps = lagSum/int64(len(ops)), lagMax, lateOps
+	}
 	debug.SetGCPercent(-1)
 	out.Before = before.snapshot()
 	out.After = after.snapshot()

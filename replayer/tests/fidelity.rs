@@ -356,13 +356,15 @@ struct Churn {
 /// A churn workload: a live set of about `live_bytes` objects drawn from a size mix, each
 /// replaced in turn, `total_allocs` allocations in all, with timestamps. `mix` gives the
 /// shares (out of 200) of large (33-93 KB), medium (512 B-7.5 KiB) and tiny (1-15 B)
-/// objects; the rest are 16-516 B. One object in `scan_every` holds pointers (0 = none).
+/// objects; the rest are small, in `small`. One object in `scan_every` holds pointers (0 =
+/// none).
 fn churn(
     live_bytes: u64,
     total_allocs: u64,
     seed: u64,
     scan_every: u64,
     mix: (u64, u64, u64),
+    small: std::ops::Range<u64>,
 ) -> Churn {
     let mut x = seed | 1;
     let mut next = || {
@@ -387,7 +389,7 @@ fn churn(
         } else if m < large + medium + tiny {
             1 + (r >> 8) % 15
         } else {
-            16 + (r >> 8) % 500
+            small.start + (r >> 8) % (small.end - small.start)
         };
         let noscan = scan_every == 0 || r % scan_every != 0;
         let size = if noscan { size } else { size.div_ceil(8) * 8 };
@@ -410,8 +412,10 @@ fn churn(
     }
 }
 
-/// The size mix of the first fidelity churn workloads (out of 200: 1 large, 16 medium, 44 tiny).
+/// The size mix of the fidelity churn workloads (out of 200: 1 large, 16 medium, 44 tiny; the
+/// rest 16-516 B).
 const MIX: (u64, u64, u64) = (1, 16, 44);
+const SMALL: std::ops::Range<u64> = 16..516;
 
 /// One line of Go's `GODEBUG=gctrace=1`: cycle number, wall time of the cycle (sweep
 /// termination + concurrent mark + mark termination) and the marking CPU (assist + background
@@ -430,109 +434,108 @@ fn parse_gctrace(line: &str) -> Option<(u64, f64, f64)> {
     Some((n, wall, mark_cpu))
 }
 
-/// Go's mark phases on this machine, now, measured on calibration workloads (not the ones
-/// compared): the model's timed-mark constants (config.rs).
-struct MarkCalibration {
+/// What marking costs Go on this machine, measured on calibration workloads (none of them
+/// compared): the model's timed-mark CPU constants (config.rs).
+#[derive(Clone, Debug)]
+struct MarkCosts {
     /// Ps marking (`procs * (0.25 + idle_mark_utilization)`).
     workers: f64,
-    /// One latency per cycle (`mark_latencies_ns`).
-    latencies_ns: Vec<u64>,
     ns_per_object: f64,
     ns_per_scan_byte: f64,
     ns_per_root_byte: f64,
 }
 
-/// Runs three calibration workloads on Go with `GODEBUG=gctrace=1` and reads, per GC cycle,
-/// the wall time and the marking CPU (assist + background + idle):
-/// - marking CPU per cycle = roots + per object + per scanned byte: from two pointer-free
-///   workloads of 16-516 B objects (4 and 16 MiB live: the per-object cost and the roots) and a
-///   pointer workload (24 MiB of 512 B-7.5 KiB pointer objects: the per-byte cost), using the
-///   median cycle of each and the workloads' live sets;
-/// - Ps marking: the median over the pointer workload's (CPU-bound) cycles of CPU / wall,
-///   within [0.25 * procs, procs];
-/// - the latency of each cycle of the pointer-free workloads: its wall time minus its CPU
-///   spread over those Ps.
-///
-/// All of it depends on the machine (waking an idle CPU, scheduling, other load); the model is
-/// given it as a user would measure theirs.
-fn calibrate_mark(bin: &Path, dir: &Path, procs: usize) -> MarkCalibration {
-    let loads = [
-        (
-            "calibrate_noscan_4MiB",
-            churn(4 << 20, 300_000, 101, 0, (0, 0, 0)),
-        ),
-        (
-            "calibrate_noscan_16MiB",
-            churn(16 << 20, 400_000, 105, 0, (0, 0, 0)),
-        ),
-        (
-            "calibrate_scan_24MiB",
-            churn(24 << 20, 100_000, 103, 1, (0, 200, 0)),
-        ),
-    ];
-    let mut cycles: Vec<Vec<(f64, f64)>> = Vec::new();
-    let mut roots_bytes = 0;
-    for (name, w) in &loads {
-        let path = dir.join(format!("{name}.csv"));
-        std::fs::write(&path, &w.csv).unwrap();
-        let o = Command::new(bin)
-            .args(["-gogc", "100", "-pace"])
-            .arg(&path)
-            .env("GOMAXPROCS", procs.to_string())
-            .env("GODEBUG", "gctrace=1")
-            .output()
-            .expect("run oracle");
-        assert!(
-            o.status.success(),
-            "oracle failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let out: Value = serde_json::from_slice(&o.stdout).expect("oracle JSON");
-        roots_bytes = out["before"]["globals_scan_bytes"].as_u64().unwrap()
-            + out["before"]["stack_scan_bytes"].as_u64().unwrap();
-        // Cycles 1 and 2 are the oracle's own runtime.GC() calls; skip the heap's growth.
-        let c: Vec<(f64, f64)> = String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .filter_map(parse_gctrace)
-            .filter(|&(n, _, _)| n > 4)
-            .map(|(_, wall, cpu)| (wall, cpu))
-            .collect();
-        assert!(c.len() >= 4, "too few GC cycles in {name}: {c:?}");
-        cycles.push(c);
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let cpu: Vec<f64> = cycles
-        .iter()
-        .map(|c| median(c.iter().map(|x| x.1).collect()))
-        .collect();
-    let (n1, n2, n3) = (
-        loads[0].1.live_objects as f64,
-        loads[1].1.live_objects as f64,
-        loads[2].1.live_objects as f64,
+/// Runs a workload on Go with `GODEBUG=gctrace=1`: per GC cycle after the heap's growth, its
+/// wall time and marking CPU (assist + background + idle), and the roots' bytes (globals and
+/// stacks).
+fn gctrace_cycles(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    csv: &str,
+    procs: usize,
+) -> (Vec<(f64, f64)>, u64) {
+    let path = dir.join(format!("{name}.csv"));
+    std::fs::write(&path, csv).unwrap();
+    let o = Command::new(bin)
+        .args(["-gogc", "100", "-pace"])
+        .arg(&path)
+        .env("GOMAXPROCS", procs.to_string())
+        .env("GODEBUG", "gctrace=1")
+        .output()
+        .expect("run oracle");
+    assert!(
+        o.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
-    let ns_per_object = ((cpu[1] - cpu[0]) / (n2 - n1)).max(0.0);
-    let roots = (cpu[0] - ns_per_object * n1).max(0.0);
-    let ns_per_scan_byte =
-        ((cpu[2] - roots - ns_per_object * n3) / loads[2].1.live_scan_bytes as f64).max(0.0);
-    let workers = median(cycles[2].iter().map(|&(w, c)| c / w).collect())
-        .clamp(0.25 * procs as f64, procs as f64);
-    // Latencies from the pointer-free workloads only: their marks are short on CPU, so an
-    // error in the marking Ps does not turn into latency.
-    let latencies_ns = cycles[..2]
-        .iter()
-        .flatten()
-        .map(|&(wall, cpu)| (wall - cpu / workers).max(0.0) as u64)
+    let out: Value = serde_json::from_slice(&o.stdout).expect("oracle JSON");
+    let roots = out["before"]["globals_scan_bytes"].as_u64().unwrap()
+        + out["before"]["stack_scan_bytes"].as_u64().unwrap();
+    // Cycles 1 and 2 are the oracle's own runtime.GC() calls; skip the heap's growth.
+    let cycles: Vec<(f64, f64)> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(parse_gctrace)
+        .filter(|&(n, _, _)| n > 4)
+        .map(|(_, wall, cpu)| (wall, cpu))
         .collect();
-    MarkCalibration {
+    assert!(cycles.len() >= 4, "too few GC cycles in {name}: {cycles:?}");
+    (cycles, roots)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Marking CPU per cycle = roots + per object + per pointer byte, from the median cycle of three
+/// workloads and their live sets: pointer-free 16-128 B objects at 4 and 12 MiB live (the
+/// per-object cost and the roots; small objects, as most programs' are) and 24 MiB of 512 B-7.5
+/// KiB pointer objects (the per-byte cost). Ps marking: the median over the pointer workload's
+/// CPU-bound cycles of CPU / wall time, within [0.25 * procs, procs].
+fn calibrate_costs(bin: &Path, dir: &Path, procs: usize) -> MarkCosts {
+    let loads = [
+        churn(4 << 20, 500_000, 101, 0, (0, 0, 0), 16..128),
+        churn(12 << 20, 900_000, 105, 0, (0, 0, 0), 16..128),
+        churn(24 << 20, 100_000, 103, 1, (0, 200, 0), SMALL),
+    ];
+    let mut cpu = Vec::new();
+    let mut roots_bytes = 0;
+    let mut scan_cycles = Vec::new();
+    for (i, w) in loads.iter().enumerate() {
+        let (cycles, roots) =
+            gctrace_cycles(bin, dir, &format!("calibrate_costs_{i}"), &w.csv, procs);
+        roots_bytes = roots;
+        cpu.push(median(cycles.iter().map(|c| c.1).collect()));
+        scan_cycles = cycles;
+    }
+    let n: Vec<f64> = loads.iter().map(|w| w.live_objects as f64).collect();
+    let ns_per_object = ((cpu[1] - cpu[0]) / (n[1] - n[0])).max(0.0);
+    let roots = (cpu[0] - ns_per_object * n[0]).max(0.0);
+    let ns_per_scan_byte =
+        ((cpu[2] - roots - ns_per_object * n[2]) / loads[2].live_scan_bytes as f64).max(0.0);
+    let workers = median(scan_cycles.iter().map(|&(w, c)| c / w).collect())
+        .clamp(0.25 * procs as f64, procs as f64);
+    MarkCosts {
         workers,
-        latencies_ns,
         ns_per_object,
         ns_per_scan_byte,
         ns_per_root_byte: roots / roots_bytes.max(1) as f64,
     }
+}
+
+/// One latency per GC cycle of a pointer-free calibration workload (16-516 B objects, 4 MiB
+/// live, at the compared workloads' rate): wall time minus marking CPU over the marking Ps. Its
+/// marks are short on CPU, so an error in the marking Ps does not become latency. Latency is
+/// what the machine's state decides (waking an idle CPU, scheduling, other load): measured
+/// anew before every round.
+fn calibrate_latencies(bin: &Path, dir: &Path, procs: usize, workers: f64) -> Vec<u64> {
+    let w = churn(4 << 20, 600_000, 107, 0, (0, 0, 0), SMALL);
+    let (cycles, _) = gctrace_cycles(bin, dir, "calibrate_latency", &w.csv, procs);
+    cycles
+        .iter()
+        .map(|&(wall, cpu)| (wall - cpu / workers).max(0.0) as u64)
+        .collect()
 }
 
 #[test]
@@ -545,34 +548,39 @@ fn gctrace_lines_parse() {
     assert!(parse_gctrace("scvg: 0 MB released").is_none());
 }
 
-/// `base` with the timed-mark constants calibrated now (printed).
-fn calibrated(bin: &Path, dir: &Path, base: &Config) -> Config {
-    let cal = calibrate_mark(bin, dir, base.procs);
-    let idle = (cal.workers / base.procs as f64 - 0.25).clamp(0.0, 1.0);
-    let mut sorted = cal.latencies_ns.clone();
+/// `base` with the timed-mark constants: `costs`, and latencies measured now (printed).
+fn calibrated(bin: &Path, dir: &Path, base: &Config, costs: &MarkCosts) -> Config {
+    let latencies = calibrate_latencies(bin, dir, base.procs, costs.workers);
+    let mut sorted = latencies.clone();
     sorted.sort_unstable();
     let ms = |q: usize| sorted[(sorted.len() - 1) * q / 100] as f64 / 1e6;
     eprintln!(
-        "  calibration ({} cycles): mark latency p10 {:.2} ms, median {:.2} ms, p90 {:.2} ms; \
-         {:.2} Ps marking; CPU {:.1} ns per object, {:.2} ns per scanned byte, {:.2} ns per \
-         root byte",
+        "  mark latency now ({} cycles): p10 {:.2} ms, median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
         sorted.len(),
         ms(10),
         ms(50),
         ms(90),
-        cal.workers,
-        cal.ns_per_object,
-        cal.ns_per_scan_byte,
-        cal.ns_per_root_byte
+        ms(100)
     );
     Config {
-        mark_latencies_ns: cal.latencies_ns,
-        idle_mark_utilization: idle,
-        mark_ns_per_object: cal.ns_per_object,
-        mark_ns_per_scan_byte: cal.ns_per_scan_byte,
-        mark_ns_per_root_byte: cal.ns_per_root_byte,
+        mark_latencies_ns: latencies,
+        idle_mark_utilization: (costs.workers / base.procs as f64 - 0.25).clamp(0.0, 1.0),
+        mark_ns_per_object: costs.ns_per_object,
+        mark_ns_per_scan_byte: costs.ns_per_scan_byte,
+        mark_ns_per_root_byte: costs.ns_per_root_byte,
         ..base.clone()
     }
+}
+
+/// Measures the marking costs and prints them.
+fn measured_costs(bin: &Path, dir: &Path, procs: usize) -> MarkCosts {
+    let c = calibrate_costs(bin, dir, procs);
+    eprintln!(
+        "marking on this machine: {:.2} Ps; CPU {:.1} ns per object, {:.2} ns per pointer byte, \
+         {:.2} ns per root byte",
+        c.workers, c.ns_per_object, c.ns_per_scan_byte, c.ns_per_root_byte
+    );
+    c
 }
 
 /// Not a check: measures this machine's Go marks the way the GC-on comparison does and prints
@@ -588,7 +596,8 @@ fn calibrate_this_machine() {
         procs,
         ..Config::default()
     };
-    let cal = calibrated(&bin, dir.path(), &base);
+    let costs = measured_costs(&bin, dir.path(), procs);
+    let cal = calibrated(&bin, dir.path(), &base, &costs);
     let mut latencies = cal.mark_latencies_ns.clone();
     latencies.sort_unstable();
     println!("# Go's marks on this machine (GOMAXPROCS={procs}), measured by allocscope's fidelity calibration");
@@ -602,9 +611,11 @@ fn calibrate_this_machine() {
 }
 
 /// The bundled CPython recording (traces/samples/python-dict.atrace) as a CSV workload with its
-/// recorded times: a real program's allocation pattern and rate, which no constant of the model
-/// was measured on.
-fn python_sample_csv() -> String {
+/// recorded times stretched `slowdown` times: a real program's allocation pattern and rate,
+/// which no constant of the model was measured on. (At its own speed its fastest phases make a
+/// call every ~40 ns, faster than the oracle can perform one: Go would run behind the clock the
+/// model follows.)
+fn python_sample_csv(slowdown: u64) -> String {
     let path = repo_root().join("traces/samples/python-dict.atrace");
     let reader = traces::TraceReader::open(&path).expect("open the python sample");
     let mut csv = String::from("op,id,size,noscan,ts_ns,old_id\n");
@@ -626,11 +637,14 @@ fn python_sample_csv() -> String {
             live.insert(ev.addr, id);
             let size = ev.requested_bytes();
             match old {
-                Some(o) => csv.push_str(&format!("realloc,o{id},{size},1,{},o{o}\n", ev.ts_ns)),
-                None => csv.push_str(&format!("malloc,o{id},{size},1,{},\n", ev.ts_ns)),
+                Some(o) => csv.push_str(&format!(
+                    "realloc,o{id},{size},1,{},o{o}\n",
+                    ev.ts_ns * slowdown
+                )),
+                None => csv.push_str(&format!("malloc,o{id},{size},1,{},\n", ev.ts_ns * slowdown)),
             }
         } else if let Some(o) = old {
-            csv.push_str(&format!("free,o{o},0,1,{},\n", ev.ts_ns));
+            csv.push_str(&format!("free,o{o},0,1,{},\n", ev.ts_ns * slowdown));
         }
     }
     csv
@@ -645,14 +659,20 @@ fn gc_on_matches_go_within_10_percent() {
         procs: 2,
         ..model_cfg(true)
     };
+    // Marking costs are the machine's (measured once); latencies follow its load (measured
+    // before every round).
+    let costs = measured_costs(&bin, dir.path(), base.procs);
     let mut failures = Vec::new();
     let loads = [
-        ("churn_noscan_8MiB", churn(8 << 20, 200_000, 7, 0, MIX).csv),
+        (
+            "churn_noscan_8MiB",
+            churn(8 << 20, 200_000, 7, 0, MIX, SMALL).csv,
+        ),
         (
             "churn_mixed_16MiB",
-            churn(16 << 20, 200_000, 11, 4, MIX).csv,
+            churn(16 << 20, 200_000, 11, 4, MIX, SMALL).csv,
         ),
-        ("python_dict", python_sample_csv()),
+        ("python_dict_slowed_3x", python_sample_csv(3)),
     ];
     for (name, csv) in &loads {
         let path = dir.path().join(format!("{name}.csv"));
@@ -662,18 +682,31 @@ fn gc_on_matches_go_within_10_percent() {
         }
         // Go's marks take as long as the machine lets them (much longer on a loaded machine,
         // where the "idle" P is not idle), and the load drifts. So each of five rounds
-        // calibrates the model (on other workloads) and then runs Go once per GOGC: the model
-        // passes when its median is within 10 % of Go's range ([min - 10 %, max + 10 %]).
+        // measures the mark latency (on another workload) and then runs Go once per GOGC: the
+        // model passes when its median is within 10 % of Go's range ([min - 10 %, max + 10 %]).
         const GOGCS: [i32; 3] = [50, 100, 200];
         let events = replayer::csv_events(csv.as_bytes()).unwrap();
         let mut go_gc = vec![Vec::new(); GOGCS.len()];
         let mut go_peak = vec![Vec::new(); GOGCS.len()];
         let mut m_gc = vec![Vec::new(); GOGCS.len()];
         let mut m_peak = vec![Vec::new(); GOGCS.len()];
+        let mut lags = Vec::new();
         for _ in 0..5 {
-            let cal = calibrated(&bin, dir.path(), &base);
+            let cal = calibrated(&bin, dir.path(), &base, &costs);
             for (k, &gogc) in GOGCS.iter().enumerate() {
                 let go = run_oracle(&bin, &path, Some(gogc), 16, true);
+                // The comparison means something only if Go kept to the workload's clock (GC
+                // pauses make some ops late; a runtime that cannot keep up is another workload).
+                let lag = go["mean_lag_ns"].as_f64().unwrap();
+                assert!(
+                    lag < 500_000.0,
+                    "{name} GOGC={gogc}: Go ran {:.0} µs behind the workload's clock on average \
+                     ({} of {} ops over 100 µs late): the machine is too busy to compare",
+                    lag / 1e3,
+                    go["late_ops"],
+                    go["ops"]
+                );
+                lags.push(lag);
                 go_gc[k].push(delta(&go, "num_gc") as f64);
                 go_peak[k].push(go["peak_heap_inuse"].as_f64().unwrap());
                 let cfg = Config {
@@ -693,6 +726,11 @@ fn gc_on_matches_go_within_10_percent() {
                 m_peak[k].push(rep.model.peak.heap_inuse as f64);
             }
         }
+        eprintln!(
+            "{name}: Go ran {:.0} µs behind the workload's clock on average (worst run {:.0} µs)",
+            lags.iter().sum::<f64>() / lags.len() as f64 / 1e3,
+            lags.iter().cloned().fold(0.0, f64::max) / 1e3
+        );
         for (k, gogc) in GOGCS.iter().enumerate() {
             for v in [&mut go_gc[k], &mut go_peak[k], &mut m_gc[k], &mut m_peak[k]] {
                 v.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -22,10 +22,10 @@
 //! mark_object_cost_bytes = 64
 //! mark_fixed_bytes = 0
 //! mark_latencies_ns = []            # measured latencies to draw from, cycle by cycle
-//! mark_latency_ns = 500000          # the timed mark (traces with timestamps; mgc.rs)
-//! mark_ns_per_object = 15.0
-//! mark_ns_per_scan_byte = 1.5
-//! mark_ns_per_root_byte = 0.17
+//! mark_latency_ns = 350000          # the timed mark (traces with timestamps; mgc.rs)
+//! mark_ns_per_object = 8.5
+//! mark_ns_per_scan_byte = 0.8
+//! mark_ns_per_root_byte = 0.2
 //! touch_memory = true
 //! ```
 
@@ -100,9 +100,9 @@ pub struct Config {
     /// Timed mark (traces with timestamps): wall time a mark phase takes beyond its CPU work
     /// (stopping and starting the world, waking idle Ps, the ragged barriers). The defaults
     /// here and below are what the fidelity tests' calibration measured with Go 1.27 on a
-    /// quiet 2-vCPU VM (median latency 0.5 ms; the same VM under other load: 2 to 7 ms) on
+    /// quiet 2-vCPU VM (median latency 0.35 ms; the same VM under other load: 6 to 7 ms) on
     /// workloads the comparison itself does not use (replayer/FIDELITY.md). Measure your own
-    /// machine the same way when its marks matter.
+    /// machine the same way when its marks matter (`calibrate_this_machine` prints the keys).
     pub mark_latency_ns: u64,
     /// Timed mark: when not empty, each cycle's latency is one of these (measured) values,
     /// drawn in a fixed pseudo-random order (deterministic), instead of `mark_latency_ns`. On a
@@ -141,11 +141,11 @@ impl Default for Config {
             idle_mark_utilization: 0.5,
             mark_object_cost_bytes: 64,
             mark_fixed_bytes: 0,
-            mark_latency_ns: 500_000,
+            mark_latency_ns: 350_000,
             mark_latencies_ns: Vec::new(),
-            mark_ns_per_object: 15.0,
-            mark_ns_per_scan_byte: 1.5,
-            mark_ns_per_root_byte: 0.17,
+            mark_ns_per_object: 8.5,
+            mark_ns_per_scan_byte: 0.8,
+            mark_ns_per_root_byte: 0.2,
             touch_memory: true,
         }
     }

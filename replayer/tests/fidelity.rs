@@ -108,19 +108,25 @@ fn oracle(experiment: &'static str) -> Option<PathBuf> {
 fn run_oracle(bin: &Path, csv: &Path, gogc: Option<i32>, sample: u32, pace: bool) -> Value {
     let procs = if gogc.is_some() { "2" } else { "1" };
     let gogc = gogc.map(|g| g.to_string()).unwrap_or_else(|| "off".into());
-    let o = Command::new(bin)
-        .args(["-gogc", &gogc, "-sample", &sample.to_string()])
-        .args(pace.then_some("-pace"))
-        .arg(csv)
-        .env("GOMAXPROCS", procs)
-        .output()
-        .expect("run oracle");
+    let o = exec_oracle(
+        Command::new(bin)
+            .args(["-gogc", &gogc, "-sample", &sample.to_string()])
+            .args(pace.then_some("-pace"))
+            .arg(csv)
+            .env("GOMAXPROCS", procs),
+    );
+    serde_json::from_slice(&o.stdout).expect("oracle JSON")
+}
+
+/// Runs an oracle command to its end; it must succeed.
+fn exec_oracle(cmd: &mut Command) -> std::process::Output {
+    let o = cmd.output().expect("run oracle");
     assert!(
         o.status.success(),
         "oracle failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    serde_json::from_slice(&o.stdout).expect("oracle JSON")
+    o
 }
 
 fn delta(o: &Value, key: &str) -> i64 {
@@ -457,17 +463,12 @@ fn gctrace_cycles(
 ) -> (Vec<(f64, f64)>, u64) {
     let path = dir.join(format!("{name}.csv"));
     std::fs::write(&path, csv).unwrap();
-    let o = Command::new(bin)
-        .args(["-gogc", "100", "-pace"])
-        .arg(&path)
-        .env("GOMAXPROCS", procs.to_string())
-        .env("GODEBUG", "gctrace=1")
-        .output()
-        .expect("run oracle");
-    assert!(
-        o.status.success(),
-        "oracle failed: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = exec_oracle(
+        Command::new(bin)
+            .args(["-gogc", "100", "-pace"])
+            .arg(&path)
+            .env("GOMAXPROCS", procs.to_string())
+            .env("GODEBUG", "gctrace=1"),
     );
     let out: Value = serde_json::from_slice(&o.stdout).expect("oracle JSON");
     let roots = out["before"]["globals_scan_bytes"].as_u64().unwrap()

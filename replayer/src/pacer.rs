@@ -67,7 +67,7 @@ pub struct Pacer {
     cons_mark_history: [f64; 4],
     /// Live heap after the last mark (`heapMarked`).
     pub heap_marked_bytes: u64,
-    /// Scan work of the last mark (`lastHeapScan`, with the per-object cost).
+    /// Scan work of the last mark (`lastHeapScan`; the untimed mark adds its per-object cost).
     pub last_heap_scan_bytes: u64,
     /// heapLive when the last cycle started (`triggered`), `u64::MAX` before the first.
     triggered_bytes: u64,

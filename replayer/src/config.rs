@@ -26,6 +26,7 @@
 //! mark_ns_per_object = 8.5
 //! mark_ns_per_scan_byte = 0.8
 //! mark_ns_per_root_byte = 0.2
+//! mark_assist_share = 0.3
 //! touch_memory = true
 //! ```
 
@@ -115,6 +116,9 @@ pub struct Config {
     pub mark_ns_per_scan_byte: f64,
     /// Timed mark: CPU per byte of stacks and globals scanned.
     pub mark_ns_per_root_byte: f64,
+    /// Timed mark: the share of marking CPU that allocating goroutines do as assists. Go counts
+    /// it in the utilization it measures cons/mark with (pacer.rs `observe_mark`).
+    pub mark_assist_share: f64,
     /// Really write object memory (false: addresses only).
     pub touch_memory: bool,
 }
@@ -146,6 +150,7 @@ impl Default for Config {
             mark_ns_per_object: 8.5,
             mark_ns_per_scan_byte: 0.8,
             mark_ns_per_root_byte: 0.2,
+            mark_assist_share: 0.3,
             touch_memory: true,
         }
     }
@@ -246,6 +251,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.idle_mark_utilization) {
             return bad("idle_mark_utilization must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.mark_assist_share) {
+            return bad("mark_assist_share must be between 0 and 1".into());
         }
         for (name, v) in [
             ("mark_ns_per_object", self.mark_ns_per_object),

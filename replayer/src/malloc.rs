@@ -117,6 +117,7 @@ impl Heap {
         pacer.mark_ns_per_object = cfg.mark_ns_per_object;
         pacer.mark_ns_per_scan_byte = cfg.mark_ns_per_scan_byte;
         pacer.mark_ns_per_root_byte = cfg.mark_ns_per_root_byte;
+        pacer.mark_assist_share = cfg.mark_assist_share;
         pacer.procs = cfg.procs;
         pacer.commit(true, 0);
         let mut h = Heap {

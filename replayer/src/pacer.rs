@@ -61,6 +61,8 @@ pub struct Pacer {
     pub mark_ns_per_object: f64,
     pub mark_ns_per_scan_byte: f64,
     pub mark_ns_per_root_byte: f64,
+    /// Share of the marking CPU done by assists (config.rs).
+    pub mark_assist_share: f64,
     /// GOMAXPROCS (the Ps the mark workers' share is taken from).
     pub procs: usize,
     /// The last four measured cons/mark values (`lastConsMark`).
@@ -99,6 +101,7 @@ impl Pacer {
             mark_ns_per_object: 0.0,
             mark_ns_per_scan_byte: 0.0,
             mark_ns_per_root_byte: 0.0,
+            mark_assist_share: 0.0,
             procs: 1,
             cons_mark_history: [0.0; 4],
             heap_marked_bytes: 0,
@@ -262,8 +265,9 @@ impl Pacer {
 
     /// Timed mark, at its end (`endCycle`): measures cons/mark from a mark that lasted
     /// `wall_ns`, used `cpu_ns` of marking work, did `scan_work_bytes` of scan work (heap scan,
-    /// stacks, globals) while the program allocated `allocated_bytes`. The idle Ps' part of the
-    /// work counts as Go's idle utilization; assists are not modelled (utilization 0.25).
+    /// stacks, globals) while the program allocated `allocated_bytes`. As in Go, assists
+    /// (`mark_assist_share` of the work) add to the utilization, and the idle Ps' part of the
+    /// rest is the idle utilization.
     pub fn observe_mark(
         &mut self,
         allocated_bytes: u64,
@@ -272,10 +276,14 @@ impl Pacer {
         scan_work_bytes: u64,
     ) {
         let workers = self.mark_workers().max(1e-9);
-        let idle_cpu_ns = cpu_ns * (self.idle_mark_utilization * self.procs as f64) / workers;
-        let idle_utilization = idle_cpu_ns / (self.procs as f64 * wall_ns.max(1) as f64);
-        let current = allocated_bytes as f64 * (GC_GOAL_UTILIZATION + idle_utilization)
-            / (scan_work_bytes.max(1) as f64 * (1.0 - GC_GOAL_UTILIZATION));
+        let capacity_ns = self.procs as f64 * wall_ns.max(1) as f64;
+        let assist_ns = cpu_ns * self.mark_assist_share;
+        let idle_ns =
+            (cpu_ns - assist_ns) * (self.idle_mark_utilization * self.procs as f64) / workers;
+        let utilization = (GC_GOAL_UTILIZATION + assist_ns / capacity_ns).min(0.95);
+        let idle_utilization = idle_ns / capacity_ns;
+        let current = allocated_bytes as f64 * (utilization + idle_utilization)
+            / (scan_work_bytes.max(1) as f64 * (1.0 - utilization));
         self.cons_mark = self
             .cons_mark_history
             .iter()

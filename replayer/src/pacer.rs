@@ -390,4 +390,17 @@ mod tests {
         assert_eq!(goal, 4 << 20);
         assert!(trigger < goal);
     }
+
+    #[test]
+    fn assists_raise_the_measured_cons_mark_as_in_go() {
+        // 1 ms of marking CPU in a 1 ms mark on 2 Ps; half of it assists: utilization
+        // 0.25 + 0.5 / 2 = 0.5, so cons/mark = allocated * 0.5 / (scan * 0.5).
+        let mut p = Pacer::new(100, None, 0, 1 << 20);
+        p.timed = true;
+        p.procs = 2;
+        p.idle_mark_utilization = 0.0;
+        p.mark_assist_share = 0.5;
+        p.observe_mark(1 << 20, 1_000_000, 1_000_000.0, 1 << 20);
+        assert!((p.cons_mark - 1.0).abs() < 1e-9, "{}", p.cons_mark);
+    }
 }

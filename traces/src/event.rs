@@ -250,4 +250,8 @@ pub struct Header {
     pub page_size: u32,
     #[serde(default)]
     pub hostname: String,
+    /// Set in the trace of a fork child: the pid of the parent whose heap the child inherited.
+    /// Frees of blocks allocated before the fork are frees of inherited blocks, not unknown ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<u32>,
 }

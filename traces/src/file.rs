@@ -1,15 +1,18 @@
 //! The file header and trailer (layout in FORMAT.md).
 
+use crate::end::EndStatus;
 use crate::event::Header;
+use crate::reader::ChunkInfo;
 use crate::TraceError;
 
 /// First 8 bytes of every `.atrace` file.
 pub const FILE_MAGIC: [u8; 8] = *b"\x89ATRACE\n";
 /// Last 8 bytes of a file that was finished cleanly (after the index offset).
 pub const TRAILER_MAGIC: [u8; 8] = *b"ATRINDEX";
-/// Format version this code writes.
-pub const FORMAT_VERSION: u16 = 1;
-/// Oldest reader version that can read what this code writes.
+/// Format version this code writes (2: the index payload ends with the end status).
+pub const FORMAT_VERSION: u16 = 2;
+/// Oldest reader version that can read what this code writes. Version 1 readers read a version 2
+/// file whole: its longer index payload fails their check, and they find the chunks by a scan.
 pub const MIN_READER_VERSION: u16 = 1;
 /// Fixed part of the file header.
 pub const FILE_HEADER_LEN: usize = 16;
@@ -36,8 +39,8 @@ pub fn encode_header(header: &Header) -> Vec<u8> {
     out
 }
 
-/// Parses the fixed header. Returns the metadata length.
-pub fn parse_fixed(b: &[u8; FILE_HEADER_LEN]) -> Result<u32, TraceError> {
+/// Parses the fixed header. Returns the format version that wrote the file and the metadata length.
+pub fn parse_fixed(b: &[u8; FILE_HEADER_LEN]) -> Result<(u16, u32), TraceError> {
     if b[0..8] != FILE_MAGIC {
         return Err(TraceError::NotATrace);
     }
@@ -57,7 +60,7 @@ pub fn parse_fixed(b: &[u8; FILE_HEADER_LEN]) -> Result<u32, TraceError> {
             what: format!("metadata length {len} exceeds the {MAX_METADATA}-byte limit"),
         });
     }
-    Ok(len)
+    Ok((version, len))
 }
 
 /// Checks the metadata checksum and parses it. `all` is the fixed header, metadata and checksum.
@@ -73,4 +76,55 @@ pub fn parse_metadata(all: &[u8]) -> Result<Header, TraceError> {
         offset: FILE_HEADER_LEN as u64,
         what: format!("metadata is not valid: {e}"),
     })
+}
+
+/// The index chunk's payload: one [`INDEX_ENTRY_LEN`]-byte entry per event chunk, then (version 2)
+/// the end status as JSON.
+pub fn encode_index(chunks: &[ChunkInfo], end: &EndStatus) -> Vec<u8> {
+    let json = serde_json::to_vec(end).expect("end status serialises");
+    let mut raw = Vec::with_capacity(chunks.len() * INDEX_ENTRY_LEN + json.len());
+    for c in chunks {
+        raw.extend_from_slice(&c.offset.to_le_bytes());
+        raw.extend_from_slice(&c.compressed_len.to_le_bytes());
+        raw.extend_from_slice(&c.count.to_le_bytes());
+        raw.extend_from_slice(&c.first_seq.to_le_bytes());
+        raw.extend_from_slice(&c.last_seq.to_le_bytes());
+    }
+    raw.extend_from_slice(&json);
+    raw
+}
+
+/// Splits an index payload of `count` entries written by format `version`. A version 1 index has
+/// no end status: its file was finished cleanly, which `Complete` stands for. Err says what is
+/// wrong.
+pub fn decode_index(
+    raw: &[u8],
+    count: u32,
+    version: u16,
+) -> Result<(Vec<ChunkInfo>, EndStatus), &'static str> {
+    let entries_len = count as usize * INDEX_ENTRY_LEN;
+    if raw.len() < entries_len || (version < 2 && raw.len() != entries_len) {
+        return Err("index payload length does not match its entry count");
+    }
+    let (entries, tail) = raw.split_at(entries_len);
+    let end = if version < 2 {
+        EndStatus::complete()
+    } else {
+        serde_json::from_slice(tail).map_err(|_| "the end status after the index is not valid")?
+    };
+    let chunks = entries
+        .chunks_exact(INDEX_ENTRY_LEN)
+        .map(|e| {
+            let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap());
+            let u32_at = |i: usize| u32::from_le_bytes(e[i..i + 4].try_into().unwrap());
+            ChunkInfo {
+                offset: u64_at(0),
+                compressed_len: u32_at(8),
+                count: u32_at(12),
+                first_seq: u64_at(16),
+                last_seq: u64_at(24),
+            }
+        })
+        .collect();
+    Ok((chunks, end))
 }

@@ -9,6 +9,7 @@
 
 pub mod chunk;
 pub mod csv;
+pub mod end;
 pub mod event;
 mod file;
 pub mod reader;
@@ -16,10 +17,11 @@ pub mod stats;
 pub mod varint;
 pub mod writer;
 
+pub use end::{EndStatus, Ending};
 pub use event::{ClockSource, Event, Header, Op, PtrKind};
 pub use file::{FORMAT_VERSION, MIN_READER_VERSION};
 pub use reader::{ChunkInfo, Events, TraceReader};
-pub use writer::{TraceWriter, WriterOptions};
+pub use writer::{Rewind, TraceWriter, WriterOptions};
 
 /// What can go wrong reading or writing a trace. Messages are one line, without the file name
 /// (callers add it), and say what to do where there is something to do.

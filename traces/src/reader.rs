@@ -24,9 +24,10 @@ use rayon::prelude::*;
 use crate::chunk::{
     decode_events, decompress, ChunkFault, ChunkHeader, ChunkKind, CHUNK_HEADER_LEN, CHUNK_MAGIC,
 };
+use crate::end::EndStatus;
 use crate::event::{Event, Header};
 use crate::file::{
-    parse_fixed, parse_metadata, FILE_HEADER_LEN, INDEX_ENTRY_LEN, TRAILER_LEN, TRAILER_MAGIC,
+    decode_index, parse_fixed, parse_metadata, FILE_HEADER_LEN, TRAILER_LEN, TRAILER_MAGIC,
 };
 use crate::{Result, TraceError};
 
@@ -57,6 +58,12 @@ pub struct TraceReader {
     file_len: u64,
     chunks: Vec<ChunkInfo>,
     directory: Directory,
+    /// Format version that wrote the file.
+    version: u16,
+    /// Byte offset of the first chunk (after the header, metadata and its checksum).
+    data_start: u64,
+    /// How the recording ended, from the index of a finished file (None: no valid index).
+    end: Option<EndStatus>,
     /// Problems found while scanning (a truncated tail, a damaged chunk header); yielded by the
     /// event iterator after every good event.
     problems: Vec<TraceError>,
@@ -76,7 +83,7 @@ impl TraceReader {
             return Err(TraceError::NotATrace);
         }
         file.read_exact_at(&mut fixed, 0)?;
-        let meta_len = parse_fixed(&fixed)?;
+        let (version, meta_len) = parse_fixed(&fixed)?;
         let data_start = (FILE_HEADER_LEN + meta_len as usize + 4) as u64;
         if file_len < data_start {
             return Err(truncated(file_len, 0, "inside the metadata"));
@@ -91,10 +98,16 @@ impl TraceReader {
             file_len,
             chunks: Vec::new(),
             directory: Directory::Index,
+            version,
+            data_start,
+            end: None,
             problems: Vec::new(),
         };
         match reader.read_index(data_start) {
-            Some(chunks) => reader.chunks = chunks,
+            Some((chunks, end)) => {
+                reader.chunks = chunks;
+                reader.end = Some(end);
+            }
             None => {
                 reader.directory = Directory::Scanned;
                 reader.scan(data_start)?;
@@ -116,6 +129,22 @@ impl TraceReader {
         self.directory
     }
 
+    /// How the recording ended, from the end status of a finished file; None when the file has
+    /// no valid index (the recording was cut off, or the index is damaged).
+    pub fn end_status(&self) -> Option<&EndStatus> {
+        self.end.as_ref()
+    }
+
+    /// Format version that wrote the file.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Byte offset where the first chunk starts.
+    pub fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
     /// Size of the file in bytes.
     pub fn file_len(&self) -> u64 {
         self.file_len
@@ -131,8 +160,9 @@ impl TraceReader {
         &self.problems
     }
 
-    /// The index footer, if it is there and consistent; `None` sends the reader to a scan.
-    fn read_index(&self, data_start: u64) -> Option<Vec<ChunkInfo>> {
+    /// The index footer and end status, if they are there and consistent; `None` sends the reader
+    /// to a scan.
+    fn read_index(&self, data_start: u64) -> Option<(Vec<ChunkInfo>, EndStatus)> {
         let min_len = data_start + (CHUNK_HEADER_LEN + TRAILER_LEN) as u64;
         if self.file_len < min_len {
             return None;
@@ -152,31 +182,20 @@ impl TraceReader {
         if h.kind != ChunkKind::Index
             || index_at + (CHUNK_HEADER_LEN as u64) + h.compressed_len as u64 + TRAILER_LEN as u64
                 != self.file_len
-            || h.uncompressed_len as usize != h.count as usize * INDEX_ENTRY_LEN
         {
             return None;
         }
         let raw = decompress(&h, &payload).ok()?;
-        let mut chunks = Vec::with_capacity(h.count as usize);
+        let (chunks, end) = decode_index(&raw, h.count, self.version).ok()?;
         let mut next_min = data_start;
-        for e in raw.chunks_exact(INDEX_ENTRY_LEN) {
-            let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap());
-            let u32_at = |i: usize| u32::from_le_bytes(e[i..i + 4].try_into().unwrap());
-            let c = ChunkInfo {
-                offset: u64_at(0),
-                compressed_len: u32_at(8),
-                count: u32_at(12),
-                first_seq: u64_at(16),
-                last_seq: u64_at(24),
-            };
+        for c in &chunks {
             let end = c.offset + CHUNK_HEADER_LEN as u64 + c.compressed_len as u64;
             if c.offset < next_min || end > index_at || c.last_seq < c.first_seq {
                 return None;
             }
             next_min = end;
-            chunks.push(c);
         }
-        Some(chunks)
+        Some((chunks, end))
     }
 
     /// Walks chunk headers from `pos`, seeking over payloads.

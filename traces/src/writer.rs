@@ -2,17 +2,44 @@
 //!
 //! Each chunk goes to the sink in one `write_all`, so a process killed between writes leaves only
 //! whole chunks (and no index, which readers then rebuild by scanning).
+//!
+//! A trace is finished by its index chunk, which ends with the [`EndStatus`], and the trailer.
+//! Writers whose sink can go back ([`Rewind`]) can also *checkpoint*: write the index and trailer
+//! and keep going, the next chunk replacing them (the recorder does this at exit, when a few late
+//! frees may still follow), and [`TraceWriter::resume`] reopens a trace to append to it (what
+//! `allocscope record` does with the events a dead process left in its buffers).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::chunk::{ChunkEncoder, ChunkKind, MAX_CHUNK_EVENTS};
+use crate::chunk::{ChunkEncoder, ChunkKind, CHUNK_HEADER_LEN, MAX_CHUNK_EVENTS};
+use crate::end::EndStatus;
 use crate::event::{Event, Header};
-use crate::file::{encode_header, INDEX_ENTRY_LEN, TRAILER_MAGIC};
-use crate::reader::ChunkInfo;
+use crate::file::{encode_header, encode_index, parse_fixed, FILE_HEADER_LEN, TRAILER_MAGIC};
+use crate::reader::{ChunkInfo, TraceReader};
 use crate::{Result, TraceError};
+
+/// A sink that can cut itself at `len` bytes and continue writing there.
+pub trait Rewind: Write {
+    fn rewind_to(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl Rewind for File {
+    fn rewind_to(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)?;
+        self.seek(SeekFrom::Start(len))?;
+        Ok(())
+    }
+}
+
+impl Rewind for Vec<u8> {
+    fn rewind_to(&mut self, len: u64) -> std::io::Result<()> {
+        self.truncate(len as usize);
+        Ok(())
+    }
+}
 
 /// Tuning for a writer.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +69,19 @@ pub struct TraceWriter<W: Write> {
     buf: Vec<u8>,
     index: Vec<ChunkInfo>,
     events_written: u64,
+    /// After a checkpoint: where its index starts (the next chunk goes there) and how to cut the
+    /// sink back to it (set by [`TraceWriter::checkpoint`], which knows the sink can rewind).
+    checkpoint: Option<(u64, fn(&mut W, u64) -> std::io::Result<()>)>,
+}
+
+/// A trace reopened for appending: see [`TraceWriter::resume`].
+pub struct Resumed {
+    pub writer: TraceWriter<File>,
+    pub header: Header,
+    /// Events in the chunks kept.
+    pub events: u64,
+    /// Bytes cut from the end (a partial chunk, an old index and trailer).
+    pub cut_bytes: u64,
 }
 
 impl TraceWriter<File> {
@@ -78,6 +118,7 @@ impl<W: Write> TraceWriter<W> {
             buf: Vec::new(),
             index: Vec::new(),
             events_written: 0,
+            checkpoint: None,
         })
     }
 
@@ -122,6 +163,7 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn put_chunk(&mut self, events: &[Event]) -> Result<()> {
+        self.undo_checkpoint()?;
         self.sink.write_all(&self.buf)?;
         self.index.push(ChunkInfo {
             offset: self.pos,
@@ -152,19 +194,19 @@ impl<W: Write> TraceWriter<W> {
         self.pos
     }
 
-    /// Writes pending events, the index footer and the trailer; returns the sink.
-    pub fn finish(mut self) -> Result<W> {
-        self.write_pending()?;
-        let mut raw = Vec::with_capacity(self.index.len() * INDEX_ENTRY_LEN);
-        for c in &self.index {
-            raw.extend_from_slice(&c.offset.to_le_bytes());
-            raw.extend_from_slice(&c.compressed_len.to_le_bytes());
-            raw.extend_from_slice(&c.count.to_le_bytes());
-            raw.extend_from_slice(&c.first_seq.to_le_bytes());
-            raw.extend_from_slice(&c.last_seq.to_le_bytes());
+    /// Cuts the index and trailer of the last checkpoint: what comes next replaces them.
+    fn undo_checkpoint(&mut self) -> Result<()> {
+        if let Some((at, rewind)) = self.checkpoint.take() {
+            rewind(&mut self.sink, at)?;
         }
-        // An index larger than one chunk's payload limit (about 2 million chunks) is left out:
-        // readers then scan, which is slower but complete.
+        Ok(())
+    }
+
+    /// Writes the index (with `end`) and the trailer at the current position. An index larger
+    /// than one chunk's payload limit (about 2 million chunks) is left out: readers then scan,
+    /// which is slower but complete.
+    fn put_index(&mut self, end: &EndStatus) -> Result<()> {
+        let raw = encode_index(&self.index, end);
         self.buf.clear();
         let fits = self
             .encoder
@@ -182,7 +224,82 @@ impl<W: Write> TraceWriter<W> {
             self.buf.extend_from_slice(&TRAILER_MAGIC);
             self.sink.write_all(&self.buf)?;
         }
+        Ok(())
+    }
+
+    /// Writes pending events, the index footer and the trailer of a trace written whole by a tool;
+    /// returns the sink.
+    pub fn finish(self) -> Result<W> {
+        self.finish_with(&EndStatus::complete())
+    }
+
+    /// Writes pending events, the index footer with `end` and the trailer; returns the sink.
+    pub fn finish_with(mut self, end: &EndStatus) -> Result<W> {
+        self.write_pending()?;
+        self.undo_checkpoint()?;
+        self.put_index(end)?;
         self.sink.flush()?;
         Ok(self.sink)
+    }
+}
+
+impl<W: Rewind> TraceWriter<W> {
+    /// Finishes the trace as it stands (pending events, index with `end`, trailer) but stays open:
+    /// the next chunk, checkpoint or finish replaces that index and trailer. A process killed in
+    /// between leaves whole chunks and no index, which readers find by a scan.
+    pub fn checkpoint(&mut self, end: &EndStatus) -> Result<()> {
+        self.write_pending()?;
+        self.undo_checkpoint()?;
+        self.put_index(end)?;
+        self.sink.flush()?;
+        self.checkpoint = Some((self.pos, W::rewind_to));
+        Ok(())
+    }
+}
+
+impl TraceWriter<File> {
+    /// Reopens the trace at `path` for appending: keeps every chunk a reader finds (by its index,
+    /// or by a scan of a cut file), cuts what follows the last of them (a partial chunk, an old
+    /// index and trailer) and continues there. Never follows a symlink.
+    pub fn resume(path: &Path, options: WriterOptions) -> Result<Resumed> {
+        let reader = TraceReader::open(path)?;
+        let header = reader.header().clone();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        let mut fixed = [0u8; FILE_HEADER_LEN];
+        file.read_exact_at(&mut fixed, 0)?;
+        parse_fixed(&fixed)?;
+        let mut index: Vec<ChunkInfo> = reader.chunks().to_vec();
+        index.sort_by_key(|c| c.offset);
+        let keep = index.last().map_or(reader.data_start(), |c| {
+            c.offset + CHUNK_HEADER_LEN as u64 + c.compressed_len as u64
+        });
+        let len = file.metadata()?.len();
+        file.rewind_to(keep)?;
+        let chunk_events = options.chunk_events.clamp(1, MAX_CHUNK_EVENTS as usize);
+        let events = index.iter().map(|c| c.count as u64).sum();
+        let writer = TraceWriter {
+            sink: file,
+            pos: keep,
+            options: WriterOptions {
+                chunk_events,
+                ..options
+            },
+            pending: Vec::with_capacity(chunk_events),
+            encoder: ChunkEncoder::default(),
+            buf: Vec::new(),
+            index,
+            events_written: events,
+            checkpoint: None,
+        };
+        Ok(Resumed {
+            writer,
+            header,
+            events,
+            cut_bytes: len - keep,
+        })
     }
 }

@@ -394,3 +394,58 @@ fn iterating_inside_a_one_thread_rayon_pool_does_not_deadlock() {
     });
     assert_eq!(counts, [30_000; 4]);
 }
+
+/// A checkpoint finishes the file as it stands; the next chunk replaces that index, and a writer
+/// that stops then leaves a cut file, which `resume` reopens and finishes.
+#[test]
+fn checkpoints_and_resume_keep_every_chunk_and_the_last_end_status() {
+    use traces::reader::Directory;
+    use traces::{EndStatus, Ending};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.atrace");
+    let events = workload(60, 1);
+    let mut w = TraceWriter::create(&path, &header()).unwrap();
+    w.write_chunk(&events[0..10], 10).unwrap();
+    w.write_chunk(&events[10..20], 20).unwrap();
+    w.checkpoint(&EndStatus::new(Ending::Exited)).unwrap();
+    let r = TraceReader::open(&path).unwrap();
+    assert_eq!(r.directory(), Directory::Index);
+    assert_eq!(r.end_status().map(|e| e.how), Some(Ending::Exited));
+    assert_eq!(r.event_count(), 20);
+
+    // A late chunk replaces the index; a second checkpoint lists all three chunks.
+    w.write_chunk(&events[20..30], 30).unwrap();
+    w.checkpoint(&EndStatus::new(Ending::Exited)).unwrap();
+    let r = TraceReader::open(&path).unwrap();
+    assert_eq!((r.directory(), r.chunks().len()), (Directory::Index, 3));
+
+    // Another chunk, then the writer is gone: whole chunks, no index.
+    w.write_chunk(&events[30..40], 40).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let r = TraceReader::open(&path).unwrap();
+    assert_eq!((r.directory(), r.end_status()), (Directory::Scanned, None));
+    assert_eq!(r.event_count(), 40);
+
+    // Half a chunk at the end (a write cut short) is dropped by resume.
+    let full = std::fs::read(&path).unwrap();
+    let mut partial = full.clone();
+    partial.extend_from_slice(&full[full.len() - 30..]);
+    std::fs::write(&path, &partial).unwrap();
+    let resumed = TraceWriter::resume(&path, WriterOptions::default()).unwrap();
+    assert_eq!((resumed.events, resumed.cut_bytes), (40, 30));
+    let mut w = resumed.writer;
+    w.write_chunk(&events[40..60], 60).unwrap();
+    let killed = EndStatus {
+        how: Ending::Killed,
+        signal: Some(9),
+        recovered_events: 20,
+        ..EndStatus::default()
+    };
+    w.finish_with(&killed).unwrap();
+    let r = TraceReader::open(&path).unwrap();
+    assert_eq!(r.directory(), Directory::Index);
+    assert_eq!(r.end_status(), Some(&killed));
+    let read: Vec<Event> = r.events().map(Result::unwrap).collect();
+    assert!(read == events, "every event back, in order");
+}

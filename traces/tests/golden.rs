@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use traces::{Event, Header, Op, PtrKind, TraceReader, TraceWriter, WriterOptions};
+use traces::{
+    EndStatus, Ending, Event, Header, Op, PtrKind, TraceReader, TraceWriter, WriterOptions,
+};
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
@@ -30,6 +32,8 @@ fn csv_events() -> Vec<Event> {
 fn v1_golden_sample_still_reads() {
     let r = TraceReader::open(&samples().join("v1-golden.atrace")).unwrap();
     assert_eq!(r.header().format_version, 1);
+    // A version 1 index has no end status: the file was finished, which `Complete` stands for.
+    assert_eq!(r.end_status(), Some(&EndStatus::complete()));
     assert_eq!(r.header().recorder, "allocscope golden sample v1");
     assert_eq!(r.header().command, ["golden", "--threads", "3"]);
     assert_eq!(
@@ -86,13 +90,14 @@ fn v1_golden_sample_still_reads() {
 fn write_golden_sample() {
     let events = csv_events();
     let header = Header {
-        recorder: "allocscope golden sample v1".into(),
+        recorder: format!("allocscope golden sample v{}", traces::FORMAT_VERSION),
         command: vec!["golden".into(), "--threads".into(), "3".into()],
         pid: 4242,
         ppid: 1,
         start_unix_ns: 1_790_000_000_000_000_000,
         page_size: 4096,
         hostname: "golden".into(),
+        forked_from: Some(4000),
         ..Header::default()
     };
     let path = samples().join(format!("v{}-golden.atrace", traces::FORMAT_VERSION));
@@ -116,5 +121,30 @@ fn write_golden_sample() {
     for b in bufs.iter().filter(|b| !b.is_empty()) {
         w.write_chunk(b, 0).unwrap();
     }
-    w.finish().unwrap();
+    w.finish_with(&golden_end()).unwrap();
+}
+
+/// The end status the version 2 sample was finished with.
+fn golden_end() -> EndStatus {
+    EndStatus {
+        how: Ending::Killed,
+        signal: Some(9),
+        recovered_events: 3,
+        ..EndStatus::default()
+    }
+}
+
+#[test]
+fn v2_golden_sample_still_reads() {
+    let r = TraceReader::open(&samples().join("v2-golden.atrace")).unwrap();
+    assert_eq!(r.header().format_version, 2);
+    assert_eq!(r.header().recorder, "allocscope golden sample v2");
+    assert_eq!(r.header().forked_from, Some(4000));
+    assert_eq!(r.end_status(), Some(&golden_end()));
+    assert_eq!(r.chunks().len(), 12);
+    let events: Vec<Event> = r.events().map(Result::unwrap).collect();
+    assert!(
+        events == csv_events(),
+        "golden events differ from v1-golden.csv"
+    );
 }

@@ -115,6 +115,7 @@ fn header() -> Header {
         // SAFETY: sysconf has no preconditions.
         page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32,
         hostname,
+        forked_from: None,
     }
 }
 

@@ -71,8 +71,11 @@ pub struct TraceWriter<W: Write> {
     events_written: u64,
     /// After a checkpoint: where its index starts (the next chunk goes there) and how to cut the
     /// sink back to it (set by [`TraceWriter::checkpoint`], which knows the sink can rewind).
-    checkpoint: Option<(u64, fn(&mut W, u64) -> std::io::Result<()>)>,
+    checkpoint: Option<(u64, RewindFn<W>)>,
 }
+
+/// How a writer cuts its sink back to a checkpoint's index.
+type RewindFn<W> = fn(&mut W, u64) -> std::io::Result<()>;
 
 /// A trace reopened for appending: see [`TraceWriter::resume`].
 pub struct Resumed {

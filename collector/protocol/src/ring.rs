@@ -1,0 +1,275 @@
+//! Record rings: what a hook appends, and the layout of a ring file.
+//!
+//! Each recording thread of the shim owns a single-producer, single-consumer ring of fixed-size
+//! [`Record`]s. With a spool directory ([`crate::env::SPOOL`]) the ring lives in a file there, mapped
+//! shared, so that the records survive the process: after a process dies (SIGKILL included),
+//! `record` reads the pending records of its ring files and adds them to its trace. A ring file is
+//! a [`HEADER_LEN`]-byte header followed by `cap` records of [`RECORD_LEN`] bytes; slot `i` of the
+//! ring is record `i & (cap - 1)`.
+//!
+//! | offset | size | field | written by |
+//! |---|---|---|---|
+//! | 0 | 8 | magic [`MAGIC`] | creator |
+//! | 8 | 4 | pid of the process image | creator |
+//! | 12 | 4 | ring number within the image | creator |
+//! | 16 | 8 | image id (unique per process image) | creator |
+//! | 24 | 8 | cap: records, a power of two | creator |
+//! | 32 | 4 | generation (a ring that grew lives in a new file with the next one) | creator |
+//! | [`HEAD_AT`] | 8 | head: records appended so far | producer (Release) |
+//! | [`TAIL_AT`] | 8 | tail: records written to the trace file so far | writer (Release) |
+//!
+//! Invariants: `tail <= head <= tail + cap`; records in `[tail, head)` are complete (`head` is
+//! stored after the record) and not yet in the trace file; records below `tail` are in it. A
+//! process killed between writing a chunk and moving `tail` leaves records that are in both:
+//! recovery drops the seqs the trace already holds.
+
+/// First 8 bytes of a ring file.
+pub const MAGIC: [u8; 8] = *b"ASRING1\0";
+/// Bytes before the first record.
+pub const HEADER_LEN: usize = 4096;
+/// Bytes per record.
+pub const RECORD_LEN: usize = 64;
+/// Offset of `head` in the header (its own cache line with the producer's other fields).
+pub const HEAD_AT: usize = 64;
+/// Offset of `tail` in the header (its own cache line: the writer's).
+pub const TAIL_AT: usize = 128;
+/// Largest ring a reader accepts (records): 16 M records, 1 GiB.
+pub const MAX_CAP: u64 = 1 << 24;
+
+/// One allocator call as the hook saw it (64 bytes, one cache line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Record {
+    pub seq: u64,
+    /// Raw clock stamp before the real call.
+    pub start: u64,
+    /// Raw clock ticks spent in the real call (saturated).
+    pub ticks: u32,
+    /// For a realloc: `seq` minus the value of the sequence counter when the call began
+    /// (saturated), so that [`crate::order`] knows which other calls ran while it moved the block.
+    pub window: u32,
+    /// Address returned (0 for none or failure).
+    pub addr: u64,
+    /// Address passed in (free, realloc, reallocarray).
+    pub old_addr: u64,
+    /// Requested bytes (element bytes for calloc / reallocarray).
+    pub size: u64,
+    /// Element count (calloc, reallocarray) or alignment (aligned ops).
+    pub extra: u64,
+    /// Recorder's thread number.
+    pub thread: u32,
+    /// `traces::Op` code.
+    pub op: u8,
+    pub failed: u8,
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<Record>() == RECORD_LEN);
+
+impl Record {
+    /// Decodes a record from its in-memory bytes (little-endian x86-64 layout of the struct).
+    pub fn from_bytes(b: &[u8; RECORD_LEN]) -> Record {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        Record {
+            seq: u64_at(0),
+            start: u64_at(8),
+            ticks: u32_at(16),
+            window: u32_at(20),
+            addr: u64_at(24),
+            old_addr: u64_at(32),
+            size: u64_at(40),
+            extra: u64_at(48),
+            thread: u32_at(56),
+            op: b[60],
+            failed: b[61],
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// What a ring file says about itself and the records it still holds for the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingFile {
+    pub pid: u32,
+    pub ring_no: u32,
+    pub image: u64,
+    pub generation: u32,
+    pub head: u64,
+    pub tail: u64,
+    /// Records `[tail, head)`, oldest first.
+    pub pending: Vec<Record>,
+}
+
+/// Reads a ring file's bytes. Every field is a claim checked before use.
+pub fn read_ring_file(b: &[u8]) -> Result<RingFile, &'static str> {
+    if b.len() < HEADER_LEN || b[0..8] != MAGIC {
+        return Err("not a ring file");
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    let cap = u64_at(24);
+    if !cap.is_power_of_two() || cap > MAX_CAP {
+        return Err("ring capacity out of range");
+    }
+    if (b.len() as u64) < HEADER_LEN as u64 + cap * RECORD_LEN as u64 {
+        return Err("ring file shorter than its capacity");
+    }
+    let (head, tail) = (u64_at(HEAD_AT), u64_at(TAIL_AT));
+    if tail > head || head - tail > cap {
+        return Err("ring head and tail out of range");
+    }
+    let pending = (tail..head)
+        .map(|i| {
+            let at = HEADER_LEN + (i & (cap - 1)) as usize * RECORD_LEN;
+            Record::from_bytes(b[at..at + RECORD_LEN].try_into().unwrap())
+        })
+        .collect();
+    Ok(RingFile {
+        pid: u32_at(8),
+        ring_no: u32_at(12),
+        image: u64_at(16),
+        generation: u32_at(32),
+        head,
+        tail,
+        pending,
+    })
+}
+
+/// The header fields a creator writes, as bytes (the rest of the header page is zero).
+pub fn header_bytes(pid: u32, ring_no: u32, image: u64, cap: u64, generation: u32) -> [u8; 40] {
+    let mut h = [0u8; 40];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&pid.to_le_bytes());
+    h[12..16].copy_from_slice(&ring_no.to_le_bytes());
+    h[16..24].copy_from_slice(&image.to_le_bytes());
+    h[24..32].copy_from_slice(&cap.to_le_bytes());
+    h[32..36].copy_from_slice(&generation.to_le_bytes());
+    h
+}
+
+/// The file name of a ring: `<pid>-<image>-<ring>-<generation>.ring` (decimal).
+pub fn file_name(pid: u32, image: u64, ring_no: u32, generation: u32) -> String {
+    format!("{pid}-{image}-{ring_no}-{generation}.ring")
+}
+
+/// Writes [`file_name`] into `out` without allocating (for the shim's hooks); returns its length,
+/// or None when it does not fit.
+pub fn write_file_name(
+    out: &mut [u8],
+    pid: u32,
+    image: u64,
+    ring_no: u32,
+    generation: u32,
+) -> Option<usize> {
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| -> Option<()> {
+        out.get_mut(n..n + bytes.len())?.copy_from_slice(bytes);
+        n += bytes.len();
+        Some(())
+    };
+    let mut digits = [0u8; 20];
+    put(decimal(pid as u64, &mut digits))?;
+    put(b"-")?;
+    put(decimal(image, &mut digits))?;
+    put(b"-")?;
+    put(decimal(ring_no as u64, &mut digits))?;
+    put(b"-")?;
+    put(decimal(generation as u64, &mut digits))?;
+    put(b".ring")?;
+    Some(n)
+}
+
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The (pid, image) a ring file name belongs to.
+pub fn parse_file_name(name: &str) -> Option<(u32, u64)> {
+    let stem = name.strip_suffix(".ring")?;
+    let mut parts = stem.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let image = parts.next()?.parse().ok()?;
+    let _ring: u32 = parts.next()?.parse().ok()?;
+    let _gen: u32 = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((pid, image))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_bytes(cap: u64, head: u64, tail: u64, records: &[(u64, Record)]) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_LEN + cap as usize * RECORD_LEN];
+        b[..40].copy_from_slice(&header_bytes(7, 2, 99, cap, 1));
+        b[HEAD_AT..HEAD_AT + 8].copy_from_slice(&head.to_le_bytes());
+        b[TAIL_AT..TAIL_AT + 8].copy_from_slice(&tail.to_le_bytes());
+        for (i, r) in records {
+            let at = HEADER_LEN + (i & (cap - 1)) as usize * RECORD_LEN;
+            // The same layout the shim writes: the struct's bytes.
+            let mut raw = [0u8; RECORD_LEN];
+            raw[0..8].copy_from_slice(&r.seq.to_le_bytes());
+            raw[8..16].copy_from_slice(&r.start.to_le_bytes());
+            raw[16..20].copy_from_slice(&r.ticks.to_le_bytes());
+            raw[20..24].copy_from_slice(&r.window.to_le_bytes());
+            raw[24..32].copy_from_slice(&r.addr.to_le_bytes());
+            raw[32..40].copy_from_slice(&r.old_addr.to_le_bytes());
+            raw[40..48].copy_from_slice(&r.size.to_le_bytes());
+            raw[48..56].copy_from_slice(&r.extra.to_le_bytes());
+            raw[56..60].copy_from_slice(&r.thread.to_le_bytes());
+            raw[60] = r.op;
+            raw[61] = r.failed;
+            b[at..at + RECORD_LEN].copy_from_slice(&raw);
+        }
+        b
+    }
+
+    #[test]
+    fn pending_records_are_read_across_the_wrap() {
+        let rec = |seq| Record {
+            seq,
+            addr: 0x1000 + seq,
+            size: seq * 2,
+            thread: 3,
+            window: 1,
+            ..Record::default()
+        };
+        // cap 4, tail 6, head 9: slots 2, 3, 0.
+        let b = ring_bytes(4, 9, 6, &[(6, rec(60)), (7, rec(70)), (8, rec(80))]);
+        let f = read_ring_file(&b).unwrap();
+        assert_eq!((f.pid, f.ring_no, f.image, f.generation), (7, 2, 99, 1));
+        assert_eq!(f.pending, vec![rec(60), rec(70), rec(80)]);
+    }
+
+    #[test]
+    fn lying_headers_are_refused() {
+        let mut b = ring_bytes(4, 9, 6, &[]);
+        assert!(read_ring_file(&b[..100]).is_err());
+        b[HEAD_AT..HEAD_AT + 8].copy_from_slice(&20u64.to_le_bytes());
+        assert_eq!(read_ring_file(&b), Err("ring head and tail out of range"));
+        let b = ring_bytes(4, 9, 6, &[]);
+        let mut big = b.clone();
+        big[24..32].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert_eq!(read_ring_file(&big), Err("ring capacity out of range"));
+        assert!(read_ring_file(&b[..HEADER_LEN + 10]).is_err());
+    }
+
+    #[test]
+    fn file_names_written_without_allocating_match_and_parse() {
+        let mut buf = [0u8; 64];
+        let n = write_file_name(&mut buf, 4242, u64::MAX, 3, 0).unwrap();
+        let name = std::str::from_utf8(&buf[..n]).unwrap();
+        assert_eq!(name, file_name(4242, u64::MAX, 3, 0));
+        assert_eq!(parse_file_name(name), Some((4242, u64::MAX)));
+        assert_eq!(write_file_name(&mut buf[..10], 4242, 1, 1, 1), None);
+        assert_eq!(parse_file_name("1-2-3.ring"), None);
+    }
+}

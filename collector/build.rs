@@ -19,6 +19,10 @@ fn main() {
         shim_dir.join("build.rs"),
         traces_dir.join("src"),
         traces_dir.join("Cargo.toml"),
+        manifest_dir.join("protocol/src"),
+        manifest_dir.join("protocol/Cargo.toml"),
+        manifest_dir.join("clock/src"),
+        manifest_dir.join("clock/Cargo.toml"),
     ] {
         println!("cargo:rerun-if-changed={}", p.display());
     }

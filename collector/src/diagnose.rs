@@ -95,6 +95,28 @@ pub fn few_events_message(pid: u32, lifetime_ns: u64) -> String {
     )
 }
 
+/// True when the executable at `path` was built by the Go toolchain (it carries Go's build-info
+/// block, whose header starts with `\xff Go buildinf:`). Such a program allocates its heap with the
+/// Go runtime, not malloc, even when it is dynamically linked (cgo).
+pub fn is_go_program(path: &Path) -> bool {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    std::fs::read(path)
+        .map(|b| b.windows(MAGIC.len()).any(|w| w == MAGIC))
+        .unwrap_or(false)
+}
+
+/// The plain message for a process that runs a Go program: the recorder sees only its C (cgo)
+/// allocations; the runtime's own trace holds its heap.
+pub fn go_program_message(pid: u32, program: &str, events: u64) -> String {
+    format!(
+        "pid {pid} runs a Go program ('{program}'): Go allocates its heap in its own runtime, not \
+         with malloc, so the {events} events recorded are only its C (cgo) calls. To see its heap, \
+         take the runtime's own trace with GODEBUG=traceallocfree=1 (for a test binary: \
+         `GODEBUG=traceallocfree=1 go test -trace trace.out`; in a program: runtime/trace.Start; \
+         for a service: /debug/pprof/trace) and import it with `allocscope import trace.out`"
+    )
+}
+
 /// The plain message for a process that exec'd a program which did not load the recorder.
 pub fn exec_untraced_message(pid: u32, program: &str) -> String {
     let why = match resolve(program.as_ref()).map(|p| classify(&p)) {
@@ -131,5 +153,17 @@ mod tests {
         assert_eq!(classify(&setid), Kind::SetId);
         assert!(no_trace_message(setid.as_os_str()).contains("setuid"));
         assert_eq!(classify(&dir.path().join("missing")), Kind::Unknown);
+    }
+
+    #[test]
+    fn recognises_go_build_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let go = dir.path().join("go");
+        let mut bytes = b"\x7fELF junk".to_vec();
+        bytes.extend_from_slice(b"\xff Go buildinf:\x08\x02 more");
+        std::fs::write(&go, &bytes).unwrap();
+        assert!(is_go_program(&go));
+        assert!(!is_go_program(&resolve("sh".as_ref()).unwrap()));
+        assert!(go_program_message(7, "srv", 14).contains("GODEBUG=traceallocfree=1"));
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`shim`]: the embedded `.so` and its installation in a private cache directory.
 //! - [`launch`]: the recording session (environment, control page, waiting, signals, exit code).
+//! - [`recover`]: finishing the traces of processes that died, from their shared ring files.
 //! - [`summary`]: reading back each trace and checking it (counts, threads, sequence gaps).
 //! - [`diagnose`]: why a command left no trace (static binary, setuid, ...).
 //!
@@ -11,6 +12,7 @@
 
 pub mod diagnose;
 pub mod launch;
+pub mod recover;
 pub mod shim;
 mod signals;
 pub mod summary;

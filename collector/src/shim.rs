@@ -41,7 +41,7 @@ impl Hasher for Fnv {
     }
 }
 
-fn uid() -> u32 {
+pub(crate) fn uid() -> u32 {
     fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)

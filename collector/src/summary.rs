@@ -34,6 +34,8 @@ pub struct ProcessSummary {
     pub waits: u64,
     /// A problem met reading (for example a tail cut off by SIGKILL), after every good event.
     pub problem: Option<String>,
+    /// How the recording ended (None: the trace has no end record: it was cut).
+    pub ended: Option<traces::EndStatus>,
 }
 
 impl ProcessSummary {
@@ -118,6 +120,7 @@ fn base(reader: &TraceReader, path: &Path) -> ProcessSummary {
         pid: h.pid,
         command: h.command.clone(),
         bytes: reader.file_len(),
+        ended: reader.end_status().cloned(),
         ..ProcessSummary::default()
     }
 }

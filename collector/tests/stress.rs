@@ -136,8 +136,10 @@ fn latency_is_measured_unless_turned_off() {
         |_| {},
     );
     let evs = common::events(&with.processes[0].path);
+    // The clock's own cost is subtracted (cycle_clock), so the fastest calls (a tcache hit, a few
+    // ns) read 0; slower ones do not.
     assert!(
-        evs.iter().filter(|e| e.latency_ns > 0).count() > evs.len() / 2,
+        evs.iter().filter(|e| e.latency_ns > 0).count() > evs.len() / 10,
         "latencies measured"
     );
     assert!(

@@ -22,55 +22,6 @@ pub const RING_MAX: &str = "ALLOCSCOPE_RING_MAX";
 /// Directory for the shared ring files (see [`crate::ring`]); without it rings are private memory
 /// and a killed process loses what its writer had not written.
 pub const SPOOL: &str = "ALLOCSCOPE_SPOOL";
-/// The clock calibration `record` measured once, so that no traced process has to: `tsc <ns per
-/// tick>` (a float) or `monotonic`. See [`parse_clock`].
+/// The clock calibration `record` measured once, so that no traced process has to: the form of
+/// `cycle_clock::Calibration::encode`.
 pub const CLOCK: &str = "ALLOCSCOPE_CLOCK";
-
-/// The clock every process of a session uses.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ClockSetting {
-    /// Read the TSC; this many ns per tick.
-    Tsc { ns_per_tick: f64 },
-    /// Read CLOCK_MONOTONIC.
-    Monotonic,
-}
-
-/// The value of [`CLOCK`] for a setting.
-pub fn format_clock(c: ClockSetting) -> String {
-    match c {
-        ClockSetting::Tsc { ns_per_tick } => format!("tsc {ns_per_tick:e}"),
-        ClockSetting::Monotonic => "monotonic".to_string(),
-    }
-}
-
-/// Parses a value of [`CLOCK`]; None for anything else (the shim then calibrates itself).
-pub fn parse_clock(v: &str) -> Option<ClockSetting> {
-    if v == "monotonic" {
-        return Some(ClockSetting::Monotonic);
-    }
-    let r: f64 = v.strip_prefix("tsc ")?.parse().ok()?;
-    // A TSC runs between 100 MHz and 10 GHz.
-    (0.1..=10.0)
-        .contains(&r)
-        .then_some(ClockSetting::Tsc { ns_per_tick: r })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_settings_round_trip_and_absurd_ratios_are_refused() {
-        for c in [
-            ClockSetting::Tsc {
-                ns_per_tick: 0.416_666_7,
-            },
-            ClockSetting::Monotonic,
-        ] {
-            assert_eq!(parse_clock(&format_clock(c)), Some(c));
-        }
-        assert_eq!(parse_clock("tsc 1e9"), None);
-        assert_eq!(parse_clock("tsc x"), None);
-        assert_eq!(parse_clock("rdtsc"), None);
-    }
-}

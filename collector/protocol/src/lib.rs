@@ -5,7 +5,7 @@
 //! - [`manifest`]: the lines each traced process appends to the session's manifest file.
 //! - [`ring`]: the layout of a shared record ring file, which outlives the process so that `record`
 //!   can recover what a killed process had not written yet.
-//! - [`Calibration`] and [`to_event`]: how a ring record becomes a trace event.
+//! - [`Timebase`] and [`to_event`]: how a ring record becomes a trace event.
 //! - [`order`]: the rule that puts a moving `realloc` before another thread's reuse of its block.
 //!
 //! Nothing here allocates on a path the shim's hooks take: the hooks only use [`ring::Record`].
@@ -20,35 +20,31 @@ use traces::{Event, Op, PtrKind};
 
 use ring::Record;
 
-/// Converts raw clock stamps (TSC ticks, or ns when the shim reads CLOCK_MONOTONIC) to ns since
-/// the start of the recording.
+/// Turns a process image's raw clock stamps into the trace's ns: `origin` is the stamp at the start
+/// of the recording (the trace's time 0), `clock` the session's calibration.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Calibration {
-    /// Raw stamp at the start of the recording.
+pub struct Timebase {
     pub origin: u64,
-    /// Nanoseconds per tick.
-    pub ns_per_tick: f64,
+    pub clock: cycle_clock::Calibration,
 }
 
-impl Calibration {
+impl Timebase {
     /// ns since the start for a raw stamp (stamps taken just before the origin count as 0).
     pub fn ns(&self, raw: u64) -> u64 {
-        (raw.saturating_sub(self.origin) as f64 * self.ns_per_tick) as u64
+        self.clock.ticks_to_ns(raw.saturating_sub(self.origin))
     }
 
-    /// A duration in ticks as ns, saturated to u32.
-    pub fn latency_ns(&self, ticks: u64) -> u32 {
-        let ns = ticks as f64 * self.ns_per_tick;
-        if ns >= u32::MAX as f64 {
-            u32::MAX
-        } else {
-            ns as u32
-        }
+    /// The latency of a call that took `ticks` between its start and stop stamps, less the clock's
+    /// own cost, saturated to u32 ns.
+    pub fn latency_ns(&self, ticks: u32) -> u32 {
+        self.clock
+            .latency_ns(0, ticks as u64)
+            .min(u32::MAX as u64) as u32
     }
 }
 
 /// The trace event for a ring record.
-pub fn to_event(r: &Record, calib: &Calibration) -> Event {
+pub fn to_event(r: &Record, time: &Timebase) -> Event {
     let op = Op::from_code(r.op).unwrap_or(Op::Malloc);
     let (nmemb, align) = if op == Op::Free {
         (0, 0)
@@ -62,7 +58,7 @@ pub fn to_event(r: &Record, calib: &Calibration) -> Event {
     Event {
         seq: r.seq,
         thread: r.thread,
-        ts_ns: calib.ns(r.start),
+        ts_ns: time.ns(r.start),
         op,
         addr: r.addr,
         old_addr: r.old_addr,
@@ -70,7 +66,7 @@ pub fn to_event(r: &Record, calib: &Calibration) -> Event {
         nmemb,
         align,
         failed: r.failed != 0,
-        latency_ns: calib.latency_ns(r.ticks as u64),
+        latency_ns: time.latency_ns(r.ticks),
         kind: PtrKind::Unknown,
         callsite: None,
     }

@@ -22,14 +22,21 @@
 
 use traces::{Event, Op};
 
-/// Applies the rule to `batch` (sorted by seq) with each event's window in `windows` (0 for all but
-/// reallocs). Returns how many reallocs moved.
-pub fn order_moving_reallocs(batch: &mut [Event], windows: &mut [u32]) -> usize {
-    assert_eq!(batch.len(), windows.len(), "one window per event");
+/// An event on its way to the trace, with its realloc window (0 for other calls) and whatever the
+/// caller keeps with it (`tag`: the writer's ring index).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pending<T> {
+    pub event: Event,
+    pub window: u32,
+    pub tag: T,
+}
+
+/// Applies the rule to `batch` (sorted by seq). Returns how many reallocs moved.
+pub fn order_moving_reallocs<T>(batch: &mut [Pending<T>]) -> usize {
     let mut moved = 0;
     for j in 0..batch.len() {
-        let r = batch[j];
-        let w = windows[j];
+        let r = batch[j].event;
+        let w = batch[j].window;
         let moving = matches!(r.op, Op::Realloc | Op::Reallocarray)
             && !r.failed
             && r.old_addr != 0
@@ -42,26 +49,25 @@ pub fn order_moving_reallocs(batch: &mut [Event], windows: &mut [u32]) -> usize 
         // The earliest call of another thread inside the window that got the old block.
         let mut first = None;
         let mut k = j;
-        while k > 0 && batch[k - 1].seq > window_start {
+        while k > 0 && batch[k - 1].event.seq > window_start {
             k -= 1;
-            let e = &batch[k];
+            let e = &batch[k].event;
             if e.thread != r.thread && e.allocates() && e.addr == r.old_addr {
                 first = Some(k);
             }
         }
         let Some(i) = first else { continue };
-        let base = batch[i].seq;
+        let base = batch[i].event.seq;
         let contiguous = r.seq - base == (j - i) as u64;
         let frees_new_block = batch[i..j]
             .iter()
-            .any(|e| e.releases() && e.old_addr == r.addr);
+            .any(|p| p.event.releases() && p.event.old_addr == r.addr);
         if !contiguous || frees_new_block {
             continue;
         }
         batch[i..=j].rotate_right(1);
-        windows[i..=j].rotate_right(1);
-        for (n, e) in batch[i..=j].iter_mut().enumerate() {
-            e.seq = base + n as u64;
+        for (n, p) in batch[i..=j].iter_mut().enumerate() {
+            p.event.seq = base + n as u64;
         }
         moved += 1;
     }
@@ -72,14 +78,23 @@ pub fn order_moving_reallocs(batch: &mut [Event], windows: &mut [u32]) -> usize 
 mod tests {
     use super::*;
 
-    fn ev(seq: u64, thread: u32, op: Op, addr: u64, old: u64) -> Event {
+    fn ev(seq: u64, thread: u32, op: Op, addr: u64, old: u64) -> Pending<u32> {
         let mut e = Event::new(op);
         e.seq = seq;
         e.thread = thread;
         e.addr = addr;
         e.old_addr = old;
         e.size = 16;
-        e
+        Pending {
+            event: e,
+            window: 0,
+            tag: thread,
+        }
+    }
+
+    fn with_window(mut p: Pending<u32>, window: u32) -> Pending<u32> {
+        p.window = window;
+        p
     }
 
     #[test]
@@ -90,13 +105,15 @@ mod tests {
             ev(7, 3, Op::Malloc, 0xC, 0),
             ev(8, 1, Op::Malloc, 0xA, 0),
             ev(9, 2, Op::Free, 0, 0xD),
-            ev(10, 0, Op::Realloc, 0xB, 0xA),
+            with_window(ev(10, 0, Op::Realloc, 0xB, 0xA), 3),
         ];
-        let mut windows = vec![0, 0, 0, 3];
-        assert_eq!(order_moving_reallocs(&mut batch, &mut windows), 1);
-        let got: Vec<(u64, u32)> = batch.iter().map(|e| (e.seq, e.thread)).collect();
-        assert_eq!(got, vec![(7, 3), (8, 0), (9, 1), (10, 2)]);
-        assert_eq!(windows, vec![0, 3, 0, 0]);
+        assert_eq!(order_moving_reallocs(&mut batch), 1);
+        let got: Vec<(u64, u32, u32)> = batch
+            .iter()
+            .map(|p| (p.event.seq, p.event.thread, p.window))
+            .collect();
+        assert_eq!(got, vec![(7, 3, 0), (8, 0, 3), (9, 1, 0), (10, 2, 0)]);
+        assert!(batch.iter().all(|p| p.tag == p.event.thread), "tags move along");
     }
 
     #[test]
@@ -104,18 +121,16 @@ mod tests {
         let mut batch = vec![
             ev(5, 1, Op::Malloc, 0xA, 0), // before the window: a real anomaly, left alone
             ev(6, 2, Op::Malloc, 0xE, 0),
-            ev(7, 0, Op::Realloc, 0xB, 0xA),
+            with_window(ev(7, 0, Op::Realloc, 0xB, 0xA), 1),
         ];
-        let mut windows = vec![0, 0, 1];
-        assert_eq!(order_moving_reallocs(&mut batch, &mut windows), 0);
-        assert_eq!(batch[2].seq, 7);
+        assert_eq!(order_moving_reallocs(&mut batch), 0);
+        assert_eq!(batch[2].event.seq, 7);
         // A realloc in place never moves.
         let mut batch = vec![
             ev(1, 1, Op::Malloc, 0xA, 0),
-            ev(2, 0, Op::Realloc, 0xA, 0xA),
+            with_window(ev(2, 0, Op::Realloc, 0xA, 0xA), 5),
         ];
-        let mut windows = vec![0, 5];
-        assert_eq!(order_moving_reallocs(&mut batch, &mut windows), 0);
+        assert_eq!(order_moving_reallocs(&mut batch), 0);
     }
 
     #[test]
@@ -123,9 +138,8 @@ mod tests {
         let mut batch = vec![
             ev(1, 1, Op::Malloc, 0xA, 0),
             ev(2, 2, Op::Free, 0, 0xB),
-            ev(3, 0, Op::Realloc, 0xB, 0xA),
+            with_window(ev(3, 0, Op::Realloc, 0xB, 0xA), 3),
         ];
-        let mut windows = vec![0, 0, 3];
-        assert_eq!(order_moving_reallocs(&mut batch, &mut windows), 0);
+        assert_eq!(order_moving_reallocs(&mut batch), 0);
     }
 }

@@ -15,6 +15,7 @@
 //! | 16 | 8 | image id (unique per process image) | creator |
 //! | 24 | 8 | cap: records, a power of two | creator |
 //! | 32 | 4 | generation (a ring that grew lives in a new file with the next one) | creator |
+//! | 40 | 8 | the image's clock origin (the raw stamp of its time 0) | creator |
 //! | [`HEAD_AT`] | 8 | head: records appended so far | producer (Release) |
 //! | [`TAIL_AT`] | 8 | tail: records written to the trace file so far | writer (Release) |
 //!
@@ -95,6 +96,8 @@ pub struct RingFile {
     pub ring_no: u32,
     pub image: u64,
     pub generation: u32,
+    /// Raw clock stamp of the image's time 0.
+    pub origin: u64,
     pub head: u64,
     pub tail: u64,
     /// Records `[tail, head)`, oldest first.
@@ -130,6 +133,7 @@ pub fn read_ring_file(b: &[u8]) -> Result<RingFile, &'static str> {
         ring_no: u32_at(12),
         image: u64_at(16),
         generation: u32_at(32),
+        origin: u64_at(40),
         head,
         tail,
         pending,
@@ -137,14 +141,22 @@ pub fn read_ring_file(b: &[u8]) -> Result<RingFile, &'static str> {
 }
 
 /// The header fields a creator writes, as bytes (the rest of the header page is zero).
-pub fn header_bytes(pid: u32, ring_no: u32, image: u64, cap: u64, generation: u32) -> [u8; 40] {
-    let mut h = [0u8; 40];
+pub fn header_bytes(
+    pid: u32,
+    ring_no: u32,
+    image: u64,
+    cap: u64,
+    generation: u32,
+    origin: u64,
+) -> [u8; 48] {
+    let mut h = [0u8; 48];
     h[0..8].copy_from_slice(&MAGIC);
     h[8..12].copy_from_slice(&pid.to_le_bytes());
     h[12..16].copy_from_slice(&ring_no.to_le_bytes());
     h[16..24].copy_from_slice(&image.to_le_bytes());
     h[24..32].copy_from_slice(&cap.to_le_bytes());
     h[32..36].copy_from_slice(&generation.to_le_bytes());
+    h[40..48].copy_from_slice(&origin.to_le_bytes());
     h
 }
 
@@ -209,7 +221,7 @@ mod tests {
 
     fn ring_bytes(cap: u64, head: u64, tail: u64, records: &[(u64, Record)]) -> Vec<u8> {
         let mut b = vec![0u8; HEADER_LEN + cap as usize * RECORD_LEN];
-        b[..40].copy_from_slice(&header_bytes(7, 2, 99, cap, 1));
+        b[..48].copy_from_slice(&header_bytes(7, 2, 99, cap, 1, 555));
         b[HEAD_AT..HEAD_AT + 8].copy_from_slice(&head.to_le_bytes());
         b[TAIL_AT..TAIL_AT + 8].copy_from_slice(&tail.to_le_bytes());
         for (i, r) in records {
@@ -245,7 +257,10 @@ mod tests {
         // cap 4, tail 6, head 9: slots 2, 3, 0.
         let b = ring_bytes(4, 9, 6, &[(6, rec(60)), (7, rec(70)), (8, rec(80))]);
         let f = read_ring_file(&b).unwrap();
-        assert_eq!((f.pid, f.ring_no, f.image, f.generation), (7, 2, 99, 1));
+        assert_eq!(
+            (f.pid, f.ring_no, f.image, f.generation, f.origin),
+            (7, 2, 99, 1, 555)
+        );
         assert_eq!(f.pending, vec![rec(60), rec(70), rec(80)]);
     }
 

@@ -32,7 +32,8 @@ fn record_after(
     h.commit(Record {
         seq,
         start,
-        ticks: end.wrapping_sub(start),
+        ticks: ticks(start, end),
+        window: 0,
         addr,
         old_addr: old,
         size,
@@ -42,6 +43,12 @@ fn record_after(
         failed: failed as u8,
         _pad: [0; 2],
     });
+}
+
+/// Raw ticks between two stamps, saturated to the record's 32 bits.
+#[inline(always)]
+fn ticks(start: u64, end: u64) -> u32 {
+    end.wrapping_sub(start).min(u32::MAX as u64) as u32
 }
 
 fn enomem<T>(v: T) -> T {
@@ -133,7 +140,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     h.commit(Record {
         seq,
         start: t0,
-        ticks: t1.wrapping_sub(t0),
+        ticks: ticks(t0, t1),
         old_addr: p as u64,
         op: Op::Free.code(),
         ..Record::default()
@@ -184,7 +191,8 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return unsafe { f(p, size) };
     };
     if size == 0 && !p.is_null() {
-        // Acts as a free in glibc: take the number first.
+        // Acts as a free in glibc (NULL back, the block released): take the number first. A NULL
+        // result is the free succeeding, not a failed call.
         let seq = h.seq();
         let t0 = clock::now();
         // SAFETY: the real function, with the caller's own arguments (the caller's contract).
@@ -193,33 +201,56 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         h.commit(Record {
             seq,
             start: t0,
-            ticks: t1.wrapping_sub(t0),
+            ticks: ticks(t0, t1),
             addr: n as u64,
             old_addr: p as u64,
             size: 0,
             extra: 1,
             op: Op::Realloc.code(),
-            failed: n.is_null() as u8,
             ..Record::default()
         });
         return n;
     }
+    let mut h = h;
+    let window_start = h.hold();
     let t0 = clock::now();
     // SAFETY: the real function, with the caller's own arguments (the caller's contract).
     let n = unsafe { f(p, size) };
     let t1 = clock::end(t0);
-    record_after(
-        h,
-        Op::Realloc,
-        t0,
-        t1,
-        n as u64,
-        p as u64,
-        size as u64,
-        1,
-        n.is_null(),
-    );
+    record_moving(h, Op::Realloc, t0, t1, n, p, size, 1, window_start);
     n
+}
+
+/// Records a realloc-family call that may have moved its block (see `recorder_protocol::order`):
+/// its number is taken after the call, with the window since `window_start`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn record_moving(
+    h: crate::Hook,
+    op: Op,
+    start: u64,
+    end: u64,
+    n: *mut c_void,
+    p: *mut c_void,
+    size: usize,
+    extra: usize,
+    window_start: u64,
+) {
+    let seq = h.seq();
+    h.commit(Record {
+        seq,
+        start,
+        ticks: ticks(start, end),
+        window: seq.saturating_sub(window_start).min(u32::MAX as u64) as u32,
+        addr: n as u64,
+        old_addr: p as u64,
+        size: size as u64,
+        extra: extra as u64,
+        thread: 0,
+        op: op.code(),
+        failed: n.is_null() as u8,
+        _pad: [0; 2],
+    });
 }
 
 #[no_mangle]
@@ -234,24 +265,25 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nmemb: usize, size: usize)
     let Some(f) = real::reallocarray() else {
         return enomem(null_mut());
     };
-    let Some(h) = enter() else {
+    let Some(mut h) = enter() else {
         // SAFETY: the real function, with the caller's own arguments (the caller's contract).
         return unsafe { f(p, nmemb, size) };
     };
+    let window_start = h.hold();
     let t0 = clock::now();
     // SAFETY: the real function, with the caller's own arguments (the caller's contract).
     let n = unsafe { f(p, nmemb, size) };
     let t1 = clock::end(t0);
-    record_after(
+    record_moving(
         h,
         Op::Reallocarray,
         t0,
         t1,
-        n as u64,
-        p as u64,
-        size as u64,
-        nmemb as u64,
-        n.is_null(),
+        n,
+        p,
+        size,
+        nmemb,
+        window_start,
     );
     n
 }
@@ -385,4 +417,38 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         Some(f) => unsafe { f(p) },
         None => 0,
     }
+}
+
+/// The hooks' signatures are the C library's own declarations (as heaptrack takes them with
+/// `decltype(&::malloc)`): each pair must have one fn-pointer type, or this does not compile.
+#[allow(dead_code)]
+fn signatures_match_libc() {
+    use libc::{c_int, size_t};
+    let _: [unsafe extern "C" fn(size_t) -> *mut c_void; 3] =
+        [libc::malloc, malloc, crate::real::malloc().unwrap()];
+    let _: [unsafe extern "C" fn(size_t, size_t) -> *mut c_void; 2] = [libc::calloc, calloc];
+    let _: [unsafe extern "C" fn(*mut c_void, size_t) -> *mut c_void; 2] = [libc::realloc, realloc];
+    let _: [unsafe extern "C" fn(*mut c_void, size_t, size_t) -> *mut c_void; 2] =
+        [libc::reallocarray, reallocarray];
+    let _: [unsafe extern "C" fn(*mut c_void); 2] = [libc::free, free];
+    let _: [unsafe extern "C" fn(*mut *mut c_void, size_t, size_t) -> c_int; 2] =
+        [libc::posix_memalign, posix_memalign];
+    let _: [unsafe extern "C" fn(size_t, size_t) -> *mut c_void; 3] =
+        [libc::aligned_alloc, aligned_alloc, libc::memalign];
+    let _: [unsafe extern "C" fn(size_t, size_t) -> *mut c_void; 1] = [memalign];
+    let _: [unsafe extern "C" fn(*mut c_void) -> size_t; 2] =
+        [libc::malloc_usable_size, malloc_usable_size];
+    let _: [unsafe extern "C" fn(c_int) -> !; 2] = [libc::_exit, crate::lifecycle::_exit];
+    let _: [unsafe extern "C" fn() -> !; 2] = [libc::abort, crate::lifecycle::abort];
+    let _: [unsafe extern "C" fn(
+        *const libc::c_char,
+        *const *const libc::c_char,
+        *const *const libc::c_char,
+    ) -> c_int; 3] = [libc::execve, crate::exec::execve, libc::execvpe];
+    let _: [unsafe extern "C" fn(*const libc::c_char, *const *const libc::c_char) -> c_int; 4] = [
+        libc::execv,
+        crate::exec::execv,
+        libc::execvp,
+        crate::exec::execvp,
+    ];
 }

@@ -2,50 +2,58 @@
 //! family of a process into a trace file (`traces` format).
 //!
 //! ## Design
-//! - **Hooks** (`hooks.rs`) call the real function, then append one fixed-size [`ring::Record`] to the
-//!   calling thread's ring (`ring.rs`, memory from `mmap`) and return. No lock, no I/O, no allocation
-//!   through the hooked allocator, no panic. Calls made while a hook of the same thread is running
-//!   (the real allocator calling itself, `dlsym`, the shim's own code) and calls of the writer thread
-//!   pass straight through unrecorded (`depth` in [`ThreadState`]).
+//! - **Hooks** (`hooks.rs`) call the real function, then append one fixed-size `Record` to the
+//!   calling thread's ring (`ring.rs`) and return. No lock, no I/O, no allocation through the hooked
+//!   allocator, no panic. Calls made while a hook of the same thread is running (the real allocator
+//!   calling itself, `dlsym`, the shim's own code) and calls of the writer thread pass straight
+//!   through unrecorded (`depth` in [`ThreadState`]).
 //! - **Order**: a global `SEQ` counter numbers every recorded call. Calls that release memory (free,
-//!   realloc to 0) take their number *before* the real call, calls that return memory *after* it, so a
-//!   free always precedes the allocation that reuses its address. (A moving `realloc` releases its old
-//!   block inside the call; another thread that gets that block back in the few instructions before the
-//!   realloc takes its number would appear to allocate it before it was released.)
+//!   realloc to 0) take their number *before* the real call, calls that return memory *after* it, so
+//!   a free always precedes the allocation that reuses its address. A `realloc` that moves its block
+//!   releases the old one inside the call: it records how far `SEQ` moved during the call (its
+//!   window), and the writer applies `recorder_protocol::order`, which puts it before another
+//!   thread's reuse of the old block numbered inside the window.
 //! - **Watermark**: before taking a number a hook stores `SEQ`'s current value in its ring's
-//!   `inflight` (Release), then `fetch_add`s (AcqRel), appends the record (`head`, Release) and resets
-//!   `inflight` to `u64::MAX`. The writer loads `SEQ` (Acquire) = G, then every `inflight`, then drains;
-//!   every record with seq < min(G, inflights) has then been drained. A pass writes the drained
-//!   records below that watermark (the rest waits for the next pass; the final flushes at exit, exec
-//!   and `_exit` write everything); its last chunk carries the new watermark, earlier chunks of the
-//!   pass the previous one. Chunks of one pass (one per busy thread) overlap in seq: readers merge.
+//!   `inflight` (Release) — a realloc does so when the call begins, so that its whole window is held
+//!   back with it —, then `fetch_add`s (AcqRel), appends the record (`head`, Release) and resets
+//!   `inflight` to `u64::MAX`. The writer loads `SEQ` (Acquire) = G, then every `inflight`, then
+//!   reads the rings; every record with seq < min(G, inflights) has then been read. A pass writes
+//!   the records below that watermark (the rest waits for the next pass; the final flushes at exit,
+//!   exec and `_exit` write everything). A thread stuck inside a hook (a signal handler that never
+//!   returns into it) would hold the watermark forever: an `inflight` unchanged for a second is
+//!   ignored. Chunks of one pass (one per busy thread) overlap in seq: readers merge.
+//! - **Rings survive the process**: a ring's records and cursors live in a file of the session's
+//!   spool directory, mapped shared, and a record leaves the ring only after the chunk holding it
+//!   was written (`tail`). After any death, SIGKILL included, `allocscope record` finds what the
+//!   process had not written in its ring files and adds it to the trace.
 //! - **Writer** (`writer.rs`): one thread with all signals blocked wakes every `ALLOCSCOPE_FLUSH_MS`
-//!   (100 ms) or when a hook is waiting for room, drains all rings, and writes each chunk with a single
-//!   `write(2)`, so a SIGKILL leaves whole chunks. A full ring grows (up to 4 MiB), then makes its
-//!   hook wait, never drop. Threads with many events get chunks of their own (better compression);
-//!   the others share one chunk per pass.
+//!   (100 ms) or when a hook is waiting for room, reads all rings, and writes each chunk with a single
+//!   `write(2)`, so a SIGKILL leaves whole chunks. A full ring makes its hook wait, never drop.
+//!   Threads with many events get chunks of their own (better compression); the others share one
+//!   chunk per pass.
 //! - **Threads**: a pthread key destructor hands an exiting thread's ring to the writer (ORPHANED,
 //!   then FREE for reuse). Calls the thread makes after that (other keys' destructors) borrow a ring
 //!   for one record each; the thread keeps its recorder thread number.
-//! - **Lifecycle** (`lifecycle.rs`): constructor (config, file, writer thread), `.fini_array` flush,
-//!   `_exit`/`abort`/exec flush, fork (the child starts its own trace file and writer).
+//! - **Lifecycle** (`lifecycle.rs`): constructor (config, file, writer thread), `.fini_array` flush
+//!   and end record, `_exit`/`abort`/exec flush (`exec.rs`), fork (the child starts its own trace
+//!   file and writer). A trace is finished (index and end status) at exit and at exec; the few frees
+//!   that follow the final flush (other libraries' destructors) are each written and the end record
+//!   rewritten after them.
 //! - **Failure policy**: the program always goes on. If the trace cannot be written (disk full,
 //!   bad path) or the shim hits a bug (a Rust panic, caught at every entry point), recording stops,
 //!   the hooks pass everything through, and `allocscope record` reports the error from the manifest.
 //! - **Known limits**: a signal handler that allocates while its thread is inside a hook is passed
-//!   through unrecorded; a process killed by a signal loses at most the last flush interval; a
-//!   moving `realloc` can, in a rare race, be numbered after another thread's reuse of its old block.
+//!   through unrecorded; the rings of threads that started before the shim's constructor (other than
+//!   the main thread) stay in private memory until they are reused.
 //!
-//! Environment (set by `allocscope record`): `ALLOCSCOPE_OUT` (trace path; without it the shim passes
-//! everything through), `ALLOCSCOPE_MANIFEST` (file that lists the traces written),
-//! `ALLOCSCOPE_PARENT_PID` (pid of the recorder: its child is the top process), `ALLOCSCOPE_NO_FOLLOW`,
-//! `ALLOCSCOPE_FLUSH_MS`, `ALLOCSCOPE_CONTROL` (a shared page whose first byte is 1 while recording),
-//! `ALLOCSCOPE_NO_LATENCY=1` (one clock read per call, latencies 0), `ALLOCSCOPE_ZSTD_LEVEL` (1).
+//! Environment: set by `allocscope record`, named in `recorder_protocol::env`.
 
 #![allow(clippy::missing_safety_doc)] // the exported hooks have the C library's contracts
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod alloc;
 mod clock;
+mod exec;
 mod hooks;
 mod lifecycle;
 mod real;
@@ -128,13 +136,15 @@ impl Drop for Quiet {
     }
 }
 
-/// A hook call being recorded: entered with [`enter`], finished with [`Hook::commit`] or
-/// [`Hook::abandon`].
+/// A hook call being recorded: entered with [`enter`], finished with [`Hook::commit`]. Dropping
+/// it (committed or not) leaves the hook: the thread's state is restored however the scope ends.
 pub(crate) struct Hook {
     t: &'static ThreadState,
     ring: &'static Ring,
     /// The ring was taken for this one call (thread exiting): orphan it again after the call.
     temporary: bool,
+    /// `inflight` was set when the call began ([`Hook::hold`]).
+    held: bool,
 }
 
 /// Starts recording a call, or None when it must pass through unrecorded.
@@ -163,6 +173,7 @@ pub(crate) fn enter() -> Option<Hook> {
         t,
         ring: unsafe { &*ring },
         temporary: false,
+        held: false,
     })
 }
 
@@ -196,19 +207,33 @@ fn enter_slow(t: &'static ThreadState) -> Option<Hook> {
         t,
         ring: unsafe { &*ring },
         temporary,
+        held: false,
     })
 }
 
 impl Hook {
+    /// For a call that may move a block (realloc): holds the watermark at the counter's current
+    /// value until the call is recorded, and returns that value, the start of the call's window.
+    #[inline(always)]
+    pub(crate) fn hold(&mut self) -> u64 {
+        let v = SEQ.load(Ordering::Relaxed);
+        self.ring.sh().inflight.store(v, Ordering::Release);
+        self.held = true;
+        v
+    }
+
     /// Takes the next sequence number (waiting for room in the ring first).
     #[inline(always)]
     pub(crate) fn seq(&self) -> u64 {
         if !self.ring.has_room() {
             wait_for_room(self.ring);
         }
-        self.ring
-            .inflight
-            .store(SEQ.load(Ordering::Relaxed), Ordering::Release);
+        if !self.held {
+            self.ring
+                .sh()
+                .inflight
+                .store(SEQ.load(Ordering::Relaxed), Ordering::Release);
+        }
         SEQ.fetch_add(1, Ordering::AcqRel)
     }
 
@@ -217,9 +242,20 @@ impl Hook {
     pub(crate) fn commit(self, mut rec: Record) {
         rec.thread = self.t.thread_no.get() - 1;
         let half_full = self.ring.push(&rec);
-        self.ring.inflight.store(u64::MAX, Ordering::Release);
+        self.ring.sh().inflight.store(u64::MAX, Ordering::Release);
         if half_full || self.temporary || MODE.load(Ordering::Relaxed) == MODE_LATE {
             commit_slow(&self, half_full);
+        }
+    }
+}
+
+impl Drop for Hook {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.held {
+            // Normally already reset by `commit`; a hook left another way must not hold the
+            // watermark.
+            self.ring.sh().inflight.store(u64::MAX, Ordering::Release);
         }
         self.t.depth.set(0);
     }
@@ -237,7 +273,7 @@ fn commit_slow(h: &Hook, half_full: bool) {
         h.ring.state.store(ring::ORPHANED, Ordering::Release);
     }
     if MODE.load(Ordering::Relaxed) == MODE_LATE {
-        writer::flush_sync(writer::REQ_FLUSH);
+        writer::flush_sync(writer::REQ_FLUSH | writer::REQ_END);
     }
 }
 
@@ -250,11 +286,11 @@ fn wait_for_room(ring: &Ring) {
     while !ring.has_room() {
         // Before the writer exists a ring grows as needed; afterwards up to MAX_CAP, then waits.
         let limit = if MODE.load(Ordering::Acquire) == MODE_PENDING {
-            u64::MAX
+            ring::MAX_CAP_PENDING
         } else {
             ring::MAX_CAP.load(Ordering::Relaxed)
         };
-        if ring.cap.load(Ordering::Relaxed) < limit && ring.grow() {
+        if ring.cap() < limit && ring.move_to(ring.cap() * 2) {
             continue;
         }
         writer::wake();

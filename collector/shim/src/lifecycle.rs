@@ -1,41 +1,42 @@
-//! Process lifecycle: the constructor (configuration, trace file, writer thread), the final flush at
-//! exit (`.fini_array`), `_exit`, `abort` and the exec family, and fork (the child starts its own
-//! trace). Also the shim's own Rust allocator, which calls the real functions directly so shim code
-//! never goes through the hooks.
+//! Process lifecycle: the constructor (configuration, trace file, spool, writer thread), the final
+//! flush and end record at exit (`.fini_array`, `_exit`), `abort`, and fork (the child starts its
+//! own trace). The exec family is in `exec.rs`, the shim's own allocator in `alloc.rs`.
 
-use std::alloc::{GlobalAlloc, Layout};
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_int, CString, OsString};
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+use recorder_protocol::env;
+use recorder_protocol::manifest::{child_trace_path, Line};
 use traces::{ClockSource, Header, TraceWriter};
 
-use crate::sink::GuardedFile;
-use crate::writer::{self, Writer, REQ_FINISH, REQ_FLUSH};
-use crate::{
-    real, ring, Quiet, CONTROL, KEY, MODE, MODE_ACTIVE, MODE_LATE, MODE_OFF, SEQ, THREADS,
-};
+use crate::sink::{GuardedDir, GuardedFile};
+use crate::writer::{self, End, Writer, REQ_END, REQ_FLUSH};
+use crate::{real, ring, Quiet, CONTROL, KEY, MODE, MODE_ACTIVE, MODE_LATE, MODE_OFF, SEQ, THREADS};
 
-/// Settings from the environment (see `lib.rs`), read once by the constructor.
+/// Settings from the environment (`recorder_protocol::env`), read once by the constructor.
 pub struct Config {
-    /// Trace path of the top process; others add `.<pid>` (and `.<n>` when that exists).
-    pub out: String,
-    pub manifest: Option<String>,
+    /// Trace path of the top process; others use `child_trace_path`.
+    pub out: PathBuf,
+    pub manifest: Option<PathBuf>,
     pub flush_ms: u64,
     /// pid of `allocscope record`: a process whose parent it is, is the top process.
     pub parent_pid: Option<u32>,
     pub no_follow: bool,
     /// zstd level of the chunks (1: fastest, so the writer keeps up with the program).
     pub zstd_level: i32,
+    /// Directory for the shared ring files.
+    pub spool: Option<CString>,
 }
 
-static CONFIG: OnceLock<Config> = OnceLock::new();
+pub static CONFIG: OnceLock<Config> = OnceLock::new();
 /// pid of this process image as the shim last saw it (a vfork child differs from it).
-static PID: AtomicU32 = AtomicU32::new(0);
+pub static PID: AtomicU32 = AtomicU32::new(0);
 
-fn getpid() -> u32 {
+pub fn getpid() -> u32 {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() as u32 }
 }
@@ -45,34 +46,38 @@ fn getppid() -> u32 {
     unsafe { libc::getppid() as u32 }
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var_os(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+fn var_str(name: &str) -> Option<String> {
+    var(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 fn read_config() -> Option<Config> {
-    let out = env("ALLOCSCOPE_OUT").filter(|s| !s.is_empty())?;
     Some(Config {
-        out,
-        manifest: env("ALLOCSCOPE_MANIFEST").filter(|s| !s.is_empty()),
-        flush_ms: env("ALLOCSCOPE_FLUSH_MS")
+        out: PathBuf::from(var(env::OUT)?),
+        manifest: var(env::MANIFEST).map(PathBuf::from),
+        flush_ms: var_str(env::FLUSH_MS)
             .and_then(|s| s.parse().ok())
             .filter(|&n| n > 0)
             .unwrap_or(100),
-        parent_pid: env("ALLOCSCOPE_PARENT_PID").and_then(|s| s.parse().ok()),
-        no_follow: env("ALLOCSCOPE_NO_FOLLOW").is_some_and(|s| s == "1"),
-        zstd_level: env("ALLOCSCOPE_ZSTD_LEVEL")
+        parent_pid: var_str(env::PARENT_PID).and_then(|s| s.parse().ok()),
+        no_follow: var_str(env::NO_FOLLOW).is_some_and(|s| s == "1"),
+        zstd_level: var_str(env::ZSTD_LEVEL)
             .and_then(|s| s.parse().ok())
             .unwrap_or(1),
+        spool: var(env::SPOOL).and_then(|v| CString::new(v.into_vec()).ok()),
     })
 }
 
 /// Appends one line to the manifest (one `write`, O_APPEND: lines of processes never mix).
-pub fn manifest_line(cfg: &Config, line: &str) {
+pub fn manifest_line(cfg: &Config, line: &Line) {
     let Some(m) = &cfg.manifest else { return };
     let Ok(f) = std::fs::OpenOptions::new().append(true).open(m) else {
         return;
     };
-    let mut b = line.replace('\n', " ").into_bytes();
+    let mut b = line.encode();
     b.push(b'\n');
     use std::os::fd::AsRawFd;
     writer::write_fd(f.as_raw_fd(), &b);
@@ -82,7 +87,7 @@ fn is_top(cfg: &Config) -> bool {
     cfg.parent_pid == Some(getppid())
 }
 
-fn header() -> Header {
+fn header(forked_from: Option<u32>) -> Header {
     let command = std::fs::read("/proc/self/cmdline")
         .map(|b| {
             b.split(|&c| c == 0)
@@ -115,13 +120,13 @@ fn header() -> Header {
         // SAFETY: sysconf has no preconditions.
         page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32,
         hostname,
-        forked_from: None,
+        forked_from,
     }
 }
 
 /// Creates a trace file: mode 0600, never over an existing file, never through a symlink.
 fn create(
-    path: &str,
+    path: &Path,
     header: &Header,
     zstd_level: i32,
 ) -> traces::Result<TraceWriter<GuardedFile>> {
@@ -139,47 +144,91 @@ fn create(
     TraceWriter::with_options(GuardedFile::new(file)?, header, options)
 }
 
-/// Creates this process's next trace file (0600, O_EXCL, O_NOFOLLOW) and lists it in the manifest.
-pub fn open_trace(
+/// Creates this process image's trace file (0600, O_EXCL, O_NOFOLLOW): the configured path for the
+/// top process, `<out>.<pid>` (or `<out>.<pid>.<n>`, when taken: an earlier image of the same pid)
+/// for the others.
+fn open_trace(
     cfg: &Config,
-    continuation: bool,
-) -> Result<(TraceWriter<GuardedFile>, String), String> {
+    forked_from: Option<u32>,
+) -> Result<(TraceWriter<GuardedFile>, PathBuf), String> {
     let pid = getpid();
-    let header = header();
-    let first = if is_top(cfg) && !continuation {
-        cfg.out.clone()
-    } else {
-        format!("{}.{pid}", cfg.out)
-    };
+    let header = header(forked_from);
     let mut last_err = String::new();
+    let top = is_top(cfg) && forked_from.is_none();
     for n in 0..1000 {
-        let path = if n == 0 {
-            first.clone()
-        } else {
-            format!("{}.{pid}.{n}", cfg.out)
+        let path = match (top, n) {
+            (true, 0) => cfg.out.clone(),
+            (true, n) => child_trace_path(&cfg.out, pid, n - 1),
+            (false, n) => child_trace_path(&cfg.out, pid, n),
         };
         match create(&path, &header, cfg.zstd_level) {
-            Ok(w) => {
-                manifest_line(cfg, &format!("trace {path}"));
-                return Ok((w, path));
-            }
+            Ok(w) => return Ok((w, path)),
             Err(traces::TraceError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                last_err = format!("{path}: {e}");
+                last_err = format!("{}: {e}", path.display());
             }
-            Err(e) => return Err(format!("cannot create {path}: {e}")),
+            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
         }
     }
     Err(format!("cannot create a trace file: {last_err}"))
 }
 
-/// Opens the trace and starts the writer; on failure the process goes on untraced.
-fn start_recording(cfg: &'static Config) {
-    let started = open_trace(cfg, false).and_then(|(w, path)| {
+/// A number that names this process image among the images of its pid (exec keeps the pid).
+fn new_image_id() -> u64 {
+    (crate::clock::monotonic_ns() << 8) | u64::from(crate::clock::now() as u8)
+}
+
+/// Opens the trace, sets up the spool and starts the writer; on failure the process goes on
+/// untraced. `forked_from` is the parent's pid in a fork child.
+fn start_recording(cfg: &'static Config, forked_from: Option<u32>) {
+    let started = open_trace(cfg, forked_from).and_then(|(w, path)| {
+        let image = new_image_id();
+        if let Some(dir) = &cfg.spool {
+            match GuardedDir::open(dir) {
+                Ok(d) => ring::set_spool(Some(ring::Spool {
+                    dir: Box::leak(Box::new(d)),
+                    pid: getpid(),
+                    image,
+                })),
+                Err(e) => manifest_line(
+                    cfg,
+                    &Line::Error {
+                        path: Some(path.clone()),
+                        message: format!(
+                            "cannot use the spool directory ({e}): a killed process loses its \
+                             last events"
+                        ),
+                    },
+                ),
+            }
+        }
+        manifest_line(
+            cfg,
+            &Line::Trace {
+                pid: getpid(),
+                image,
+                forked_from,
+                path: path.clone(),
+            },
+        );
+        // The calling thread's ring (the main thread's, or the forking thread's) moves to a shared
+        // file now; other threads' rings do when they are next taken.
+        let mine = crate::tls().ring.get();
+        if !mine.is_null() {
+            // SAFETY: rings are never unmapped; this thread owns `mine` and is not in a hook.
+            let r = unsafe { &*mine };
+            r.move_to(r.cap().max(ring::MAX_CAP.load(Ordering::Relaxed)));
+        }
         MODE.store(MODE_ACTIVE, Ordering::Release);
         Writer::new(cfg, w, path).spawn()
     });
     if let Err(e) = started {
-        manifest_line(cfg, &format!("error - {e}"));
+        manifest_line(
+            cfg,
+            &Line::Error {
+                path: None,
+                message: e,
+            },
+        );
         stop();
     }
 }
@@ -188,6 +237,13 @@ fn start_recording(cfg: &'static Config) {
 fn stop() {
     MODE.store(MODE_OFF, Ordering::Release);
     ring::for_each(|r| r.reset(r.state.load(Ordering::Relaxed)));
+    remove_ring_files();
+}
+
+/// Removes this image's ring files: its trace is finished (or recording stopped), nothing is left
+/// for `record` to recover.
+pub fn remove_ring_files() {
+    ring::for_each(|r| r.remove_file());
 }
 
 extern "C" fn on_load() {
@@ -210,17 +266,23 @@ fn load() {
     if cfg.no_follow && !is_top(cfg) {
         return stop();
     }
-    if let Some(n) = env("ALLOCSCOPE_RING_MAX").and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(n) = var_str(env::RING_MAX).and_then(|v| v.parse::<u64>().ok()) {
         ring::MAX_CAP.store(
             n.clamp(ring::INITIAL_CAP, 1 << 24).next_power_of_two(),
             Ordering::Relaxed,
         );
     }
-    if env("ALLOCSCOPE_NO_LATENCY").is_some_and(|v| v == "1") {
+    if var_str(env::NO_LATENCY).is_some_and(|v| v == "1") {
         crate::clock::disable_latency();
     }
-    if let Some(path) = env("ALLOCSCOPE_CONTROL") {
-        map_control(&path);
+    if let Some(c) = var_str(env::CLOCK)
+        .as_deref()
+        .and_then(cycle_clock::Calibration::decode)
+    {
+        writer::set_clock(c);
+    }
+    if let Some(path) = var(env::CONTROL) {
+        map_control(Path::new(&path));
         let ctl = CONTROL.load(Ordering::Relaxed);
         // SAFETY: a non-null CONTROL points into a mapping that is never unmapped.
         if !ctl.is_null() && unsafe { (*ctl).load(Ordering::Relaxed) } == 0 {
@@ -241,10 +303,10 @@ fn load() {
     }
     // SAFETY: the handlers are extern "C" fns that never unwind.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
-    start_recording(cfg);
+    start_recording(cfg, None);
 }
 
-fn map_control(path: &str) {
+fn map_control(path: &Path) {
     let Ok(f) = File::open(path) else { return };
     use std::os::fd::AsRawFd;
     // SAFETY: maps one page of an open file read-only and shared; the result is checked. The mapping
@@ -266,13 +328,15 @@ fn map_control(path: &str) {
 
 extern "C" fn on_unload() {
     let mode = MODE.load(Ordering::Acquire);
-    if mode == MODE_ACTIVE {
+    if mode == MODE_ACTIVE && PID.load(Ordering::Relaxed) == getpid() {
         let _q = Quiet::new();
-        // No index footer: destructors that run after this one (other libraries', libc's) may still
-        // free memory, and those records are appended to this same file one by one (MODE_LATE).
-        // Readers find the chunks by a scan, which costs one header read per chunk.
-        writer::flush_sync(REQ_FLUSH);
+        // Finished now (index and end record), but destructors that run after this one (other
+        // libraries', libc's) may still free memory: those records are each written at once and
+        // the end record rewritten after them (MODE_LATE).
+        writer::set_end(End::Exited(None));
+        writer::flush_sync(REQ_FLUSH | REQ_END);
         MODE.store(MODE_LATE, Ordering::Release);
+        remove_ring_files();
     }
 }
 
@@ -292,8 +356,11 @@ extern "C" fn after_fork_child() {
 }
 
 fn fork_child() {
+    let parent = getppid();
     PID.store(getpid(), Ordering::Relaxed);
     writer::reset_after_fork();
+    // The parent's rings and spool are the parent's: this image gets its own.
+    ring::set_spool(None);
     let t = crate::tls();
     let mine = t.ring.get();
     ring::for_each(|r| {
@@ -302,7 +369,7 @@ fn fork_child() {
         } else {
             ring::FREE
         };
-        r.reset(state);
+        r.reset_in_child(state);
     });
     SEQ.store(0, Ordering::Relaxed);
     THREADS.store(1, Ordering::Relaxed);
@@ -317,128 +384,24 @@ fn fork_child() {
         return stop();
     }
     crate::clock::reset_origin();
-    start_recording(cfg);
+    start_recording(cfg, Some(parent));
 }
 
-/// Before the process image goes away (exec) or dies (`_exit`, abort): write everything.
-fn flush_before(bits: u32) {
+/// Before the process dies (`_exit`, abort): write everything and finish the trace with `end`.
+fn flush_before(end: End) {
     // A vfork child shares our memory but is not us: it must not flush the parent's trace.
     if MODE.load(Ordering::Acquire) != MODE_ACTIVE || PID.load(Ordering::Relaxed) != getpid() {
         return;
     }
     let _q = Quiet::new();
-    writer::flush_sync(bits);
-}
-
-/// Before an exec: flush and close the trace, and tell `record` which program comes next, so it
-/// can say so when that program does not load the recorder (static, setuid, LD_PRELOAD cleared).
-///
-/// # Safety
-/// `program` is null or a NUL-terminated string (exec's contract for its path argument).
-unsafe fn before_exec(program: *const c_char) {
-    if MODE.load(Ordering::Acquire) != MODE_ACTIVE || PID.load(Ordering::Relaxed) != getpid() {
-        return;
-    }
-    let saved = crate::errno();
-    {
-        let _q = Quiet::new();
-        writer::flush_sync(REQ_FINISH);
-        if let Some(cfg) = CONFIG.get() {
-            let name = if program.is_null() {
-                String::from("?")
-            } else {
-                // SAFETY: non-null and NUL-terminated (this function's contract).
-                let c = unsafe { std::ffi::CStr::from_ptr(program) };
-                String::from_utf8_lossy(c.to_bytes()).into_owned()
-            };
-            manifest_line(cfg, &format!("exec {} {name}", getpid()));
-        }
-    }
-    crate::set_errno(saved);
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn execve(
-    path: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    // SAFETY: `path` is exec's path argument (the caller's contract).
-    unsafe { before_exec(path) };
-    match real::execve() {
-        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
-        Some(f) => unsafe { f(path, argv, envp) },
-        None => enosys(),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
-    // SAFETY: `path` is exec's path argument (the caller's contract).
-    unsafe { before_exec(path) };
-    match real::execv() {
-        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
-        Some(f) => unsafe { f(path, argv) },
-        None => enosys(),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
-    // SAFETY: `file` is exec's file argument (the caller's contract).
-    unsafe { before_exec(file) };
-    match real::execvp() {
-        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
-        Some(f) => unsafe { f(file, argv) },
-        None => enosys(),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn execvpe(
-    file: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    // SAFETY: `file` is exec's file argument (the caller's contract).
-    unsafe { before_exec(file) };
-    match real::execvpe() {
-        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
-        Some(f) => unsafe { f(file, argv, envp) },
-        None => enosys(),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn fexecve(
-    fd: c_int,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    // SAFETY: `argv` is null or a NULL-terminated array of strings (the caller's contract), so its
-    // first element is readable and is null or a string.
-    unsafe {
-        before_exec(if argv.is_null() {
-            std::ptr::null()
-        } else {
-            *argv
-        })
-    };
-    match real::fexecve() {
-        // SAFETY: the real function, with the caller's own arguments (the caller's contract).
-        Some(f) => unsafe { f(fd, argv, envp) },
-        None => enosys(),
-    }
-}
-
-fn enosys() -> c_int {
-    crate::set_errno(libc::ENOSYS);
-    -1
+    writer::set_end(end);
+    writer::flush_sync(REQ_FLUSH | REQ_END);
+    remove_ring_files();
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn _exit(code: c_int) -> ! {
-    flush_before(REQ_FINISH);
+    flush_before(End::Exited(Some(code)));
     match real::exit_() {
         // SAFETY: _exit has no preconditions.
         Some(f) => unsafe { f(code) },
@@ -458,7 +421,8 @@ pub unsafe extern "C" fn _Exit(code: c_int) -> ! {
 
 #[no_mangle]
 pub unsafe extern "C" fn abort() -> ! {
-    flush_before(REQ_FLUSH);
+    // The end record says SIGABRT; a program that catches it and goes on replaces it later.
+    flush_before(End::Signal(libc::SIGABRT));
     match real::abort() {
         // SAFETY: abort has no preconditions.
         Some(f) => unsafe { f() },
@@ -474,100 +438,5 @@ fn unreachable_exit() -> ! {
     loop {
         // SAFETY: pause has no preconditions; we only get here if exit_group/raise returned.
         unsafe { libc::pause() };
-    }
-}
-
-/// The shim's own allocator: straight to the real functions (or the arena while resolving), never
-/// through the hooks, so shim code is never recorded and never re-enters a hook.
-struct RealAlloc;
-
-// SAFETY: every block comes from the real allocator (or the never-reused arena) with at least the
-// requested size and alignment, and goes back to the allocator it came from.
-unsafe impl GlobalAlloc for RealAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if !real::ready() {
-            return real::arena_alloc(l.size(), l.align()).cast();
-        }
-        if l.align() <= 16 {
-            match real::malloc() {
-                // SAFETY: malloc has no preconditions; it returns 16-byte aligned memory on x86_64.
-                Some(f) => unsafe { f(l.size()) }.cast(),
-                None => std::ptr::null_mut(),
-            }
-        } else {
-            let mut p: *mut c_void = std::ptr::null_mut();
-            match real::posix_memalign() {
-                // SAFETY: `p` is a valid out-pointer; Layout alignments are powers of two > 16.
-                Some(f) if unsafe { f(&mut p, l.align(), l.size()) } == 0 => p.cast(),
-                _ => std::ptr::null_mut(),
-            }
-        }
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, _l: Layout) {
-        if real::in_arena(p.cast()) {
-            return;
-        }
-        if let Some(f) = real::free() {
-            // SAFETY: `p` came from `alloc` above, i.e. from the real allocator (GlobalAlloc contract).
-            unsafe { f(p.cast()) };
-        }
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
-        if l.align() <= 16 && !real::in_arena(p.cast()) && real::ready() {
-            if let Some(f) = real::realloc() {
-                // SAFETY: `p` came from the real malloc (GlobalAlloc contract, alignment ≤ 16).
-                return unsafe { f(p.cast(), new_size) }.cast();
-            }
-        }
-        // SAFETY: `l.align()` is a valid alignment and `new_size` fits it (GlobalAlloc contract).
-        let n = unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, l.align())) };
-        if !n.is_null() {
-            // SAFETY: `p` has `l.size()` readable bytes, `n` has `new_size` writable ones, and they
-            // are distinct blocks; `p` is then released to where it came from.
-            unsafe {
-                std::ptr::copy_nonoverlapping(p, n, l.size().min(new_size));
-                self.dealloc(p, l);
-            }
-        }
-        n
-    }
-}
-
-#[global_allocator]
-static ALLOC: RealAlloc = RealAlloc;
-
-// The variadic exec functions: C wrappers in `execl.c` collect the arguments and call the hooks
-// above. Rust cannot define variadic functions on stable, and rustc keeps C symbols of a cdylib
-// local, so the exported names are naked jumps: registers and stack (the variadic arguments) reach
-// the C function untouched.
-#[cfg(target_arch = "x86_64")]
-mod variadic_exec {
-    extern "C" {
-        fn allocscope_execl();
-        fn allocscope_execlp();
-        fn allocscope_execle();
-    }
-
-    /// `int execl(const char *path, const char *arg, ... /*, NULL */)`.
-    #[unsafe(naked)]
-    #[no_mangle]
-    pub unsafe extern "C" fn execl() {
-        std::arch::naked_asm!("jmp {0}", sym allocscope_execl)
-    }
-
-    /// `int execlp(const char *file, const char *arg, ... /*, NULL */)`.
-    #[unsafe(naked)]
-    #[no_mangle]
-    pub unsafe extern "C" fn execlp() {
-        std::arch::naked_asm!("jmp {0}", sym allocscope_execlp)
-    }
-
-    /// `int execle(const char *path, const char *arg, ... /*, NULL, char *const envp[] */)`.
-    #[unsafe(naked)]
-    #[no_mangle]
-    pub unsafe extern "C" fn execle() {
-        std::arch::naked_asm!("jmp {0}", sym allocscope_execle)
     }
 }

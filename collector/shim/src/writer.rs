@@ -1,56 +1,43 @@
-//! The writer thread: drains every ring, orders the records and writes them as trace chunks.
+//! The writer thread: reads every ring, orders the records and writes them as trace chunks.
 //!
 //! It wakes every `flush_ms`, when a hook waits for room (`wake`), or when some code asks for a
 //! synchronous flush (`flush_sync`: exit, `_exit`, exec, abort, late events). A normal tick writes the
 //! records below the watermark (see `lib.rs`) and keeps the rest for the next tick; a requested flush
-//! writes everything it drained. `REQ_FINISH` also writes the index footer and closes the file; records
-//! that arrive after that (a failed exec, frees after the final flush) go to a continuation file.
+//! writes everything it read, and with `REQ_END` also finishes the trace as it stands (index and end
+//! status, replaced by whatever is written next: see `TraceWriter::checkpoint`). A ring's records
+//! are marked written (`tail`) only after the chunks holding them were written.
 //!
-//! Errors (disk full, ...) stop the recording: the process goes on untraced and the manifest gets a
-//! line `error <path> <message>` that `allocscope record` reports. The writer never writes to the
-//! traced program's stdout or stderr.
+//! Errors (disk full, ...) stop the recording: the process goes on untraced and the manifest gets an
+//! `error` line that `allocscope record` reports. The writer never writes to the traced program's
+//! stdout or stderr.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
-use traces::{Event, Op, PtrKind, TraceWriter};
+use recorder_protocol::manifest::Line;
+use recorder_protocol::order::{order_moving_reallocs, Pending};
+use recorder_protocol::{to_event, Timebase};
+use traces::{EndStatus, Ending, TraceWriter};
 
-use crate::clock::Calibration;
 use crate::lifecycle::{self, Config};
-use crate::ring::{self, Record};
+use crate::ring::{self, Ring};
 use crate::sink::GuardedFile;
 use crate::{MODE, MODE_OFF, SEQ};
-
-/// Hashes a recorder thread number with one multiplication: the writer looks one up per event,
-/// and SipHash there cost more than the rest of the drain.
-#[derive(Default)]
-pub struct ThreadHasher(u64);
-
-impl Hasher for ThreadHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (n as u64 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 /// Events per chunk at most.
 const MAX_CHUNK: usize = 1 << 20;
 /// A thread with at least this many events in a pass gets chunks of its own.
 const OWN_CHUNK_MIN: usize = 4096;
 
-/// Write everything drained and flush.
+/// Write everything read and flush.
 pub const REQ_FLUSH: u32 = 1;
-/// Like REQ_FLUSH, then write the index footer and close the file.
-pub const REQ_FINISH: u32 = 2;
+/// Then finish the trace as it stands with the end status set by [`set_end`] (a checkpoint: what
+/// is written later replaces it).
+pub const REQ_END: u32 = 2;
+/// An `inflight` unchanged this long is ignored by the watermark (a thread that never came back
+/// into its hook).
+const STUCK_NS: u64 = 1_000_000_000;
 
 /// Futex word the writer sleeps on; hooks set it to 1 to wake it early.
 static WAKE: AtomicU32 = AtomicU32::new(0);
@@ -63,6 +50,61 @@ static REQ_DONE: AtomicU32 = AtomicU32::new(0);
 pub static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The writer thread's kernel tid (it must never wait for itself).
 static WRITER_TID: AtomicU32 = AtomicU32::new(0);
+/// The end status the next `REQ_END` writes: an [`Ending`] code and the exit code or signal.
+static END_HOW: AtomicU8 = AtomicU8::new(END_EXITED);
+static END_CODE: AtomicI32 = AtomicI32::new(i32::MIN);
+const END_EXITED: u8 = 0;
+const END_EXEC: u8 = 1;
+const END_KILLED: u8 = 2;
+/// The clock calibration, once known: given by `allocscope record`, or measured by the first writer
+/// of a process tree (a fork child inherits it). Null until then; leaked, never freed.
+static CLOCK: std::sync::atomic::AtomicPtr<cycle_clock::Calibration> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// How the recording ends if the next `REQ_END` is the last one.
+pub enum End {
+    /// Exit path; the exit code when known (`_exit`).
+    Exited(Option<i32>),
+    Exec,
+    /// A fatal signal the process raises itself (abort).
+    Signal(i32),
+}
+
+/// Sets the end status of the next `REQ_END`.
+pub fn set_end(end: End) {
+    let (how, code) = match end {
+        End::Exited(c) => (END_EXITED, c.unwrap_or(i32::MIN)),
+        End::Exec => (END_EXEC, i32::MIN),
+        End::Signal(s) => (END_KILLED, s),
+    };
+    END_CODE.store(code, Ordering::Relaxed);
+    END_HOW.store(how, Ordering::Release);
+}
+
+fn end_status() -> EndStatus {
+    let code = Some(END_CODE.load(Ordering::Relaxed)).filter(|&c| c != i32::MIN);
+    match END_HOW.load(Ordering::Acquire) {
+        END_EXEC => EndStatus::new(Ending::Exec),
+        END_KILLED => EndStatus {
+            signal: code,
+            ..EndStatus::new(Ending::Killed)
+        },
+        _ => EndStatus {
+            exit_code: code,
+            ..EndStatus::new(Ending::Exited)
+        },
+    }
+}
+
+/// Uses the calibration `allocscope record` measured instead of measuring one.
+pub fn set_clock(c: cycle_clock::Calibration) {
+    CLOCK.store(Box::into_raw(Box::new(c)), Ordering::Release);
+}
+
+fn clock() -> Option<cycle_clock::Calibration> {
+    // SAFETY: a non-null CLOCK points to a leaked Calibration that is never freed or changed.
+    unsafe { CLOCK.load(Ordering::Acquire).as_ref() }.copied()
+}
 
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
@@ -144,30 +186,35 @@ pub fn reset_after_fork() {
 /// What the writer thread owns.
 pub struct Writer {
     pub cfg: &'static Config,
-    /// The open trace (None after REQ_FINISH until more records arrive).
-    pub out: Option<(TraceWriter<GuardedFile>, String)>,
-    /// Drained events not written yet (seq at or above the last watermark), by recorder thread.
-    held: HashMap<u32, Vec<Event>, BuildHasherDefault<ThreadHasher>>,
-    /// Events of the threads with few events this pass, merged into one chunk.
-    mixed: Vec<Event>,
+    /// The open trace (None once recording failed).
+    out: Option<TraceWriter<GuardedFile>>,
+    path: PathBuf,
+    /// Records read but not written yet (seq at or above the last watermark), per ring (indexed by
+    /// ring number), oldest first: the same records are still in their ring, above its `tail`.
+    held: Vec<(Option<&'static Ring>, Vec<Pending<()>>)>,
+    /// This pass's records, seq-ordered across rings, tagged with their ring's place in `held`.
+    batch: Vec<Pending<usize>>,
+    /// Per ring of `held`: its events of this pass, for chunks of their own.
+    own: Vec<Vec<traces::Event>>,
+    /// Events of the rings with few this pass, merged into one chunk.
+    mixed: Vec<traces::Event>,
     /// The watermark of the last chunk written.
     last_watermark: u64,
-    calib: Option<Calibration>,
-    /// Path and events written of the current (or last) file, for the manifest's `stats` lines.
-    written: (String, u64),
+    time: Option<Timebase>,
 }
 
 impl Writer {
-    pub fn new(cfg: &'static Config, out: TraceWriter<GuardedFile>, path: String) -> Writer {
-        let written = (path.clone(), 0);
+    pub fn new(cfg: &'static Config, out: TraceWriter<GuardedFile>, path: PathBuf) -> Writer {
         Writer {
             cfg,
-            out: Some((out, path)),
-            held: HashMap::default(),
+            out: Some(out),
+            path,
+            held: Vec::new(),
+            batch: Vec::new(),
+            own: Vec::new(),
             mixed: Vec::new(),
             last_watermark: 0,
-            calib: None,
-            written,
+            time: None,
         }
     }
 
@@ -222,14 +269,14 @@ impl Writer {
                 // process image started.
                 Ok(()) if bits != 0 => lifecycle::manifest_line(
                     self.cfg,
-                    &format!(
-                        "stats {} {} {} {} {}",
-                        self.written.0,
-                        self.written.1,
-                        crate::WAITS.load(Ordering::Relaxed),
-                        crate::THREADS.load(Ordering::Relaxed),
-                        crate::clock::monotonic_ns().saturating_sub(crate::clock::origin().1)
-                    ),
+                    &Line::Stats {
+                        path: self.path.clone(),
+                        events: self.out.as_ref().map_or(0, |w| w.events_written()),
+                        waits: crate::WAITS.load(Ordering::Relaxed),
+                        threads: crate::THREADS.load(Ordering::Relaxed) as u64,
+                        alive_ns: crate::clock::monotonic_ns()
+                            .saturating_sub(crate::clock::origin().1),
+                    },
                 ),
                 Ok(()) => {}
                 Err(e) => self.fail(&e),
@@ -247,49 +294,131 @@ impl Writer {
     }
 
     fn fail(&mut self, e: &str) {
-        let path = self
-            .out
-            .as_ref()
-            .map(|(_, p)| p.clone())
-            .unwrap_or_default();
-        lifecycle::manifest_line(self.cfg, &format!("error {path} {e}"));
+        lifecycle::manifest_line(
+            self.cfg,
+            &Line::Error {
+                path: Some(self.path.clone()),
+                message: e.to_string(),
+            },
+        );
         MODE.store(MODE_OFF, Ordering::Release);
+        // Say why the trace ends here, if the file still takes it (a full disk may not).
+        if let Some(w) = self.out.as_mut() {
+            let stopped = EndStatus {
+                note: e.to_string(),
+                ..EndStatus::new(Ending::Stopped)
+            };
+            let _ = w.checkpoint(&stopped);
+        }
         // Unblock hooks that wait for room: their records are dropped from now on.
-        ring::for_each(|r| {
-            r.drain(|_| {});
-        });
+        ring::for_each(|r| r.reset(r.state.load(Ordering::Relaxed)));
+        lifecycle::remove_ring_files();
         self.out = None;
     }
 
-    fn calibration(&mut self) -> Calibration {
-        if let Some(c) = self.calib {
-            return c;
+    /// How this image's raw stamps become ns (measuring the clock first when nobody gave a
+    /// calibration of the session's clock).
+    fn timebase(&mut self) -> Timebase {
+        if let Some(t) = self.time {
+            return t;
         }
-        let origin = crate::clock::origin();
-        // At least 20 ms between the two readings keeps the TSC ratio error in the ppm range.
-        let elapsed = crate::clock::monotonic_ns().saturating_sub(origin.1);
-        if elapsed < 20_000_000 {
-            std::thread::sleep(Duration::from_nanos(20_000_000 - elapsed));
-        }
-        let c = Calibration::finish(origin);
-        self.calib = Some(c);
-        c
+        let source = crate::clock::current_source();
+        let clock = match clock().filter(|c| c.source == source) {
+            Some(c) => c,
+            None => {
+                // Not started by `record` (which measures once for every process): measure here.
+                let c = cycle_clock::Calibration::measure(source, Duration::from_millis(20));
+                set_clock(c);
+                c
+            }
+        };
+        let t = Timebase {
+            origin: crate::clock::origin().0,
+            clock,
+        };
+        self.time = Some(t);
+        t
     }
 
-    /// One pass: drain, write what the watermark allows (everything when `bits` asks for it).
-    fn tick(&mut self, bits: u32) -> Result<(), String> {
-        let g = SEQ.load(Ordering::Acquire);
-        let mut watermark = g;
-        ring::for_each(|r| watermark = watermark.min(r.inflight.load(Ordering::Acquire)));
-        let calib = self.calibration();
+    /// The watermark: every record with a smaller seq has been appended to its ring. A ring whose
+    /// `inflight` has not changed for [`STUCK_NS`] is left out (its thread never came back).
+    fn watermark() -> u64 {
+        let mut w = SEQ.load(Ordering::Acquire);
+        let now = crate::clock::monotonic_ns();
+        ring::for_each(|r| {
+            let v = r.sh().inflight.load(Ordering::Acquire);
+            if v == u64::MAX {
+                return;
+            }
+            if r.stuck_value.load(Ordering::Relaxed) != v {
+                r.stuck_value.store(v, Ordering::Relaxed);
+                r.stuck_since_ns.store(now, Ordering::Relaxed);
+            } else if now.saturating_sub(r.stuck_since_ns.load(Ordering::Relaxed)) > STUCK_NS {
+                return;
+            }
+            w = w.min(v);
+        });
+        w
+    }
+
+    /// Reads every ring's new records into `held`.
+    fn read_rings(&mut self, time: &Timebase) {
         let held = &mut self.held;
         ring::for_each(|r| {
-            let orphaned = r.state.load(Ordering::Acquire) == ring::ORPHANED;
-            r.drain(|rec| {
-                let ev = to_event(rec, &calib);
-                held.entry(ev.thread).or_default().push(ev);
+            let i = r.number() as usize;
+            if held.len() <= i {
+                held.resize_with(i + 1, || (None, Vec::new()));
+            }
+            // SAFETY: registry rings are never unmapped: the reference is 'static.
+            held[i].0 = Some(unsafe { &*(r as *const Ring) });
+            let v = &mut held[i].1;
+            r.read_new(|rec| {
+                v.push(Pending {
+                    event: to_event(rec, time),
+                    window: rec.window,
+                    tag: (),
+                })
             });
-            if orphaned && r.len() == 0 {
+        });
+    }
+
+    /// One pass: read, write what the watermark allows (everything when `bits` asks for it), mark
+    /// it written in the rings, and with `REQ_END` finish the trace as it stands.
+    fn tick(&mut self, bits: u32) -> Result<(), String> {
+        let watermark = Self::watermark();
+        let time = self.timebase();
+        self.read_rings(&time);
+        let all = bits & REQ_FLUSH != 0;
+
+        // This pass: per ring, the records below the watermark (all of them on a requested flush),
+        // in one seq-ordered batch, where the order rule for moving reallocs applies.
+        self.batch.clear();
+        for (i, (_, v)) in self.held.iter_mut().enumerate() {
+            // One ring's records arrive in order, except a ring borrowed by exiting threads.
+            if !v.is_sorted_by_key(|p| p.event.seq) {
+                v.sort_unstable_by_key(|p| p.event.seq);
+            }
+            let n = if all {
+                v.len()
+            } else {
+                v.partition_point(|p| p.event.seq < watermark)
+            };
+            self.batch.extend(v.drain(..n).map(|p| Pending {
+                event: p.event,
+                window: p.window,
+                tag: i,
+            }));
+        }
+        if !self.batch.is_empty() {
+            self.batch.sort_unstable_by_key(|p| p.event.seq);
+            order_moving_reallocs(&mut self.batch);
+            self.write_batch(watermark)?;
+        }
+        // Everything of this pass is in the file: the rings may reuse those slots.
+        for (r, v) in &self.held {
+            let Some(r) = r else { continue };
+            r.written(v.len() as u64);
+            if r.state.load(Ordering::Acquire) == ring::ORPHANED && r.len() == 0 {
                 r.release_pages();
                 let _ = r.state.compare_exchange(
                     ring::ORPHANED,
@@ -298,82 +427,61 @@ impl Writer {
                     Ordering::Relaxed,
                 );
             }
-        });
-        let all = bits & (REQ_FLUSH | REQ_FINISH) != 0;
-
-        // What goes out now: per thread, the events below the watermark (all of them on a requested
-        // flush). A thread with many gets chunks of its own (deltas of addresses and times within
-        // one thread compress far better than across threads); the rest share one mixed chunk.
-        let mut own: Vec<(u32, usize)> = Vec::new();
-        self.mixed.clear();
-        for (&thread, evs) in self.held.iter_mut() {
-            // One thread's records arrive in order, except after it exited (borrowed rings).
-            if !evs.is_sorted_by_key(|e| e.seq) {
-                evs.sort_unstable_by_key(|e| e.seq);
-            }
-            let n = if all {
-                evs.len()
-            } else {
-                evs.partition_point(|e| e.seq < watermark)
-            };
-            if n >= OWN_CHUNK_MIN {
-                own.push((thread, n));
-            } else if n > 0 {
-                self.mixed.extend(evs.drain(..n));
-            }
         }
-        self.held.retain(|_, v| !v.is_empty());
-        self.mixed.sort_unstable_by_key(|e| e.seq);
-        let pieces = own
-            .iter()
-            .map(|&(_, n)| n.div_ceil(MAX_CHUNK))
-            .sum::<usize>()
-            + usize::from(!self.mixed.is_empty());
-        if pieces == 0 {
-            return self.finish_or_flush(bits, all);
+        let w = self.out.as_mut().ok_or("the trace is closed")?;
+        let path = &self.path;
+        if bits & REQ_END != 0 {
+            w.checkpoint(&end_status())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        } else if all {
+            w.flush().map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        if self.out.is_none() {
-            self.out = Some(lifecycle::open_trace(self.cfg, true)?);
-        }
-        let (w, path) = self.out.as_mut().expect("opened above");
-        // Every chunk of this pass but the last promises only what the previous pass promised: the
-        // new watermark holds once all of them are written.
-        let mut left = pieces;
-        let mark = |left: &mut usize| {
-            *left -= 1;
-            if *left == 0 {
-                watermark
-            } else {
-                self.last_watermark
-            }
-        };
-        for (thread, n) in own {
-            let evs = self.held.get_mut(&thread).expect("listed above");
-            for part in evs[..n].chunks(MAX_CHUNK) {
-                w.write_chunk(part, mark(&mut left))
-                    .map_err(|e| format!("{path}: {e}"))?;
-            }
-            evs.drain(..n);
-        }
-        for part in self.mixed.chunks(MAX_CHUNK) {
-            w.write_chunk(part, mark(&mut left))
-                .map_err(|e| format!("{path}: {e}"))?;
-        }
-        self.last_watermark = watermark;
-        self.written = (path.clone(), w.events_written());
-        self.finish_or_flush(bits, all)
+        Ok(())
     }
 
-    fn finish_or_flush(&mut self, bits: u32, all: bool) -> Result<(), String> {
-        if bits & REQ_FINISH != 0 {
-            if let Some((w, path)) = self.out.take() {
-                w.finish().map_err(|e| format!("{path}: {e}"))?;
-            }
-        } else if all {
-            if let Some((w, path)) = self.out.as_mut() {
-                w.flush().map_err(|e| format!("{path}: {e}"))?;
+    /// Writes this pass's batch: a ring with many events gets chunks of its own (deltas of
+    /// addresses and times within one thread compress far better than across threads); the others
+    /// share one mixed chunk.
+    fn write_batch(&mut self, watermark: u64) -> Result<(), String> {
+        self.own.resize_with(self.held.len(), Vec::new);
+        self.own.iter_mut().for_each(Vec::clear);
+        self.mixed.clear();
+        for p in &self.batch {
+            self.own[p.tag].push(p.event);
+        }
+        let mut pieces = 0;
+        for v in &mut self.own {
+            if v.len() < OWN_CHUNK_MIN {
+                self.mixed.append(v);
+            } else {
+                pieces += v.len().div_ceil(MAX_CHUNK);
             }
         }
+        if !self.mixed.is_empty() {
+            self.mixed.sort_unstable_by_key(|e| e.seq);
+            pieces += self.mixed.len().div_ceil(MAX_CHUNK);
+        }
+        let w = self.out.as_mut().ok_or("the trace is closed")?;
+        let path = &self.path;
+        // Every chunk of this pass but the last promises only what the previous pass promised: the
+        // new watermark holds once all of them are written.
+        let last = self.last_watermark;
+        let mut left = pieces;
+        let mut put = |part: &[traces::Event]| {
+            left -= 1;
+            let mark = if left == 0 { watermark } else { last };
+            w.write_chunk(part, mark)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        for v in self.own.iter().filter(|v| !v.is_empty()) {
+            for part in v.chunks(MAX_CHUNK) {
+                put(part)?;
+            }
+        }
+        for part in self.mixed.chunks(MAX_CHUNK) {
+            put(part)?;
+        }
+        self.last_watermark = watermark;
         Ok(())
     }
 }
@@ -388,44 +496,17 @@ extern "C" fn writer_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())).is_err() {
         lifecycle::manifest_line(
             cfg,
-            "error - internal error in the writer thread; recording stopped",
+            &Line::Error {
+                path: None,
+                message: "internal error in the writer thread; recording stopped".into(),
+            },
         );
         MODE.store(MODE_OFF, Ordering::Release);
-        ring::for_each(|r| {
-            r.drain(|_| {});
-        });
+        ring::for_each(|r| r.reset(r.state.load(Ordering::Relaxed)));
         RUNNING.store(false, Ordering::Release);
         futex_wake(&REQ_DONE);
     }
     std::ptr::null_mut()
-}
-
-fn to_event(r: &Record, calib: &Calibration) -> Event {
-    let op = Op::from_code(r.op).unwrap_or(Op::Malloc);
-    let (nmemb, align) = if op == Op::Free {
-        (0, 0)
-    } else if op.has_nmemb() {
-        (r.extra, 0)
-    } else if op.has_align() {
-        (1, r.extra)
-    } else {
-        (1, 0)
-    };
-    Event {
-        seq: r.seq,
-        thread: r.thread,
-        ts_ns: calib.ns(r.start),
-        op,
-        addr: r.addr,
-        old_addr: r.old_addr,
-        size: r.size,
-        nmemb,
-        align,
-        failed: r.failed != 0,
-        latency_ns: calib.latency_ns(r.ticks),
-        kind: PtrKind::Unknown,
-        callsite: None,
-    }
 }
 
 /// Writes a whole buffer to a raw fd (manifest lines), retrying on EINTR.

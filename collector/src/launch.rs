@@ -215,7 +215,8 @@ impl Session {
         };
         let spool = make_spool(&dir, &name);
         // Measured once here, so that no traced process spends time on it.
-        let clock = cycle_clock::Calibration::measure(cycle_clock::detect(), Duration::from_millis(20));
+        let clock =
+            cycle_clock::Calibration::measure(cycle_clock::detect(), Duration::from_millis(20));
         Ok(Session {
             dir,
             manifest,
@@ -397,7 +398,9 @@ fn collect(
                 stats.insert(path.clone(), (*events, *waits, *threads, *alive_ns));
             }
             Line::Error { path, message } => {
-                let shown = path.as_ref().map_or("-".into(), |p| p.display().to_string());
+                let shown = path
+                    .as_ref()
+                    .map_or("-".into(), |p| p.display().to_string());
                 warnings.push(format!("recording error: {shown} {message}"));
                 if let Some(p) = path {
                     errors.insert(p.clone(), message.clone());

@@ -67,9 +67,7 @@ fn mapped_by(pid: u32, files: &[PathBuf]) -> bool {
         return false;
     };
     let maps = String::from_utf8_lossy(&maps);
-    files
-        .iter()
-        .any(|f| maps.contains(&*f.to_string_lossy()))
+    files.iter().any(|f| maps.contains(&*f.to_string_lossy()))
 }
 
 /// True when `pid` exists (and is not a zombie).
@@ -112,7 +110,9 @@ pub fn finish_traces(
         let result = if running {
             Ok(Finished::StillRunning)
         } else {
-            let signal = (latest && im.pid == top.pid).then_some(top).and_then(|t| t.signal);
+            let signal = (latest && im.pid == top.pid)
+                .then_some(top)
+                .and_then(|t| t.signal);
             let r = finish_one(&im.path, &files, signal, errors.get(&im.path), clock);
             for f in &files {
                 let _ = std::fs::remove_file(f);
@@ -136,7 +136,9 @@ fn pending_records(files: &[PathBuf]) -> (Vec<Record>, u64) {
     let mut all = Vec::new();
     let mut origin = 0;
     for f in files {
-        let Ok(bytes) = std::fs::read(f) else { continue };
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
         if let Ok(ring) = read_ring_file(&bytes) {
             origin = ring.origin;
             all.extend(ring.pending);
@@ -149,7 +151,11 @@ fn pending_records(files: &[PathBuf]) -> (Vec<Record>, u64) {
 
 /// The seqs the trace at `path` already holds between `lo` and `hi` (only the chunks whose range
 /// overlaps are decoded).
-fn seqs_in_trace(reader: &TraceReader, lo: u64, hi: u64) -> Result<HashSet<u64>, traces::TraceError> {
+fn seqs_in_trace(
+    reader: &TraceReader,
+    lo: u64,
+    hi: u64,
+) -> Result<HashSet<u64>, traces::TraceError> {
     let mut seen = HashSet::new();
     let mut buf = Vec::new();
     for c in reader.chunks() {
@@ -180,7 +186,10 @@ fn finish_one(
     if records.is_empty() && previous_end.is_some() {
         return Ok(Finished::Already);
     }
-    if let (Some(lo), Some(hi)) = (records.first().map(|r| r.seq), records.last().map(|r| r.seq)) {
+    if let (Some(lo), Some(hi)) = (
+        records.first().map(|r| r.seq),
+        records.last().map(|r| r.seq),
+    ) {
         let seen = seqs_in_trace(&reader, lo, hi).map_err(err)?;
         records.retain(|r| !seen.contains(&r.seq));
     }

@@ -83,7 +83,13 @@ pub fn install() -> Result<PathBuf, RecordError> {
     if is_intact(&path) {
         return Ok(path);
     }
-    let tmp = dir.join(format!("libcollector_shim.{}.tmp", std::process::id()));
+    // Unique per call: sessions of one process (tests, threads) may install at the same time.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        "libcollector_shim.{}.{}.tmp",
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -97,10 +103,15 @@ pub fn install() -> Result<PathBuf, RecordError> {
                 tmp.display()
             ))
         })?;
-    f.write_all(SHIM)?;
-    f.sync_all()?;
+    let written = f.write_all(SHIM).and_then(|()| f.sync_all());
     drop(f);
-    fs::rename(&tmp, &path)?;
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(RecordError::Setup(format!(
+            "cannot write the recorder library to {}: {e}",
+            path.display()
+        )));
+    }
     Ok(path)
 }
 

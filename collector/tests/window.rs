@@ -60,4 +60,37 @@ fn paused_toggle_and_duration() {
         first > 300_000_000,
         "first event at {first} ns, before the SIGUSR2"
     );
+
+    // A second SIGUSR2 pauses again, and says so.
+    let d = tempfile::tempdir().unwrap();
+    let exe = common::compile("steady", d.path());
+    let toggler = std::thread::spawn(|| {
+        for wait in [300, 400] {
+            std::thread::sleep(Duration::from_millis(wait));
+            // SAFETY: as above.
+            unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+        }
+    });
+    let opts = collector::RecordOptions {
+        output: Some(d.path().join("trace.atrace")),
+        command: vec![exe.into_os_string(), "1200".into()],
+        paused: true,
+        ..collector::RecordOptions::default()
+    };
+    let mut lines = Vec::new();
+    let o = collector::record(&opts, |l| lines.push(l.to_string())).unwrap();
+    toggler.join().unwrap();
+    assert!(lines.iter().any(|l| l == "recording started"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("recording paused after")),
+        "{lines:?}"
+    );
+    let evs = common::events(&o.processes[0].path);
+    let (first, last) = (evs[0].ts_ns, evs[evs.len() - 1].ts_ns);
+    assert!(
+        first > 200_000_000 && last < 1_000_000_000,
+        "events from {first} to {last} ns: outside the window"
+    );
 }

@@ -116,7 +116,9 @@ impl<W: Write> TraceWriter<W> {
                 chunk_events,
                 ..options
             },
-            pending: Vec::with_capacity(chunk_events),
+            // Allocated on the first `push`: writers that only write whole chunks (the recorder)
+            // never need it.
+            pending: Vec::new(),
             encoder: ChunkEncoder::default(),
             buf: Vec::new(),
             index: Vec::new(),
@@ -127,6 +129,9 @@ impl<W: Write> TraceWriter<W> {
 
     /// Adds one event of a single ordered stream (seq strictly increasing across calls).
     pub fn push(&mut self, ev: &Event) -> Result<()> {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(self.options.chunk_events);
+        }
         if let Some(last) = self.pending.last() {
             if ev.seq <= last.seq {
                 return Err(TraceError::Invalid(format!(
@@ -291,7 +296,7 @@ impl TraceWriter<File> {
                 chunk_events,
                 ..options
             },
-            pending: Vec::with_capacity(chunk_events),
+            pending: Vec::new(),
             encoder: ChunkEncoder::default(),
             buf: Vec::new(),
             index,

@@ -40,8 +40,7 @@ pub fn detect() -> Source {
         // cpuid exists on every x86-64 CPU; leaf 0x8000_0007 is read only when the maximum
         // extended leaf says it exists.
         let max_ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;
-        if max_ext >= 0x8000_0007 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
-        {
+        if max_ext >= 0x8000_0007 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0 {
             return Source::Tsc;
         }
     }
@@ -136,10 +135,7 @@ impl Calibration {
     /// below 0).
     #[inline(always)]
     pub fn latency_ns(&self, start: u64, stop: u64) -> u64 {
-        self.ticks_to_ns(
-            stop.wrapping_sub(start)
-                .saturating_sub(self.overhead_ticks),
-        )
+        self.ticks_to_ns(stop.wrapping_sub(start).saturating_sub(self.overhead_ticks))
     }
 
     /// A duration in ticks, in ns.
@@ -201,7 +197,10 @@ mod tests {
         let measured = c.latency_ns(a, b) as f64;
         let real = (m1 - m0) as f64;
         // Loose: the machine is shared; the point is units, not noise.
-        assert!((measured / real - 1.0).abs() < 0.2, "{measured} ns vs {real} ns");
+        assert!(
+            (measured / real - 1.0).abs() < 0.2,
+            "{measured} ns vs {real} ns"
+        );
     }
 
     #[test]
@@ -220,7 +219,14 @@ mod tests {
         ] {
             assert_eq!(Calibration::decode(&c.encode()), Some(c));
         }
-        for bad in ["tsc 1e9 30", "tsc x 1", "rdtsc 1 1", "tsc 0.4", "tsc 0.4 1 2", "tsc 0.4 1e12"] {
+        for bad in [
+            "tsc 1e9 30",
+            "tsc x 1",
+            "rdtsc 1 1",
+            "tsc 0.4",
+            "tsc 0.4 1 2",
+            "tsc 0.4 1e12",
+        ] {
             assert_eq!(Calibration::decode(bad), None, "{bad}");
         }
     }

@@ -37,9 +37,7 @@ impl Timebase {
     /// The latency of a call that took `ticks` between its start and stop stamps, less the clock's
     /// own cost, saturated to u32 ns.
     pub fn latency_ns(&self, ticks: u32) -> u32 {
-        self.clock
-            .latency_ns(0, ticks as u64)
-            .min(u32::MAX as u64) as u32
+        self.clock.latency_ns(0, ticks as u64).min(u32::MAX as u64) as u32
     }
 }
 

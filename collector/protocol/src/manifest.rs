@@ -85,7 +85,9 @@ impl Line {
             }
             Line::Error { path, message } => {
                 field(&mut out, b"error");
-                let p = path.as_deref().map_or(&b"-"[..], |p| p.as_os_str().as_bytes());
+                let p = path
+                    .as_deref()
+                    .map_or(&b"-"[..], |p| p.as_os_str().as_bytes());
                 field(&mut out, p);
                 field(&mut out, message.as_bytes());
             }
@@ -99,7 +101,8 @@ impl Line {
             .split(|&b| b == b' ')
             .map(unescape)
             .collect::<Option<_>>()?;
-        let num = |i: usize| -> Option<u64> { std::str::from_utf8(fields.get(i)?).ok()?.parse().ok() };
+        let num =
+            |i: usize| -> Option<u64> { std::str::from_utf8(fields.get(i)?).ok()?.parse().ok() };
         let path = |i: usize| -> Option<PathBuf> {
             Some(PathBuf::from(OsString::from_vec(fields.get(i)?.clone())))
         };

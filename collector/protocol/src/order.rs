@@ -113,7 +113,10 @@ mod tests {
             .map(|p| (p.event.seq, p.event.thread, p.window))
             .collect();
         assert_eq!(got, vec![(7, 3, 0), (8, 0, 3), (9, 1, 0), (10, 2, 0)]);
-        assert!(batch.iter().all(|p| p.tag == p.event.thread), "tags move along");
+        assert!(
+            batch.iter().all(|p| p.tag == p.event.thread),
+            "tags move along"
+        );
     }
 
     #[test]

@@ -67,4 +67,3 @@ unsafe impl GlobalAlloc for RealAlloc {
 
 #[global_allocator]
 static ALLOC: RealAlloc = RealAlloc;
-

@@ -5,8 +5,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use cycle_clock::Source;
 pub use cycle_clock::monotonic_ns;
+use cycle_clock::Source;
 
 /// True when hooks read the TSC; set once at init, before any record is taken with it.
 static USE_TSC: AtomicBool = AtomicBool::new(false);

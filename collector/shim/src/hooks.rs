@@ -274,17 +274,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nmemb: usize, size: usize)
     // SAFETY: the real function, with the caller's own arguments (the caller's contract).
     let n = unsafe { f(p, nmemb, size) };
     let t1 = clock::end(t0);
-    record_moving(
-        h,
-        Op::Reallocarray,
-        t0,
-        t1,
-        n,
-        p,
-        size,
-        nmemb,
-        window_start,
-    );
+    record_moving(h, Op::Reallocarray, t0, t1, n, p, size, nmemb, window_start);
     n
 }
 

@@ -15,7 +15,9 @@ use traces::{ClockSource, Header, TraceWriter};
 
 use crate::sink::{GuardedDir, GuardedFile};
 use crate::writer::{self, End, Writer, REQ_END, REQ_FLUSH};
-use crate::{real, ring, Quiet, CONTROL, KEY, MODE, MODE_ACTIVE, MODE_LATE, MODE_OFF, SEQ, THREADS};
+use crate::{
+    real, ring, Quiet, CONTROL, KEY, MODE, MODE_ACTIVE, MODE_LATE, MODE_OFF, SEQ, THREADS,
+};
 
 /// Settings from the environment (`recorder_protocol::env`), read once by the constructor.
 pub struct Config {

@@ -154,7 +154,8 @@ fn new_mapping(ring_no: u32, generation: u32, cap: u64) -> (*mut Shared, u64) {
     let bytes = map_bytes(cap);
     if let Some(s) = spool() {
         let mut name = [0u8; 80];
-        if let Some(n) = layout::write_file_name(&mut name[..79], s.pid, s.image, ring_no, generation)
+        if let Some(n) =
+            layout::write_file_name(&mut name[..79], s.pid, s.image, ring_no, generation)
         {
             name[n] = 0;
             // SAFETY: `name` is NUL-terminated at `n`.
@@ -344,7 +345,10 @@ impl Ring {
         let o = self.sh();
         // SAFETY: `new` is a fresh mapping of `cap` records that only we see.
         let n = unsafe { &*new };
-        let (head, tail) = (o.head.load(Ordering::Relaxed), o.tail.load(Ordering::Relaxed));
+        let (head, tail) = (
+            o.head.load(Ordering::Relaxed),
+            o.tail.load(Ordering::Relaxed),
+        );
         for i in tail..head {
             // SAFETY: both slots are inside their mappings (masks); we hold `busy`, so the consumer
             // reads neither meanwhile.
@@ -379,7 +383,8 @@ impl Ring {
             return;
         }
         let mut name = [0u8; 80];
-        if let Some(n) = layout::write_file_name(&mut name[..79], s.pid, image, self.ring_no, generation)
+        if let Some(n) =
+            layout::write_file_name(&mut name[..79], s.pid, image, self.ring_no, generation)
         {
             name[n] = 0;
             // SAFETY: NUL-terminated at `n`.

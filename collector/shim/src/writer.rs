@@ -1,18 +1,20 @@
 //! The writer thread: reads every ring, orders the records and writes them as trace chunks.
 //!
-//! It wakes every `flush_ms`, when a hook waits for room (`wake`), or when some code asks for a
-//! synchronous flush (`flush_sync`: exit, `_exit`, exec, abort, late events). A normal tick writes the
-//! records below the watermark (see `lib.rs`) and keeps the rest for the next tick; a requested flush
-//! writes everything it read, and with `REQ_END` also finishes the trace as it stands (index and end
-//! status, replaced by whatever is written next: see `TraceWriter::checkpoint`). A ring's records
-//! are marked written (`tail`) only after the chunks holding them were written.
+//! The writer state is shared, behind a lock: the writer thread runs a pass every `flush_ms` or when
+//! a hook waits for room (`wake`); a thread that needs everything written now (`flush_sync`: exit,
+//! `_exit`, exec, abort, late events) runs the pass itself, so a short-lived process never waits
+//! for the writer thread to be scheduled. A normal pass writes the records below the watermark (see
+//! `lib.rs`) and keeps the rest for the next one; a requested flush writes everything it read, and
+//! with `REQ_END` also finishes the trace as it stands (index and end status, replaced by whatever
+//! is written next: see `TraceWriter::checkpoint`). A ring's records are marked written (`tail`)
+//! only after the chunks holding them were written.
 //!
 //! Errors (disk full, ...) stop the recording: the process goes on untraced and the manifest gets an
 //! `error` line that `allocscope record` reports. The writer never writes to the traced program's
 //! stdout or stderr.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
 use recorder_protocol::manifest::Line;
@@ -39,17 +41,15 @@ pub const REQ_END: u32 = 2;
 /// into its hook).
 const STUCK_NS: u64 = 1_000_000_000;
 
-/// Futex word the writer sleeps on; hooks set it to 1 to wake it early.
+/// Futex word the writer thread sleeps on; hooks set it to 1 to wake it early.
 static WAKE: AtomicU32 = AtomicU32::new(0);
-/// Requests not yet served (REQ_* bits).
-static REQ_BITS: AtomicU32 = AtomicU32::new(0);
-/// Tickets handed to `flush_sync` callers, and the highest ticket served.
-static REQ_TICKET: AtomicU64 = AtomicU64::new(0);
-static REQ_DONE: AtomicU32 = AtomicU32::new(0);
-/// True while a writer thread exists in this process.
-pub static RUNNING: AtomicBool = AtomicBool::new(false);
-/// The writer thread's kernel tid (it must never wait for itself).
-static WRITER_TID: AtomicU32 = AtomicU32::new(0);
+/// The writer state (null until recording starts; leaked, never freed). Used only under `LOCK`.
+static WRITER: AtomicPtr<Writer> = AtomicPtr::new(std::ptr::null_mut());
+/// Futex lock around the writer state: 0 free, 1 held, 2 held with waiters.
+static LOCK: AtomicU32 = AtomicU32::new(0);
+/// Kernel tid of the thread holding `LOCK` (0: none), so that a thread never waits for itself (a
+/// signal handler that exits while its thread is inside a pass).
+static OWNER: AtomicU32 = AtomicU32::new(0);
 /// The end status the next `REQ_END` writes: an [`Ending`] code and the exit code or signal.
 static END_HOW: AtomicU8 = AtomicU8::new(END_EXITED);
 static END_CODE: AtomicI32 = AtomicI32::new(i32::MIN);
@@ -148,39 +148,70 @@ pub fn wake() {
     }
 }
 
-/// Asks the writer to write everything recorded so far (and with REQ_FINISH, close the file), and
-/// waits until it has (at most 10 s: a writer stuck on a full disk must not hang the program).
-/// errno is preserved.
+/// Takes `LOCK`, waiting at most until `deadline_ns` (monotonic). False when the deadline passed
+/// or this thread already holds it.
+fn lock(deadline_ns: u64) -> bool {
+    let me = gettid();
+    if OWNER.load(Ordering::Relaxed) == me {
+        return false;
+    }
+    if LOCK
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // Drepper's futex mutex: mark contended, sleep while it stays so.
+        while LOCK.swap(2, Ordering::Acquire) != 0 {
+            if crate::clock::monotonic_ns() > deadline_ns {
+                return false;
+            }
+            futex_wait(&LOCK, 2, Duration::from_millis(10));
+        }
+    }
+    OWNER.store(me, Ordering::Relaxed);
+    true
+}
+
+fn unlock() {
+    OWNER.store(0, Ordering::Relaxed);
+    if LOCK.swap(0, Ordering::Release) == 2 {
+        futex_wake(&LOCK);
+    }
+}
+
+/// Runs one writer pass with `bits` on the calling thread, if the lock can be had before
+/// `deadline_ns`. A panic in the pass (a bug) stops recording; the program goes on.
+fn pass(bits: u32, deadline_ns: u64) {
+    if !lock(deadline_ns) {
+        return;
+    }
+    // SAFETY: a non-null WRITER is a leaked Writer, used only while holding LOCK (we do).
+    if let Some(w) = unsafe { WRITER.load(Ordering::Acquire).as_mut() } {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.pass(bits))).is_err() {
+            w.fail("internal error in the writer; recording stopped");
+        }
+    }
+    unlock();
+}
+
+/// Writes everything recorded so far now, on this thread (and with `REQ_END` finishes the trace as
+/// it stands). Waits at most 10 s for a pass in progress: a writer stuck on a full disk must not
+/// hang the program. errno is preserved.
 pub fn flush_sync(bits: u32) {
-    if !RUNNING.load(Ordering::Acquire) || WRITER_TID.load(Ordering::Relaxed) == gettid() {
+    if WRITER.load(Ordering::Acquire).is_null() {
         return;
     }
     let saved = crate::errno();
-    REQ_BITS.fetch_or(bits, Ordering::AcqRel);
-    let ticket = REQ_TICKET.fetch_add(1, Ordering::AcqRel) + 1;
-    wake();
-    let deadline = crate::clock::monotonic_ns() + 10_000_000_000;
-    loop {
-        let done = REQ_DONE.load(Ordering::Acquire);
-        if done as u64 >= ticket || !RUNNING.load(Ordering::Acquire) {
-            break;
-        }
-        if crate::clock::monotonic_ns() > deadline {
-            break;
-        }
-        futex_wait(&REQ_DONE, done, Duration::from_millis(50));
-    }
+    pass(bits, crate::clock::monotonic_ns() + 10_000_000_000);
     crate::set_errno(saved);
 }
 
-/// Resets the request state (in a fork child, where no writer exists yet).
+/// Forgets the parent's writer (in a fork child: its thread does not exist here, and its state is
+/// the parent's).
 pub fn reset_after_fork() {
     WAKE.store(0, Ordering::Relaxed);
-    REQ_BITS.store(0, Ordering::Relaxed);
-    REQ_TICKET.store(0, Ordering::Relaxed);
-    REQ_DONE.store(0, Ordering::Relaxed);
-    RUNNING.store(false, Ordering::Relaxed);
-    WRITER_TID.store(0, Ordering::Relaxed);
+    WRITER.store(std::ptr::null_mut(), Ordering::Relaxed);
+    LOCK.store(0, Ordering::Relaxed);
+    OWNER.store(0, Ordering::Relaxed);
 }
 
 /// What the writer thread owns.
@@ -218,17 +249,17 @@ impl Writer {
         }
     }
 
-    /// Starts the writer thread with every signal blocked. Err when the thread cannot be created.
+    /// Publishes the writer and starts its thread (every signal blocked). Err when the thread
+    /// cannot be created (recording then stops).
     ///
     /// A raw pthread rather than `std::thread`: std's thread prologue allocates and reads
     /// /proc/self/maps before our code runs, and those calls would be recorded as the program's.
     pub fn spawn(self) -> Result<(), String> {
-        RUNNING.store(true, Ordering::Release);
-        let boxed = Box::into_raw(Box::new(self));
+        let period_ms = self.cfg.flush_ms;
+        WRITER.store(Box::into_raw(Box::new(self)), Ordering::Release);
         // SAFETY: sigset_t and pthread types are plain data initialised by the calls below;
         // pthread_sigmask only changes this thread's mask, restored right after the create (the new
         // thread inherits the full mask, so no signal of the program is ever delivered to it).
-        // `boxed` is handed to the new thread, which takes ownership; on failure we take it back.
         let rc = unsafe {
             let mut all: libc::sigset_t = std::mem::zeroed();
             let mut old: libc::sigset_t = std::mem::zeroed();
@@ -239,61 +270,49 @@ impl Writer {
             libc::pthread_attr_setstacksize(&mut attr, 1 << 20);
             libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
             let mut tid: libc::pthread_t = 0;
-            let rc = libc::pthread_create(&mut tid, &attr, writer_main, boxed.cast());
+            let rc = libc::pthread_create(
+                &mut tid,
+                &attr,
+                writer_main,
+                period_ms as usize as *mut libc::c_void,
+            );
             libc::pthread_attr_destroy(&mut attr);
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
             rc
         };
         if rc != 0 {
-            // SAFETY: the thread was not created, so `boxed` is still ours alone.
-            drop(unsafe { Box::from_raw(boxed) });
-            RUNNING.store(false, Ordering::Release);
             return Err(format!("cannot start the writer thread: error {rc}"));
         }
         Ok(())
     }
 
-    fn run(mut self) {
-        WRITER_TID.store(gettid(), Ordering::Relaxed);
-        let period = Duration::from_millis(self.cfg.flush_ms);
-        loop {
-            if WAKE.load(Ordering::Acquire) == 0 && REQ_BITS.load(Ordering::Acquire) == 0 {
-                futex_wait(&WAKE, 0, period);
-            }
-            WAKE.store(0, Ordering::Release);
-            let ticket = REQ_TICKET.load(Ordering::Acquire);
-            let bits = REQ_BITS.swap(0, Ordering::AcqRel);
-            match self.tick(bits) {
-                // After each requested flush (exit, exec, late events): what this file holds, so
-                // `record` can check that the reader gets every event back; threads; ns since the
-                // process image started.
-                Ok(()) if bits != 0 => lifecycle::manifest_line(
-                    self.cfg,
-                    &Line::Stats {
-                        path: self.path.clone(),
-                        events: self.out.as_ref().map_or(0, |w| w.events_written()),
-                        waits: crate::WAITS.load(Ordering::Relaxed),
-                        threads: crate::THREADS.load(Ordering::Relaxed) as u64,
-                        alive_ns: crate::clock::monotonic_ns()
-                            .saturating_sub(crate::clock::origin().1),
-                    },
-                ),
-                Ok(()) => {}
-                Err(e) => self.fail(&e),
-            }
-            if ticket > REQ_DONE.load(Ordering::Relaxed) as u64 {
-                REQ_DONE.store(ticket as u32, Ordering::Release);
-                futex_wake(&REQ_DONE);
-            }
-            if MODE.load(Ordering::Relaxed) == MODE_OFF {
-                break;
-            }
+    /// One pass and, after a requested flush (exit, exec, late events), a `stats` line: what this
+    /// file holds, so `record` can check that the reader gets every event back; threads; ns since
+    /// the process image started.
+    fn pass(&mut self, bits: u32) {
+        if self.out.is_none() {
+            return;
         }
-        RUNNING.store(false, Ordering::Release);
-        futex_wake(&REQ_DONE);
+        match self.tick(bits) {
+            Ok(()) if bits != 0 => lifecycle::manifest_line(
+                self.cfg,
+                &Line::Stats {
+                    path: self.path.clone(),
+                    events: self.out.as_ref().map_or(0, |w| w.events_written()),
+                    waits: crate::WAITS.load(Ordering::Relaxed),
+                    threads: crate::THREADS.load(Ordering::Relaxed) as u64,
+                    alive_ns: crate::clock::monotonic_ns().saturating_sub(crate::clock::origin().1),
+                },
+            ),
+            Ok(()) => {}
+            Err(e) => self.fail(&e),
+        }
     }
 
     fn fail(&mut self, e: &str) {
+        if self.out.is_none() {
+            return;
+        }
         lifecycle::manifest_line(
             self.cfg,
             &Line::Error {
@@ -489,22 +508,13 @@ impl Writer {
 extern "C" fn writer_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     // Everything this thread allocates passes through unrecorded (first thing: before any call).
     let _quiet = crate::Quiet::new();
-    // SAFETY: `arg` is the Box<Writer> leaked by `spawn` for this thread alone.
-    let w = unsafe { Box::from_raw(arg as *mut Writer) };
-    let cfg = w.cfg;
-    // A bug in the writer must not take the traced program down: recording stops instead.
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())).is_err() {
-        lifecycle::manifest_line(
-            cfg,
-            &Line::Error {
-                path: None,
-                message: "internal error in the writer thread; recording stopped".into(),
-            },
-        );
-        MODE.store(MODE_OFF, Ordering::Release);
-        ring::for_each(|r| r.reset(r.state.load(Ordering::Relaxed)));
-        RUNNING.store(false, Ordering::Release);
-        futex_wake(&REQ_DONE);
+    let period = Duration::from_millis(arg as usize as u64);
+    while MODE.load(Ordering::Relaxed) != MODE_OFF {
+        if WAKE.load(Ordering::Acquire) == 0 {
+            futex_wait(&WAKE, 0, period);
+        }
+        WAKE.store(0, Ordering::Release);
+        pass(0, u64::MAX);
     }
     std::ptr::null_mut()
 }

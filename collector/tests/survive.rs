@@ -262,3 +262,67 @@ fn short_lived_processes_stay_short() {
         extra_per_image * 1e3
     );
 }
+
+/// The Go toolchain the tests use: $ALLOCSCOPE_GO (what CI installs), else `go` on PATH.
+fn go() -> std::path::PathBuf {
+    std::env::var_os("ALLOCSCOPE_GO")
+        .map(Into::into)
+        .unwrap_or_else(|| "go".into())
+}
+
+#[test]
+fn a_cgo_program_gets_the_go_runtime_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.go"),
+        r#"package main
+
+// #include <stdlib.h>
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+func main() {
+	p := C.malloc(64)
+	C.free(unsafe.Pointer(p))
+	s := make([][]byte, 0)
+	for i := 0; i < 100000; i++ {
+		s = append(s, make([]byte, 100))
+	}
+	fmt.Println(len(s))
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("go.mod"), "module cgoprobe\n\ngo 1.19\n").unwrap();
+    let exe = dir.path().join("cgoprobe");
+    let built = Command::new(go())
+        .args(["build", "-o"])
+        .arg(&exe)
+        .current_dir(dir.path())
+        .env("CGO_ENABLED", "1")
+        .env("GOCACHE", dir.path().join("gocache"))
+        .env("GOPATH", dir.path().join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test needs Go: run `bash .ci/setup` or set ALLOCSCOPE_GO ({e})")
+        });
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let o = common::record(dir.path(), &[exe.into_os_string()], |_| {});
+    assert_eq!(o.exit_code, 0);
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("runs a Go program") && w.contains("GODEBUG=traceallocfree=1")),
+        "{:?}",
+        o.warnings
+    );
+}

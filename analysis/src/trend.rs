@@ -64,6 +64,13 @@ pub fn series(entries: &[Entry], names: &[String], limits: &[Limit]) -> Result<V
         all.dedup();
         all.join(", ")
     };
+    if let Some(l) = limits.iter().find(|l| !known(&l.metric)) {
+        return Err(AnalysisError::Expr(format!(
+            "unknown metric '{}': no result file has it (they have: {})",
+            l.metric,
+            have()
+        )));
+    }
     if let Some(n) = names.iter().find(|n| !known(n)) {
         return Err(AnalysisError::Input {
             path: "--metrics".into(),
@@ -72,13 +79,6 @@ pub fn series(entries: &[Entry], names: &[String], limits: &[Limit]) -> Result<V
                 have()
             ),
         });
-    }
-    if let Some(l) = limits.iter().find(|l| !known(&l.metric)) {
-        return Err(AnalysisError::Expr(format!(
-            "unknown metric '{}': no result file has it (they have: {})",
-            l.metric,
-            have()
-        )));
     }
     Ok(names
         .iter()

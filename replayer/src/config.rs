@@ -180,7 +180,7 @@ fn ser_limit<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Er
 /// A TOML error as one line: where (line and column, from the error's span), which key (the
 /// text before `=` on that line), and what.
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let mut msg = e.message().trim().replace('\n', " ");
+    let mut msg = e.message().trim().replace('\n', "; ");
     if msg.contains("too large") {
         msg.push_str(" (TOML whole numbers are at most 2^63-1)");
     }
@@ -348,7 +348,7 @@ mod tests {
             e.contains("line 2") && e.contains("key stacks_bytes"),
             "{e}"
         );
-        let e = Config::from_toml_named("c.toml", "gogc = 50\nprocs = [1\n")
+        let e = Config::from_toml_named("c.toml", "gogc = 50\nprocs = 1 2\n")
             .unwrap_err()
             .to_string();
         assert!(

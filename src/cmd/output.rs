@@ -267,14 +267,15 @@ impl Staged {
 impl Write for Staged {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match &mut self.sink {
-            Sink::Temp { tmp, .. } => tmp.write(buf),
+            // The file itself: NamedTempFile's own Write would add the temporary path to errors.
+            Sink::Temp { tmp, .. } => tmp.as_file_mut().write(buf),
             Sink::Stream(f) => f.write(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.sink {
-            Sink::Temp { tmp, .. } => tmp.flush(),
+            Sink::Temp { tmp, .. } => tmp.as_file_mut().flush(),
             Sink::Stream(f) => f.flush(),
         }
     }

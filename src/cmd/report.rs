@@ -137,7 +137,8 @@ fn read_replay_of(replay: &Path, trace: &Path) -> Result<serde_json::Value> {
     Ok(doc)
 }
 
-/// Writes a report directory: the charts as SVG and PNG, `index.html` and `report.json`.
+/// Writes a report directory: the charts as SVG and PNG, `index.html` and `report.json`, as
+/// one set (staged, then renamed into place: a failure leaves the directory as it was).
 /// Returns the page's path. `profile` writes its directory the same way.
 pub fn write_dir(
     outputs: &Outputs,
@@ -146,17 +147,17 @@ pub fn write_dir(
     report: &analysis::Report,
     charts: &[analysis::charts::Chart],
 ) -> Result<PathBuf> {
-    outputs.check_dir(flag, dir)?;
-    std::fs::create_dir_all(dir).map_err(|e| super::output::write_error(dir, e))?;
-    for c in charts {
-        outputs.write(flag, &dir.join(format!("{}.svg", c.name)), c.svg.as_bytes())?;
-        if let Some(png) = &c.png {
-            outputs.write(flag, &dir.join(format!("{}.png", c.name)), png)?;
-        }
-    }
-    let page = dir.join("index.html");
     let html = analysis::html::report_page(report, charts);
-    outputs.write(flag, &page, html.as_bytes())?;
-    outputs.write(flag, &dir.join("report.json"), &json_bytes(report)?)?;
-    Ok(page)
+    let json = json_bytes(report)?;
+    outputs.write_dir_with(flag, dir, |stage| -> std::io::Result<()> {
+        for c in charts {
+            std::fs::write(stage.join(format!("{}.svg", c.name)), &c.svg)?;
+            if let Some(png) = &c.png {
+                std::fs::write(stage.join(format!("{}.png", c.name)), png)?;
+            }
+        }
+        std::fs::write(stage.join("index.html"), &html)?;
+        std::fs::write(stage.join("report.json"), &json)
+    })?;
+    Ok(dir.join("index.html"))
 }

@@ -91,6 +91,9 @@ fn with_value(cfg: &Config, key: &str, value: &str) -> Result<Config> {
     let parsed = match value {
         "on" | "true" => serde_json::Value::Bool(true),
         "off" | "false" if obj[key].is_boolean() => serde_json::Value::Bool(false),
+        // As the --gogc and --gomemlimit flags take it.
+        "off" if key == "gogc" => serde_json::Value::from(-1),
+        "off" if key == "gomemlimit" => serde_json::Value::Null,
         _ => match value.parse::<serde_json::Number>() {
             Ok(n) if !obj[key].is_string() => serde_json::Value::Number(n),
             _ => serde_json::Value::String(value.to_string()),

@@ -408,6 +408,7 @@ fn fifo_inputs_are_refused_at_once() {
         ],
         &["report", "v1-golden.atrace", "--classes", "fifo"],
         &["replay", "v1-golden.atrace", "--config", "fifo"],
+        &["replay", "v1-golden.atrace", "--size-classes", "fifo"],
         &["import", "fifo", "-o", "t.atrace"],
     ];
     for args in cases {

@@ -195,6 +195,10 @@ fn build_config(a: &Args) -> Result<Config> {
         None => Config::default(),
     };
     if let Some(s) = &a.size_classes {
+        if s != "go" {
+            // Refuses a FIFO or device before the replayer reads it.
+            analysis::replay_json::open_regular(Path::new(s))?;
+        }
         c.size_classes = s.clone();
     }
     if let Some(p) = a.page_size {
@@ -312,7 +316,15 @@ pub fn run(args: Args) -> Result<i32> {
     if problems.is_fatal() {
         return Ok(problems.exit_code());
     }
-    let report = replayed?;
+    let report = replayed.map_err(|e| match e {
+        // Errors about the events: name the trace they are in.
+        replayer::ReplayError::Strict { .. }
+        | replayer::ReplayError::Trace(_)
+        | replayer::ReplayError::OutOfMemory { .. } => {
+            anyhow::Error::new(e).context(args.trace.display().to_string())
+        }
+        e => e.into(),
+    })?;
     if let Some(path) = &args.json {
         let mut doc = serde_json::to_value(&report)?;
         if let Some(d) = input.digest() {

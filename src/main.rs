@@ -52,11 +52,19 @@ fn main() {
         Command::TuneClasses(a) => cmd::tune_classes::run(a),
         Command::Profile(a) => cmd::profile::run(a),
     };
+    // What is still buffered for standard output goes out before the exit code is decided.
+    let result = result.and_then(|code| {
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        Ok(code)
+    });
     match result {
         Ok(code) => std::process::exit(code),
+        // The reader of our output went away (`| head`): it has what it wanted.
+        Err(err) if cmd::is_broken_pipe(&err) => std::process::exit(cmd::exit_code_for(&err)),
         Err(err) => {
             // One line: the error and its causes, no backtrace.
-            eprintln!("allocscope: error: {err:#}");
+            eprintln!("allocscope: error: {}", cmd::one_line(&err));
             std::process::exit(cmd::exit_code_for(&err));
         }
     }

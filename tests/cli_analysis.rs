@@ -100,10 +100,11 @@ fn johnstone_wilson_and_lifetimes_of_a_known_pattern() {
     assert_eq!(w["temporary_objects"], 20);
     assert_eq!(w["live_objects_at_end"], 1);
 
-    // With a replay JSON (fields missing are tolerated), its heap figures join the report.
+    // With a replay JSON (fields missing are tolerated, but it must name a trace of as many
+    // events; without a digest that is all report can check), its heap figures join the report.
     std::fs::write(
         dir.path().join("replay.json"),
-        r#"{"model":{"peak":{"heap_inuse":16384,"live_requested":2040},"pages":{"free":10,"largest_free_run":4}},"metrics":{"peak_heap":16384}}"#,
+        r#"{"trace":{"events":41},"model":{"peak":{"heap_inuse":16384,"live_requested":2040},"pages":{"free":10,"largest_free_run":4}},"metrics":{"peak_heap":16384}}"#,
     )
     .unwrap();
     let o = allocscope(

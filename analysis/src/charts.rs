@@ -1,6 +1,9 @@
-//! Charts with plotters, each rendered as SVG (kept as a string for the HTML page and written to
-//! `<name>.svg`) and as PNG (`<name>.png`). Text uses the system's sans-serif font (plotters'
-//! `ttf` feature, through fontconfig); a machine without any font gets a clear error.
+//! Charts with plotters, each rendered as SVG (kept as a string for the HTML page) and, when
+//! asked, as PNG bytes. Rendering happens in memory: the caller writes the files (the CLI's one
+//! write path, which never leaves a partial file), so a chart error is a drawing error, never an
+//! I/O error. Text uses the system's sans-serif font (plotters' `ttf` feature, through
+//! fontconfig); a machine without any font gets an error that says to install one, and only
+//! then.
 
 use std::error::Error;
 use std::path::Path;
@@ -10,7 +13,7 @@ use plotters::prelude::*;
 
 use crate::analyze::Report;
 use crate::pct::QUANTILES;
-use crate::{io_err, AnalysisError, Result};
+use crate::{AnalysisError, Result};
 
 /// Pixel size of every chart.
 pub const SIZE: (u32, u32) = (960, 480);
@@ -33,19 +36,89 @@ pub struct Chart {
     pub name: String,
     pub title: String,
     pub svg: String,
+    /// The same chart as PNG, when it was asked for.
+    pub png: Option<Vec<u8>>,
 }
 
-pub(crate) fn chart_err(name: &str, e: impl std::fmt::Display) -> AnalysisError {
-    AnalysisError::Chart {
-        name: name.to_string(),
-        msg: e.to_string(),
+/// The file format of a chart output, which its extension decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChartFormat {
+    Svg,
+    Png,
+}
+
+impl ChartFormat {
+    /// The format a path's extension names (`.svg` or `.png`, any case); `None` for any other
+    /// name, which a caller must refuse rather than write one format under another's name.
+    pub fn of_path(path: &Path) -> Option<ChartFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "svg" => Some(ChartFormat::Svg),
+            "png" => Some(ChartFormat::Png),
+            _ => None,
+        }
+    }
+
+    /// The chart's bytes in this format.
+    pub fn bytes(self, chart: &Chart) -> Option<&[u8]> {
+        match self {
+            ChartFormat::Svg => Some(chart.svg.as_bytes()),
+            ChartFormat::Png => chart.png.as_deref(),
+        }
     }
 }
 
-/// Renders a drawing function (generic over the backend) as SVG and, when `dir` is given, also
-/// writes `<name>.svg` and `<name>.png` there.
+/// A drawing error as one line. Only a font problem says to install a font.
+pub(crate) fn chart_err(name: &str, e: impl std::fmt::Display) -> AnalysisError {
+    let msg = e.to_string();
+    if msg.to_ascii_lowercase().contains("font") {
+        AnalysisError::Chart {
+            name: name.to_string(),
+            msg,
+        }
+    } else {
+        AnalysisError::Input {
+            path: format!("chart {name}"),
+            msg: format!("cannot draw it: {msg}"),
+        }
+    }
+}
+
+/// Encodes an RGB buffer of `size` as PNG.
+pub(crate) fn encode_png(name: &str, rgb: &[u8], size: (u32, u32)) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(rgb, size.0, size.1, image::ColorType::Rgb8)
+        .map_err(|e| AnalysisError::Input {
+            path: format!("chart {name}"),
+            msg: format!("cannot encode it as PNG: {e}"),
+        })?;
+    Ok(out)
+}
+
+/// Draws with `$f` (generic over the backend) on a white `$size` canvas, into PNG bytes.
+macro_rules! render_png {
+    ($name:expr, $size:expr, $f:expr, $($arg:expr),*) => {{
+        let name: &str = $name;
+        let size: (u32, u32) = $size;
+        let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| $crate::charts::chart_err(name, e))?;
+            $f(&root, $($arg),*).map_err(|e| $crate::charts::chart_err(name, e))?;
+            root.present().map_err(|e| $crate::charts::chart_err(name, e))?;
+        }
+        $crate::charts::encode_png(name, &rgb, size)?
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use render_png;
+
+/// Renders a drawing function (generic over the backend) as SVG and, when `$png` is true, also
+/// as PNG bytes.
 macro_rules! render_both {
-    ($name:expr, $title:expr, $size:expr, $dir:expr, $f:expr, $($arg:expr),*) => {{
+    ($name:expr, $title:expr, $size:expr, $png:expr, $f:expr, $($arg:expr),*) => {{
         let name: &str = $name;
         let mut svg = String::new();
         {
@@ -54,16 +127,12 @@ macro_rules! render_both {
             $f(&root, $($arg),*).map_err(|e| $crate::charts::chart_err(name, e))?;
             root.present().map_err(|e| $crate::charts::chart_err(name, e))?;
         }
-        if let Some(dir) = $dir {
-            let svg_path = dir.join(format!("{name}.svg"));
-            std::fs::write(&svg_path, &svg).map_err($crate::io_err(&svg_path))?;
-            let png_path = dir.join(format!("{name}.png"));
-            let root = BitMapBackend::new(&png_path, $size).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| $crate::charts::chart_err(name, e))?;
-            $f(&root, $($arg),*).map_err(|e| $crate::charts::chart_err(name, e))?;
-            root.present().map_err(|e| $crate::charts::chart_err(name, e))?;
-        }
-        Chart { name: name.to_string(), title: $title.to_string(), svg }
+        let png = if $png {
+            Some($crate::charts::render_png!(name, $size, $f, $($arg),*))
+        } else {
+            None
+        };
+        Chart { name: name.to_string(), title: $title.to_string(), svg, png }
     }};
 }
 #[allow(unused_imports)]
@@ -317,15 +386,12 @@ where
     Ok(())
 }
 
-/// Every chart of a report. With `dir`, also writes them there as SVG and PNG.
-pub fn report_charts(r: &Report, dir: Option<&Path>) -> Result<Vec<Chart>> {
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d).map_err(io_err(d))?;
-    }
+/// Every chart of a report, as SVG and, with `png`, as PNG too.
+pub fn report_charts(r: &Report, png: bool) -> Result<Vec<Chart>> {
     let mut out = vec![
-        render_both!("timeline", "Live heap over time", SIZE, dir, timeline, r),
-        render_both!("sizes", "Request sizes", SIZE, dir, sizes, r),
-        render_both!("waste", "Waste per size class", SIZE, dir, waste, r),
+        render_both!("timeline", "Live heap over time", SIZE, png, timeline, r),
+        render_both!("sizes", "Request sizes", SIZE, png, sizes, r),
+        render_both!("waste", "Waste per size class", SIZE, png, waste, r),
     ];
     if r.latency.recorded {
         let series: Vec<(String, [u64; 6])> = r
@@ -338,7 +404,7 @@ pub fn report_charts(r: &Report, dir: Option<&Path>) -> Result<Vec<Chart>> {
             "latency",
             "Recorded latency percentiles",
             SIZE,
-            dir,
+            png,
             latency_chart,
             "Recorded latency per op (real allocator)",
             &series
@@ -374,7 +440,7 @@ pub fn report_charts(r: &Report, dir: Option<&Path>) -> Result<Vec<Chart>> {
             "latency_replayed",
             "Recorded and replayed latency",
             SIZE,
-            dir,
+            png,
             latency_chart,
             "Latency per op: recorded vs replayed",
             &series
@@ -384,30 +450,22 @@ pub fn report_charts(r: &Report, dir: Option<&Path>) -> Result<Vec<Chart>> {
 }
 
 /// Grouped bars of byte figures, one group per configuration (`bars`: label and one value per
-/// series), for `replay --sweep`. Written as PNG when `path` ends in `.png`, else SVG.
+/// series), for `replay --sweep`, as SVG or PNG bytes.
 pub fn config_comparison(
-    path: &Path,
+    format: ChartFormat,
     title: &str,
     series: &[&str],
     bars: &[(String, Vec<f64>)],
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let name = "configurations";
     let height = (120 + 34 * bars.len() as u32 * series.len().max(1) as u32).clamp(320, 4000);
     let size = (SIZE.0, height);
-    let png = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if png {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| chart_err(name, e))?;
-        comparison(&root, title, series, bars).map_err(|e| chart_err(name, e))?;
-        root.present().map_err(|e| chart_err(name, e))
-    } else {
-        let root = SVGBackend::new(path, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| chart_err(name, e))?;
-        comparison(&root, title, series, bars).map_err(|e| chart_err(name, e))?;
-        root.present().map_err(|e| chart_err(name, e))
-    }
+    let png = format == ChartFormat::Png;
+    let c = render_both!(name, title, size, png, comparison, title, series, bars);
+    Ok(match c.png {
+        Some(png) => png,
+        None => c.svg.into_bytes(),
+    })
 }
 
 fn comparison<DB: DrawingBackend>(
@@ -481,7 +539,7 @@ where
 /// and RSS growth against events replayed, with GC cycles marked.
 pub fn replay_timeline_chart(
     points: &[crate::replay_timeline::HeapPoint],
-    dir: Option<&Path>,
+    png: bool,
 ) -> Result<Chart> {
     let first = points
         .first()
@@ -493,7 +551,7 @@ pub fn replay_timeline_chart(
         "replay_timeline",
         "Heap over the replay",
         SIZE,
-        dir,
+        png,
         heap_timeline,
         &pts,
         &first

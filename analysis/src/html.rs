@@ -2,12 +2,10 @@
 //! scripts, fonts or links), so the file can be mailed or attached to a CI run as it is.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use crate::analyze::Report;
 use crate::charts::Chart;
 use crate::tables::Table;
-use crate::{io_err, Result};
 
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
@@ -82,17 +80,13 @@ pub fn page(title: &str, summary: &str, charts: &[Chart], tables: &[Table]) -> S
     s
 }
 
-/// Writes `DIR/index.html` for a report (charts already rendered).
-pub fn write_report(r: &Report, charts: &[Chart], dir: &Path) -> Result<std::path::PathBuf> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+/// The report's page (`index.html`), charts already rendered. The caller writes it.
+pub fn report_page(r: &Report, charts: &[Chart]) -> String {
     let title = format!("allocscope report: {}", r.trace.path);
-    let html = page(
+    page(
         &title,
         &crate::text::summary(r),
         charts,
         &crate::tables::tables(r),
-    );
-    let path = dir.join("index.html");
-    std::fs::write(&path, html).map_err(io_err(&path))?;
-    Ok(path)
+    )
 }

@@ -9,12 +9,74 @@ use serde_json::Value;
 
 use crate::{io_err, AnalysisError, Result};
 
-/// Reads and parses a JSON file.
+/// Opens an input file for reading, refusing anything but a regular file: a FIFO or a device
+/// given by mistake is an error at once, never a wait for a writer that does not come (the
+/// file is opened with O_NONBLOCK, which does nothing to a regular file's reads).
+pub fn open_regular(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = f.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(AnalysisError::Input {
+            path: path.display().to_string(),
+            msg: format!("is {what}; give the path of a file"),
+        });
+    }
+    Ok(f)
+}
+
+/// Reads a whole input file as text (see [`open_regular`]).
+pub fn read_regular(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    open_regular(path)?
+        .read_to_string(&mut text)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => AnalysisError::Input {
+                path: path.display().to_string(),
+                msg: "is not text (not UTF-8)".into(),
+            },
+            _ => io_err(path)(e),
+        })?;
+    Ok(text)
+}
+
+/// Reads and parses a result JSON file (`replay --json`, `report --json`). A trace given
+/// instead is named as such.
 pub fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| AnalysisError::Json {
-        path: path.display().to_string(),
-        msg: e.to_string(),
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open_regular(path)?
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // The trace reader is the one place that knows a trace when it sees one.
+        let is_trace = !matches!(
+            traces::TraceReader::open(path),
+            Err(traces::TraceError::NotATrace)
+        );
+        if is_trace {
+            AnalysisError::Input {
+                path: path.display().to_string(),
+                msg: "is a trace (.atrace), not a result JSON: give the JSON that \
+                      `allocscope replay --json` or `report --json` writes"
+                    .into(),
+            }
+        } else {
+            AnalysisError::Json {
+                path: path.display().to_string(),
+                msg: e.to_string(),
+            }
+        }
     })
 }
 

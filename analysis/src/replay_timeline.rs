@@ -39,12 +39,17 @@ pub fn read(path: &Path) -> Result<Vec<HeapPoint>> {
         path: path.display().to_string(),
         msg,
     };
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
-    let headers = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let file = crate::replay_json::open_regular(path)?;
+    let mut rdr = csv::Reader::from_reader(std::io::BufReader::new(file));
+    let headers = rdr
+        .headers()
+        .map_err(|e| bad(format!("not a replay timeline CSV: {e}")))?
+        .clone();
     let col = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {
             bad(format!(
-                "no '{name}' column (expected {})",
+                "no '{name}' column: not a replay timeline (`allocscope replay --timeline` \
+                 writes one, with the columns {})",
                 COLUMNS.join(",")
             ))
         })

@@ -2,16 +2,16 @@
 //! panel per metric, with regressions marked: a point that crosses a `--fail-if` limit against the
 //! point before it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::charts::{render_both, Chart, DrawResult};
+use crate::charts::{render_both, Chart, ChartFormat, DrawResult};
 use crate::compare::Limit;
 use crate::replay_json::{metrics, read_json};
-use crate::{io_err, AnalysisError, Result};
+use crate::{AnalysisError, Result};
 
 /// One result in the history.
 #[derive(Clone, Debug)]
@@ -51,14 +51,34 @@ pub struct Series {
     pub regressed: Vec<bool>,
 }
 
-/// Builds the series for `names`, marking regressions under `limits`.
+/// Builds the series for `names` (from `--metrics`), marking regressions under `limits` (from
+/// `--fail-if`). A metric no file has is an error that names the flag it came from.
 pub fn series(entries: &[Entry], names: &[String], limits: &[Limit]) -> Result<Vec<Series>> {
-    for n in names.iter().chain(limits.iter().map(|l| &l.metric)) {
-        if !entries.iter().any(|e| e.metrics.contains_key(n)) {
-            return Err(AnalysisError::Expr(format!(
-                "unknown metric '{n}': no result file has it"
-            )));
-        }
+    let known = |n: &String| entries.iter().any(|e| e.metrics.contains_key(n));
+    let have = || {
+        let mut all: Vec<&str> = entries
+            .iter()
+            .flat_map(|e| e.metrics.keys().map(String::as_str))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.join(", ")
+    };
+    if let Some(l) = limits.iter().find(|l| !known(&l.metric)) {
+        return Err(AnalysisError::Expr(format!(
+            "unknown metric '{}': no result file has it (they have: {})",
+            l.metric,
+            have()
+        )));
+    }
+    if let Some(n) = names.iter().find(|n| !known(n)) {
+        return Err(AnalysisError::Input {
+            path: "--metrics".into(),
+            msg: format!(
+                "unknown metric '{n}': no result file has it (they have: {})",
+                have()
+            ),
+        });
     }
     Ok(names
         .iter()
@@ -153,25 +173,12 @@ where
     Ok(())
 }
 
-/// Renders the trend chart; writes `out` (SVG, or PNG when it ends in .png).
-pub fn chart(labels: &[String], series: &[Series], out: &Path) -> Result<Chart> {
+/// Renders the trend chart as SVG and, for `ChartFormat::Png`, as PNG too.
+pub fn chart(labels: &[String], series: &[Series], format: ChartFormat) -> Result<Chart> {
     let h = 60 + 220 * series.len().max(1) as u32;
     let size = (1000, h);
-    let c = render_both!("trend", "Trend", size, None::<&Path>, draw, labels, series);
-    if out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-    {
-        let root = BitMapBackend::new(out, size).into_drawing_area();
-        let e = |e: &dyn std::fmt::Display| AnalysisError::Chart {
-            name: "trend".into(),
-            msg: e.to_string(),
-        };
-        root.fill(&WHITE).map_err(|x| e(&x))?;
-        draw(&root, labels, series).map_err(|x| e(&x))?;
-        root.present().map_err(|x| e(&x))?;
-    } else {
-        std::fs::write(out, &c.svg).map_err(io_err(out))?;
-    }
-    Ok(c)
+    let png = format == ChartFormat::Png;
+    Ok(render_both!(
+        "trend", "Trend", size, png, draw, labels, series
+    ))
 }

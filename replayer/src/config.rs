@@ -177,6 +177,32 @@ fn ser_limit<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Er
     }
 }
 
+/// A TOML error as one line: where (line and column, from the error's span), which key (the
+/// text before `=` on that line), and what.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut msg = e.message().trim().replace('\n', "; ");
+    if msg.contains("too large") {
+        msg.push_str(" (TOML whole numbers are at most 2^63-1)");
+    }
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(k) => format!("line {line_no}, column {column}, key {k}: {msg}"),
+        None => format!("line {line_no}, column {column}: {msg}"),
+    }
+}
+
 /// Parses a byte count as GOMEMLIMIT does: a number with an optional B, KiB, MiB, GiB, TiB
 /// suffix ("off" = no limit is handled by the caller).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -206,15 +232,21 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml_str(&text).map_err(|e| match e {
-            ReplayError::Config(m) => ReplayError::Config(format!("{}: {m}", path.display())),
+        Self::from_toml_named(&path.display().to_string(), &text)
+    }
+
+    /// Parses TOML text read from `name` (a path, for messages): errors say
+    /// `NAME: line L, column C, key K: what`.
+    pub fn from_toml_named(name: &str, text: &str) -> Result<Config, ReplayError> {
+        Self::from_toml_str(text).map_err(|e| match e {
+            ReplayError::Config(m) => ReplayError::Config(format!("{name}: {m}")),
             other => other,
         })
     }
 
     pub fn from_toml_str(text: &str) -> Result<Config, ReplayError> {
         let c: Config =
-            toml::from_str(text).map_err(|e| ReplayError::Config(e.message().to_string()))?;
+            toml::from_str(text).map_err(|e| ReplayError::Config(toml_error(text, &e)))?;
         c.validate()?;
         Ok(c)
     }
@@ -309,6 +341,20 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown field"), "{e}");
         assert!(Config::from_toml_str("procs = 0\n").is_err());
+        let e = Config::from_toml_str("gogc = 50\nstacks_bytes = 18446744073709551615\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("key stacks_bytes"),
+            "{e}"
+        );
+        let e = Config::from_toml_named("c.toml", "gogc = 50\nprocs = 1 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.toml: line 2, column") && !e.contains('\n'),
+            "{e}"
+        );
         assert!(Config::from_toml_str("page_size = 4096\n").is_err());
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
         assert_eq!(parse_bytes("123"), Ok(123));

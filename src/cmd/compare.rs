@@ -6,9 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::output::Outputs;
+
 #[derive(clap::Args)]
+#[command(after_help = super::OVERWRITE_HELP)]
 pub struct Args {
-    /// The baseline result (JSON with a `metrics` map).
+    /// The baseline result: the JSON that `replay --json` or `report --json` writes (it has a
+    /// `metrics` map).
     base: PathBuf,
     /// The new result.
     new: PathBuf,
@@ -16,7 +20,7 @@ pub struct Args {
     /// relative one, a bare N the new value; use < with -N / -N% for metrics that must not fall.
     #[arg(long, value_name = "LIMITS", allow_hyphen_values = true)]
     fail_if: Option<String>,
-    /// Also write the markdown table to FILE (for a PR comment).
+    /// Also write the markdown table to FILE (for a PR comment); replaced if it exists.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
 }
@@ -24,6 +28,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32> {
     use analysis::compare;
     use analysis::replay_json::{metrics, read_json};
+    let outputs = Outputs::new()
+        .input("the baseline result", &args.base)
+        .input("the new result", &args.new);
+    if let Some(p) = &args.markdown {
+        outputs.check("--markdown", p)?;
+    }
     let limits = match &args.fail_if {
         Some(e) => compare::parse_limits(e)?,
         None => Vec::new(),
@@ -36,9 +46,9 @@ pub fn run(args: Args) -> Result<i32> {
         &args.base.display().to_string(),
         &args.new.display().to_string(),
     );
-    print!("{md}");
     if let Some(p) = &args.markdown {
-        std::fs::write(p, &md).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        outputs.write("--markdown", p, md.as_bytes())?;
     }
+    crate::out!("{md}");
     Ok(if rows.iter().any(|r| r.crossed) { 1 } else { 0 })
 }

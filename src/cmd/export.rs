@@ -5,13 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::open_trace;
+use super::output::Outputs;
+use super::{open_trace, Problems};
 
 #[derive(clap::Args)]
+#[command(after_help = super::OVERWRITE_HELP)]
 pub struct Args {
     /// Trace file.
     trace: PathBuf,
-    /// CSV file to write (default: standard output).
+    /// CSV file to write (default: standard output); replaced if it exists.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Export what a truncated trace holds instead of failing.
@@ -20,32 +22,45 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
+    let outputs = Outputs::new().input("the trace", &args.trace);
+    if let Some(p) = &args.output {
+        outputs.check("-o", p)?;
+    }
     let reader = open_trace(&args.trace)?;
-    let sink: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut exporter = traces::csv::Exporter::new(std::io::BufWriter::new(sink))?;
-    let mut problems = super::Problems::new(&args.trace, args.allow_truncated);
-    for ev in reader.events() {
-        match ev {
-            Ok(ev) => match exporter.write(&ev) {
-                Ok(()) => {}
-                // A closed pipe (`| head`) ends the export quietly.
-                Err(traces::TraceError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    return Ok(0)
-                }
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => problems.note(e),
+    let mut problems = Problems::new(&args.trace, args.allow_truncated);
+    match &args.output {
+        Some(p) => {
+            let file = outputs.create("-o", p)?;
+            let file = export(&reader, file, &mut problems)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            // A trace that could not be read whole leaves no file behind.
+            if !problems.is_fatal() {
+                file.commit()?;
+            }
+        }
+        None => {
+            let _stdout = export(&reader, std::io::stdout().lock(), &mut problems)
+                .context("cannot write to standard output")?;
         }
     }
-    match exporter.finish() {
-        Ok(_) => {}
-        Err(traces::TraceError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(e.into()),
-    }
     Ok(problems.exit_code())
+}
+
+/// Writes every event of `reader` to `out` as CSV; the trace's problems go to `problems`.
+fn export<W: Write>(
+    reader: &traces::TraceReader,
+    out: W,
+    problems: &mut Problems,
+) -> Result<W, traces::TraceError> {
+    let mut exporter = traces::csv::Exporter::new(std::io::BufWriter::new(out))?;
+    for ev in reader.events() {
+        match ev {
+            Ok(ev) => exporter.write(&ev)?,
+            Err(e) => problems.note(&e),
+        }
+    }
+    exporter
+        .finish()?
+        .into_inner()
+        .map_err(|e| traces::TraceError::Io(e.into_error()))
 }

@@ -5,18 +5,22 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use traces::{ClockSource, Header, TraceWriter};
 
+use super::output::Outputs;
+
 #[derive(clap::Args)]
+#[command(after_help = super::OVERWRITE_HELP)]
 pub struct Args {
     /// CSV workload with a header row; at least the columns op,id,size (see traces/FORMAT.md).
     input: PathBuf,
-    /// Trace file to create (must not exist).
+    /// Trace file to write; replaced if it exists.
     #[arg(short, long)]
     output: PathBuf,
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let input = std::fs::File::open(&args.input)
-        .with_context(|| format!("{}: cannot open", args.input.display()))?;
+    let outputs = Outputs::new().input("the CSV workload", &args.input);
+    outputs.check("-o", &args.output)?;
+    let input = analysis::replay_json::open_regular(&args.input)?;
     let header = Header {
         recorder: format!("allocscope-import {}", env!("CARGO_PKG_VERSION")),
         command: vec!["import".into(), args.input.display().to_string()],
@@ -25,26 +29,25 @@ pub fn run(args: Args) -> Result<i32> {
         clock: ClockSource::Synthetic,
         ..Header::default()
     };
-    let mut writer = TraceWriter::create(&args.output, &header).map_err(|e| {
-        let hint = if args.output.exists() {
-            " (it exists: choose another name)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("{}: cannot create{hint}: {e}", args.output.display())
-    })?;
-    let summary = match traces::csv::import(std::io::BufReader::new(input), &mut writer) {
-        Ok(s) => s,
-        Err(e) => {
-            // Leave no half-written trace behind for a bad CSV.
-            drop(writer);
-            let _ = std::fs::remove_file(&args.output);
-            return Err(anyhow::anyhow!("{}: {e}", args.input.display()));
-        }
-    };
-    writer
+    let file = outputs.create("-o", &args.output)?;
+    let cannot_write = || format!("cannot write {}", args.output.display());
+    let mut writer =
+        TraceWriter::new(std::io::BufWriter::new(file), &header).with_context(cannot_write)?;
+    // A bad CSV drops the writer and with it the temporary file: no half-written trace.
+    let summary =
+        traces::csv::import(std::io::BufReader::new(input), &mut writer).map_err(|e| match e {
+            traces::TraceError::Io(io) if is_write_side(&io) => {
+                anyhow::anyhow!("{}: {io}", cannot_write())
+            }
+            e => anyhow::anyhow!("{}: {e}", args.input.display()),
+        })?;
+    let file = writer
         .finish()
-        .with_context(|| format!("{}: cannot write", args.output.display()))?;
+        .with_context(cannot_write)?
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(cannot_write)?;
+    file.commit()?;
     eprintln!(
         "imported {} events from {} into {}{}",
         summary.events,
@@ -57,4 +60,14 @@ pub fn run(args: Args) -> Result<i32> {
         }
     );
     Ok(0)
+}
+
+/// Whether an I/O error met during an import is the trace's (writing) rather than the CSV's
+/// (a regular file, read): the kinds only writing gives.
+fn is_write_side(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        StorageFull | QuotaExceeded | FileTooLarge | WriteZero | ReadOnlyFilesystem
+    )
 }

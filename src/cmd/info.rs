@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<i32> {
             Ok(ev) => stats.add(&ev),
             Err(e) => {
                 problem_text.push(e.to_string());
-                problems.note(e);
+                problems.note(&e);
             }
         }
     }
@@ -66,27 +66,27 @@ pub fn run(args: Args) -> Result<i32> {
         problems: problem_text,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        print_text(&info);
+        print_text(&info)?;
     }
     Ok(problems.exit_code())
 }
 
-fn print_text(i: &Info) {
+fn print_text(i: &Info) -> std::io::Result<()> {
     let h = i.header;
     let s = i.stats;
-    println!("trace      {}", i.file);
-    println!("recorder   {} (format {})", h.recorder, h.format_version);
-    println!("command    {}", h.command.join(" "));
-    println!(
+    crate::outln!("trace      {}", i.file);
+    crate::outln!("recorder   {} (format {})", h.recorder, h.format_version);
+    crate::outln!("command    {}", h.command.join(" "));
+    crate::outln!(
         "process    pid {} (parent {}) on {}",
         h.pid,
         h.ppid,
         or_dash(&h.hostname)
     );
-    println!("clock      {:?}, page size {} B", h.clock, h.page_size);
-    println!(
+    crate::outln!("clock      {:?}, page size {} B", h.clock, h.page_size);
+    crate::outln!(
         "file       {} B in {} chunks ({}), {:.2} B/event",
         i.file_bytes,
         i.chunks,
@@ -97,23 +97,24 @@ fn print_text(i: &Info) {
         },
         i.bytes_per_event
     );
-    println!(
+    crate::outln!(
         "events     {} over {} threads, {}",
         s.events,
         i.threads,
         human_ns(i.duration_ns)
     );
     for (op, n) in &s.per_op {
-        println!("  {:<15} {n}", op.name());
+        crate::outln!("  {:<15} {n}", op.name());
     }
-    println!("failed     {} calls", s.failed_calls);
-    println!("requested  {} B in total", s.total_requested_bytes);
-    println!("live peak  {} B requested", s.peak_live_requested_bytes);
-    println!(
+    crate::outln!("failed     {} calls", s.failed_calls);
+    crate::outln!("requested  {} B in total", s.total_requested_bytes);
+    crate::outln!("live peak  {} B requested", s.peak_live_requested_bytes);
+    crate::outln!(
         "live end   {} B in {} objects",
-        s.live_requested_bytes_at_end, s.live_objects_at_end
+        s.live_requested_bytes_at_end,
+        s.live_objects_at_end
     );
-    println!(
+    crate::outln!(
         "anomalies  {} (unknown frees {}, double frees {}, live address returned again {})",
         s.anomalies(),
         s.unknown_frees,
@@ -121,8 +122,9 @@ fn print_text(i: &Info) {
         s.live_address_reused
     );
     for a in &s.examples {
-        println!("  seq {}: {} {:#x}: {}", a.seq, a.op, a.addr, a.what);
+        crate::outln!("  seq {}: {} {:#x}: {}", a.seq, a.op, a.addr, a.what);
     }
+    Ok(())
 }
 
 fn or_dash(s: &str) -> &str {

@@ -10,10 +10,14 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use replayer::config::Config;
 use replayer::sizeclass::SizeClasses;
+
+use super::output::{write_error, Outputs};
+use super::{digest, Problems, ReplayInput};
 
 /// The sample trace profiled when no command is given.
 const SAMPLE: &[u8] = include_bytes!("../../traces/samples/python-dict.atrace");
@@ -21,9 +25,14 @@ const SAMPLE_NAME: &str = "traces/samples/python-dict.atrace";
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  allocscope profile                       # the bundled sample (Python building a dict)\n  \
-    allocscope profile -o prof -- python3 -c 'print(sum(range(10**6)))'\n\n\
-    Open DIR/index.html in a browser for the charts."
+    after_help = concat!(
+        "Examples:\n  allocscope profile                       # the bundled sample (Python building a dict)\n  \
+        allocscope profile -o prof -- python3 -c 'print(sum(range(10**6)))'\n\n\
+        Open DIR/index.html in a browser for the charts. DIR is created when missing and reused \
+        when it exists: the files profile writes there are replaced (traces of an earlier \
+        profile into DIR are removed first), other files are left alone.\n\n",
+        super::overwrite_help!()
+    )
 )]
 pub struct Args {
     /// Directory for the trace, the replay JSON and the report (index.html).
@@ -38,21 +47,18 @@ pub struct Args {
     #[arg(long)]
     no_follow: bool,
     /// The command to profile and its arguments (after `--`); none: the bundled sample trace.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let outputs = Outputs::new();
+    outputs.check_dir("-o", &args.out)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| write_error(&args.out, e))?;
     let mut exit_code = 0;
     let trace = if args.command.is_empty() {
         let p = args.out.join("sample.atrace");
-        std::fs::write(&p, SAMPLE).with_context(|| format!("cannot write {}", p.display()))?;
+        outputs.write("-o", &p, SAMPLE)?;
         eprintln!("allocscope: no command given: profiling the bundled sample {SAMPLE_NAME} (Python 3.11 building and JSON-serialising a 20,000-entry dict)");
         p
     } else {
@@ -65,29 +71,34 @@ pub fn run(args: Args) -> Result<i32> {
         }
     };
 
-    let cfg = Config::default();
-    let replayed = replayer::replay_file(&trace, &cfg, false)?;
+    // What was recorded is profiled even when the recording was cut (a killed command): the
+    // problems are said as warnings.
+    let input = ReplayInput::open(&trace)?;
+    let problems = Mutex::new(Problems::new(&trace, true));
+    let name = trace.display().to_string();
+    let replayed = replayer::replay(&name, input.events(&problems), &Config::default(), false)?;
+    let mut replay_json = serde_json::to_value(&replayed)?;
+    if let Some(d) = input.digest() {
+        digest::stamp(&mut replay_json, &d);
+    }
     let replay_path = args.out.join("replay.json");
-    let replay_json = serde_json::to_value(&replayed)?;
-    std::fs::write(
+    outputs.write(
+        "-o",
         &replay_path,
-        serde_json::to_string_pretty(&replay_json)? + "\n",
-    )
-    .with_context(|| format!("cannot write {}", replay_path.display()))?;
+        &super::report::json_bytes(&replay_json)?,
+    )?;
 
+    let mut problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
     let report =
         analysis::analyze::analyze_file(&trace, SizeClasses::go(), Some(&replay_json), |e| {
-            eprintln!("allocscope: warning: {}: {e}", trace.display())
+            problems.note(&e)
         })?;
-    print!("{}", analysis::text::summary(&report));
-    println!();
-    print!("{}", replayed.summary());
-    let charts = analysis::charts::report_charts(&report, Some(&args.out))?;
-    let page = analysis::html::write_report(&report, &charts, &args.out)?;
-    let json = args.out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    println!("\nwrote {} (open it in a browser)", page.display());
+    crate::out!("{}", analysis::text::summary(&report));
+    crate::outln!();
+    crate::out!("{}", replayed.summary());
+    let charts = analysis::charts::report_charts(&report, true)?;
+    let page = super::report::write_dir(&outputs, "-o", &args.out, &report, &charts)?;
+    crate::outln!("\nwrote {} (open it in a browser)", page.display());
     Ok(exit_code)
 }
 

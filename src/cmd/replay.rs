@@ -5,14 +5,23 @@
 //! TRACE is an `.atrace` file, or a `.csv` workload (imported in memory). Flags override the
 //! config file, which overrides Go's defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use replayer::config::{parse_bytes, Config, FreePolicy, Pointers};
 use replayer::measured::{self, Allocator, Options};
 use replayer::native::{Measure, Touch};
 
+use super::output::Outputs;
+use super::{digest, Problems, ReplayInput};
+
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "--hlog DIR is created when missing and reused when it exists: the files allocscope writes \
+     there are replaced, other files are left alone.\n\n",
+    super::overwrite_help!()
+))]
 pub struct Args {
     /// Trace file (.atrace) or CSV workload (.csv).
     trace: PathBuf,
@@ -21,13 +30,19 @@ pub struct Args {
     /// size_classes=go,mine.csv, page_size=8192,16384, tiny=on,off). Memory results only.
     #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Vec<super::sweep::Axis>,
-    /// With --sweep: write a chart of the configurations side by side (.svg or .png).
+    /// With --sweep: the most configurations a sweep may run (every one is a whole replay).
+    #[arg(long, value_name = "N", requires = "sweep",
+          default_value_t = super::sweep::DEFAULT_LIMIT,
+          value_parser = clap::value_parser!(u64).range(1..=super::sweep::MAX_LIMIT))]
+    sweep_limit: u64,
+    /// With --sweep: write a chart of the configurations side by side; the extension says the
+    /// format: .svg or .png.
     #[arg(long, value_name = "FILE", requires = "sweep")]
     sweep_chart: Option<PathBuf>,
     /// TOML configuration file (see replayer/src/config.rs for the keys).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Write the result document (JSON, schema 1) here.
+    /// Write the result document (JSON, schema 1) here; replaced if it exists.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Size-class table: "go" or a CSV path shaped like go_sizeclasses.csv.
@@ -51,8 +66,8 @@ pub struct Args {
     /// P for each trace thread, comma separated (thread n -> the n-th entry; others n % procs).
     #[arg(long, value_name = "P,P,...", value_delimiter = ',')]
     thread_to_p: Option<Vec<usize>>,
-    /// GOGC percent, or "off".
-    #[arg(long, value_name = "PERCENT|off")]
+    /// GOGC percent, or "off". As in Go, a negative percent also turns the GC off.
+    #[arg(long, value_name = "PERCENT|off", allow_negative_numbers = true)]
     gogc: Option<String>,
     /// GOMEMLIMIT (bytes with an optional KiB/MiB/GiB suffix), or "off".
     #[arg(long, value_name = "BYTES|off")]
@@ -75,8 +90,11 @@ pub struct Args {
     /// Make failed calls, unknown frees and double frees errors.
     #[arg(long)]
     strict: bool,
+    /// Replay what a truncated trace holds instead of failing.
+    #[arg(long)]
+    allow_truncated: bool,
     #[command(flatten)]
-    out: Box<Outputs>,
+    out: Box<Measurement>,
     /// Print nothing (with --json).
     #[arg(long, short)]
     quiet: bool,
@@ -84,7 +102,7 @@ pub struct Args {
 
 /// Measurement flags (boxed: inline they would make `Args` the largest command by far).
 #[derive(clap::Args)]
-struct Outputs {
+struct Measurement {
     /// Allocators to measure on the same compiled trace, side by side: go (the model),
     /// system (glibc malloc), jemalloc, mimalloc. The memory results are the Go model's.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "go")]
@@ -95,8 +113,9 @@ struct Outputs {
     touch: String,
     /// Counted runs per allocator; with N > 1 one uncounted warm-up run comes first. Times are
     /// reported as median and min..max.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    repeat: usize,
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_REPEAT))]
+    repeat: u64,
     /// Pin the replay to these CPUs (thread n on the n-th, cycling), via sched_setaffinity.
     #[arg(long, value_name = "CPU[,CPU...]", value_delimiter = ',')]
     pin: Vec<usize>,
@@ -120,9 +139,13 @@ struct Outputs {
     #[arg(long, value_name = "FILE.csv")]
     timeline: Option<PathBuf>,
     /// Timeline sampling interval, in events.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     timeline_every: u64,
 }
+
+/// The most counted runs `--repeat` takes: each is a whole replay per allocator.
+const MAX_REPEAT: u64 = 1000;
 
 fn build_options(a: &Args) -> Result<Options> {
     let mut allocators = Vec::new();
@@ -140,15 +163,12 @@ fn build_options(a: &Args) -> Result<Options> {
             a.out.touch
         )
     })?;
-    if a.out.repeat == 0 {
-        anyhow::bail!("--repeat must be at least 1");
-    }
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     if let Some(c) = a.out.pin.iter().find(|&&c| c >= ncpu) {
         anyhow::bail!("--pin {c}: this machine has CPUs 0..{}", ncpu - 1);
     }
     let timeline_every = if a.out.timeline.is_some() {
-        a.out.timeline_every.max(1)
+        a.out.timeline_every
     } else {
         0
     };
@@ -161,17 +181,24 @@ fn build_options(a: &Args) -> Result<Options> {
             warmup_fraction: 0.1,
             pin: a.out.pin.clone(),
         },
-        repeat: a.out.repeat,
+        repeat: a.out.repeat as usize,
         threads: a.out.threads,
     })
 }
 
 fn build_config(a: &Args) -> Result<Config> {
     let mut c = match &a.config {
-        Some(p) => Config::from_toml_file(p)?,
+        Some(p) => Config::from_toml_named(
+            &p.display().to_string(),
+            &analysis::replay_json::read_regular(p)?,
+        )?,
         None => Config::default(),
     };
     if let Some(s) = &a.size_classes {
+        if s != "go" {
+            // Refuses a FIFO or device before the replayer reads it.
+            analysis::replay_json::open_regular(Path::new(s))?;
+        }
         c.size_classes = s.clone();
     }
     if let Some(p) = a.page_size {
@@ -201,8 +228,9 @@ fn build_config(a: &Args) -> Result<Config> {
         c.gogc = if g == "off" {
             -1
         } else {
-            g.parse()
-                .with_context(|| format!("--gogc {g:?}: want a percent or off"))?
+            g.parse().ok().with_context(|| {
+                format!("--gogc {g:?}: want a whole percent (a negative one turns the GC off, as in Go) or off")
+            })?
         };
     }
     if let Some(l) = &a.gomemlimit {
@@ -235,38 +263,90 @@ fn build_config(a: &Args) -> Result<Config> {
     Ok(c)
 }
 
+/// The inputs of a replay (the trace, the configuration file, a size-class table) and the
+/// checked outputs.
+fn outputs(a: &Args) -> Result<Outputs> {
+    let mut o = Outputs::new().input("the trace", &a.trace);
+    if let Some(p) = &a.config {
+        o = o.input("the configuration file", p);
+    }
+    if let Some(t) = a.size_classes.as_deref().filter(|t| *t != "go") {
+        o = o.input("the size-class table", Path::new(t));
+    }
+    for (flag, p) in [
+        ("--json", &a.json),
+        ("--latency-csv", &a.out.latency_csv),
+        ("--timeline", &a.out.timeline),
+        ("--sweep-chart", &a.sweep_chart),
+    ] {
+        if let Some(p) = p {
+            o.check(flag, p)?;
+        }
+    }
+    if let Some(d) = &a.out.hlog {
+        o.check_dir("--hlog", d)?;
+    }
+    Ok(o)
+}
+
 pub fn run(args: Args) -> Result<i32> {
+    let outputs = outputs(&args)?;
     let cfg = build_config(&args)?;
     if !args.sweep.is_empty() {
         return super::sweep::run(
-            &args.trace,
-            &cfg,
-            &args.sweep,
-            args.strict,
-            args.json.as_ref(),
-            args.sweep_chart.as_ref(),
+            &super::sweep::Sweep {
+                trace: &args.trace,
+                base: &cfg,
+                axes: &args.sweep,
+                limit: args.sweep_limit,
+                strict: args.strict,
+                allow_truncated: args.allow_truncated,
+                json: args.json.as_deref(),
+                chart: args.sweep_chart.as_deref(),
+            },
+            &outputs,
         );
     }
     let opts = build_options(&args)?;
-    let report = replayer::measure_path(&args.trace, &cfg, args.strict, &opts)?;
+    let input = ReplayInput::open(&args.trace)?;
+    let problems = Mutex::new(Problems::new(&args.trace, args.allow_truncated));
+    let name = args.trace.display().to_string();
+    let replayed = measured::measure(&name, input.events(&problems), &cfg, args.strict, &opts);
+    let problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
+    if problems.is_fatal() {
+        return Ok(problems.exit_code());
+    }
+    let report = replayed.map_err(|e| match e {
+        // Errors about the events: name the trace they are in.
+        replayer::ReplayError::Strict { .. }
+        | replayer::ReplayError::Trace(_)
+        | replayer::ReplayError::OutOfMemory { .. } => {
+            anyhow::Error::new(e).context(args.trace.display().to_string())
+        }
+        e => e.into(),
+    })?;
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut doc = serde_json::to_value(&report)?;
+        if let Some(d) = input.digest() {
+            digest::stamp(&mut doc, &d);
+        }
+        outputs.write("--json", path, &super::report::json_bytes(&doc)?)?;
     }
     if let Some(m) = &report.measurements {
         if let Some(dir) = &args.out.hlog {
-            measured::write_hlogs(m, dir)?;
+            outputs.write_dir_with("--hlog", dir, |stage| measured::write_hlogs(m, stage))?;
         }
         if let Some(p) = &args.out.latency_csv {
-            measured::write_latency_csv(m, p)?;
+            outputs.write_with("--latency-csv", p, |tmp| {
+                measured::write_latency_csv(m, tmp)
+            })?;
         }
         if let Some(p) = &args.out.timeline {
-            measured::write_timeline_csv(m, p)?;
+            outputs.write_with("--timeline", p, |tmp| measured::write_timeline_csv(m, tmp))?;
         }
     }
     if !args.quiet {
-        print!("{}", report.summary());
+        crate::out!("{}", report.summary());
     }
     Ok(0)
 }

@@ -2,18 +2,25 @@
 //! table, fragmentation and recorded latency; text on stdout, plus JSON, CSV, charts and HTML on
 //! request. See `analysis` for what each figure means.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use replayer::sizeclass::SizeClasses;
 
-use super::Problems;
+use super::output::Outputs;
+use super::{digest, Problems};
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Directories (-o DIR, --csv DIR) are created when missing and reused when they exist: the \
+     files allocscope writes there are replaced, other files are left alone.\n\n",
+    super::overwrite_help!()
+))]
 pub struct Args {
     /// Trace file (.atrace).
     trace: PathBuf,
-    /// Write DIR/index.html (one self-contained page) and the charts as SVG and PNG into DIR.
+    /// Write DIR/index.html (one self-contained page), DIR/report.json and the charts as SVG
+    /// and PNG into DIR.
     #[arg(short = 'o', long = "out", value_name = "DIR")]
     out: Option<PathBuf>,
     /// Write the report as JSON (with a flat `metrics` map for compare/trend).
@@ -25,12 +32,13 @@ pub struct Args {
     /// Size-class table as CSV (class,bytes_per_obj,bytes_per_span,...); Go's by default.
     #[arg(long, value_name = "FILE.csv")]
     classes: Option<PathBuf>,
-    /// A replay JSON of the same trace: adds the replayed heap figures (J&W on heap_inuse).
+    /// A replay JSON of the same trace (`replay --json`): adds the replayed heap figures (J&W
+    /// on heap_inuse). Its event count and trace digest must match the trace.
     #[arg(long, value_name = "FILE.json")]
     replay: Option<PathBuf>,
     /// A replay timeline of the same trace (`replay --timeline FILE.csv`): charts HeapAlloc,
-    /// HeapInuse, HeapSys and RSS over the replay in the HTML report (with -o).
-    #[arg(long, value_name = "FILE.csv")]
+    /// HeapInuse, HeapSys and RSS over the replay in the HTML report (needs -o).
+    #[arg(long, value_name = "FILE.csv", requires = "out")]
     replay_timeline: Option<PathBuf>,
     /// Report on what a truncated trace holds instead of failing.
     #[arg(long)]
@@ -41,48 +49,115 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
+    let mut outputs = Outputs::new().input("the trace", &args.trace);
+    for (what, p) in [
+        ("the size-class table", &args.classes),
+        ("the replay JSON", &args.replay),
+        ("the replay timeline", &args.replay_timeline),
+    ] {
+        if let Some(p) = p {
+            outputs = outputs.input(what, p);
+        }
+    }
+    if let Some(p) = &args.json {
+        outputs.check("--json", p)?;
+    }
+    for (flag, d) in [("-o", &args.out), ("--csv", &args.csv)] {
+        if let Some(d) = d {
+            outputs.check_dir(flag, d)?;
+        }
+    }
     let classes = match &args.classes {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+            let text = analysis::replay_json::read_regular(p)?;
             SizeClasses::from_csv_text(&p.display().to_string(), &text, 8192)?
         }
         None => SizeClasses::go(),
     };
     let replay = match &args.replay {
-        Some(p) => Some(analysis::replay_json::read_json(p)?),
+        Some(p) => Some(read_replay_of(p, &args.trace)?),
+        None => None,
+    };
+    // Read now: a timeline that is not one is an error before the long pass, never ignored.
+    let timeline = match &args.replay_timeline {
+        Some(p) => Some(analysis::replay_timeline::read(p)?),
         None => None,
     };
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
     let report = analysis::analyze::analyze_file(&args.trace, classes, replay.as_ref(), |e| {
-        problems.note(e)
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if problems.exit_code() != 0 {
+        problems.note(&e)
+    })?;
+    if problems.is_fatal() {
         return Ok(problems.exit_code());
     }
     if !args.quiet {
-        print!("{}", analysis::text::summary(&report));
-    }
-    if let Some(p) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(p, text + "\n").with_context(|| p.display().to_string())?;
+        crate::out!("{}", analysis::text::summary(&report));
     }
     if let Some(d) = &args.csv {
-        analysis::tables::write_csv(&report, d)?;
+        outputs.write_dir_with("--csv", d, |stage| {
+            analysis::tables::write_csv(&report, stage).map(|_| ())
+        })?;
     }
     if let Some(d) = &args.out {
-        let mut charts = analysis::charts::report_charts(&report, Some(d))?;
-        if let Some(p) = &args.replay_timeline {
-            let points = analysis::replay_timeline::read(p)?;
-            charts.push(analysis::charts::replay_timeline_chart(&points, Some(d))?);
+        let mut charts = analysis::charts::report_charts(&report, true)?;
+        if let Some(points) = &timeline {
+            charts.push(analysis::charts::replay_timeline_chart(points, true)?);
         }
-        let page = analysis::html::write_report(&report, &charts, d)?;
-        let json = d.join("report.json");
-        std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| json.display().to_string())?;
+        let page = write_dir(&outputs, "-o", d, &report, &charts)?;
         if !args.quiet {
-            println!("\nwrote {}", page.display());
+            crate::outln!("\nwrote {}", page.display());
         }
     }
+    // Last: a --json path may be inside the directory -o has just created.
+    if let Some(p) = &args.json {
+        outputs.write("--json", p, &json_bytes(&report)?)?;
+    }
     Ok(0)
+}
+
+/// A result document as the files hold it: pretty JSON and a final newline.
+pub fn json_bytes(doc: &impl serde::Serialize) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(doc)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Reads a replay JSON and checks that it is the replay of `trace`.
+fn read_replay_of(replay: &Path, trace: &Path) -> Result<serde_json::Value> {
+    let doc = analysis::replay_json::read_json(replay)?;
+    let reader = super::open_trace(trace)?;
+    let (rn, tn) = (replay.display().to_string(), trace.display().to_string());
+    match digest::check(&doc, &rn, &reader, &tn).map_err(anyhow::Error::msg)? {
+        digest::Match::Same => {}
+        digest::Match::NoDigest => eprintln!(
+            "allocscope: warning: {rn}: has no trace digest (an older replay JSON, or the \
+             replay of a CSV workload): only its event count was checked against {tn}"
+        ),
+    }
+    Ok(doc)
+}
+
+/// Writes a report directory: the charts as SVG and PNG, `index.html` and `report.json`, as
+/// one set (staged, then renamed into place: a failure leaves the directory as it was).
+/// Returns the page's path. `profile` writes its directory the same way.
+pub fn write_dir(
+    outputs: &Outputs,
+    flag: &str,
+    dir: &Path,
+    report: &analysis::Report,
+    charts: &[analysis::charts::Chart],
+) -> Result<PathBuf> {
+    let html = analysis::html::report_page(report, charts);
+    let json = json_bytes(report)?;
+    outputs.write_dir_with(flag, dir, |stage| -> std::io::Result<()> {
+        for c in charts {
+            std::fs::write(stage.join(format!("{}.svg", c.name)), &c.svg)?;
+            if let Some(png) = &c.png {
+                std::fs::write(stage.join(format!("{}.png", c.name)), png)?;
+            }
+        }
+        std::fs::write(stage.join("index.html"), &html)?;
+        std::fs::write(stage.join("report.json"), &json)
+    })?;
+    Ok(dir.join("index.html"))
 }

@@ -4,14 +4,18 @@
 
 use std::path::PathBuf;
 
+use analysis::charts::ChartFormat;
 use anyhow::Result;
 
+use super::output::Outputs;
+
 #[derive(clap::Args)]
+#[command(after_help = super::OVERWRITE_HELP)]
 pub struct Args {
     /// Result JSON files, oldest first.
     #[arg(required = true)]
     results: Vec<PathBuf>,
-    /// Chart file (.svg, or .png).
+    /// Chart file; the extension says the format: .svg or .png. Replaced if it exists.
     #[arg(
         short = 'o',
         long = "out",
@@ -38,6 +42,17 @@ const DEFAULT: [&str; 6] = [
 
 pub fn run(args: Args) -> Result<i32> {
     use analysis::{compare, trend};
+    let outputs = args
+        .results
+        .iter()
+        .fold(Outputs::new(), |o, p| o.input("one of the results", p));
+    outputs.check("-o", &args.out)?;
+    let format = ChartFormat::of_path(&args.out).ok_or_else(|| {
+        anyhow::anyhow!(
+            "-o {}: the extension says the format: use .svg or .png",
+            args.out.display()
+        )
+    })?;
     let limits = match &args.fail_if {
         Some(e) => compare::parse_limits(e)?,
         None => Vec::new(),
@@ -60,9 +75,11 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let series = trend::series(&entries, &names, &limits)?;
     let labels: Vec<String> = entries.iter().map(|e| e.label.clone()).collect();
-    trend::chart(&labels, &series, &args.out)?;
-    println!("| metric | {} |", labels.join(" | "));
-    println!("|---|{}", "---:|".repeat(labels.len()));
+    let chart = trend::chart(&labels, &series, format)?;
+    let bytes = format.bytes(&chart).unwrap_or_default();
+    outputs.write("-o", &args.out, bytes)?;
+    crate::outln!("| metric | {} |", labels.join(" | "));
+    crate::outln!("|---|{}", "---:|".repeat(labels.len()));
     for s in &series {
         let cells: Vec<String> = s
             .values
@@ -76,9 +93,9 @@ pub fn run(args: Args) -> Result<i32> {
                 )
             })
             .collect();
-        println!("| {} | {} |", s.metric, cells.join(" | "));
+        crate::outln!("| {} | {} |", s.metric, cells.join(" | "));
     }
-    println!("\nwrote {}", args.out.display());
+    crate::outln!("\nwrote {}", args.out.display());
     let last_regressed = series
         .iter()
         .any(|s| s.regressed.last().copied().unwrap_or(false));

@@ -4,23 +4,29 @@
 //! replays the trace under Go's table and under the proposal and prints both side by side.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use analysis::tune::{self, Measured, SizeHistogram};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use replayer::config::{Config, Pointers};
 
+use super::output::Outputs;
+use super::{Problems, ReplayInput};
+
 #[derive(clap::Args)]
-#[command(
-    after_help = "Example:\n  allocscope tune-classes app.atrace --classes 40 -o app-classes.csv\n  \
-    allocscope replay app.atrace --size-classes app-classes.csv"
-)]
+#[command(after_help = concat!(
+    "Example:\n  allocscope tune-classes app.atrace --classes 40 -o app-classes.csv\n  \
+    allocscope replay app.atrace --size-classes app-classes.csv\n\n",
+    super::overwrite_help!()
+))]
 pub struct Args {
     /// Trace file (.atrace).
     trace: PathBuf,
     /// Most classes the table may have (Go has 67).
     #[arg(long, value_name = "N", default_value_t = tune::GO_CLASSES)]
     classes: usize,
-    /// Where to write the proposed table (CSV shaped like Go's sizeclasses).
+    /// Where to write the proposed table (CSV shaped like Go's sizeclasses); replaced if it
+    /// exists.
     #[arg(
         short = 'o',
         long = "output",
@@ -37,6 +43,9 @@ pub struct Args {
     /// Only propose and write the table; do not replay.
     #[arg(long)]
     no_replay: bool,
+    /// Tune for what a truncated trace holds instead of failing.
+    #[arg(long)]
+    allow_truncated: bool,
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -53,7 +62,27 @@ pub fn run(args: Args) -> Result<i32> {
             tune::MAX_CLASSES
         );
     }
-    let reader = super::open_trace(&args.trace)?;
+    let outputs = Outputs::new().input("the trace", &args.trace);
+    outputs.check("-o", &args.output)?;
+    if let Some(p) = &args.json {
+        outputs.check("--json", p)?;
+    }
+    let input = ReplayInput::open(&args.trace)?;
+    let ReplayInput::Trace(reader) = &input else {
+        anyhow::bail!(
+            "{}: tune-classes reads a trace (.atrace); import a CSV workload first with \
+             `allocscope import`",
+            args.trace.display()
+        );
+    };
+    let problems = Mutex::new(Problems::new(&args.trace, args.allow_truncated));
+    {
+        let mut p = problems.lock().unwrap_or_else(|e| e.into_inner());
+        p.note_opened(reader);
+        if p.is_fatal() {
+            return Ok(p.exit_code());
+        }
+    }
     let parts = reader
         .par_map_chunks(|evs| {
             let mut h = SizeHistogram::default();
@@ -69,8 +98,7 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let rows = tune::propose(&hist, args.classes)?;
     let csv = tune::to_csv(&rows);
-    std::fs::write(&args.output, &csv)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    outputs.write("-o", &args.output, csv.as_bytes())?;
     let go_sizes: Vec<u64> = {
         let t = replayer::sizeclass::SizeClasses::go();
         (1..t.num_classes())
@@ -78,14 +106,14 @@ pub fn run(args: Args) -> Result<i32> {
             .collect()
     };
     let sizes: Vec<u64> = rows.iter().map(|r| r.bytes_per_obj).collect();
-    println!(
+    crate::outln!(
         "{}: {} small allocations over {} distinct sizes ({} tiny, large or empty not tuned)",
         args.trace.display(),
         hist.small_allocs(),
         hist.counts.len(),
         hist.other_allocs
     );
-    println!(
+    crate::outln!(
         "proposal: {} classes -> {} (round-up waste {} B with Go's table, {} B proposed)",
         rows.len(),
         args.output.display(),
@@ -96,18 +124,23 @@ pub fn run(args: Args) -> Result<i32> {
         return Ok(0);
     }
     let proposal_name = args.output.display().to_string();
-    let measure = |table: &str| -> Result<Measured> {
+    let measure = |table: &str| -> Result<Option<Measured>> {
         let cfg = Config {
             size_classes: table.to_string(),
             pointers,
             ..Config::default()
         };
-        let r = replayer::replay_file(&args.trace, &cfg, false)?;
-        Ok(Measured::from_replay(table, &r))
+        let name = args.trace.display().to_string();
+        let r = replayer::replay(&name, input.events(&problems), &cfg, false);
+        if problems.lock().is_ok_and(|p| p.is_fatal()) {
+            return Ok(None);
+        }
+        Ok(Some(Measured::from_replay(table, &r?)))
     };
-    let go = measure("go")?;
-    let proposed = measure(&proposal_name)?;
-    print!("{}", tune::side_by_side(&go, &proposed, rows.len()));
+    let (Some(go), Some(proposed)) = (measure("go")?, measure(&proposal_name)?) else {
+        return Ok(2);
+    };
+    crate::out!("{}", tune::side_by_side(&go, &proposed, rows.len()));
     if let Some(p) = &args.json {
         let doc = serde_json::json!({
             "schema": 1,
@@ -123,8 +156,7 @@ pub fn run(args: Args) -> Result<i32> {
                 "peak_heap": proposed.peak_heap_inuse_bytes,
             },
         });
-        std::fs::write(p, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", p.display()))?;
+        outputs.write("--json", p, &super::report::json_bytes(&doc)?)?;
     }
     Ok(0)
 }

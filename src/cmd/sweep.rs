@@ -135,9 +135,12 @@ pub fn run(
         .par_iter()
         .map(|(label, cfg)| {
             let report = match &csv_events {
-                Some(evs) => {
-                    replayer::replay(&name, evs.iter().map(|e| Ok::<_, String>(*e)), cfg, strict)
-                }
+                Some(evs) => replayer::replay(
+                    &name,
+                    evs.iter().map(|e| Ok::<_, replayer::ReplayError>(*e)),
+                    cfg,
+                    strict,
+                ),
                 None => replayer::replay_file(trace, cfg, strict),
             }
             .with_context(|| label.clone())?;

@@ -108,7 +108,7 @@ pub fn measure_path(
             opts,
         );
     }
-    let reader = open(path)?;
+    let reader = traces::TraceReader::open(path).map_err(in_file(&name))?;
     let forked_from = reader.header().forked_from;
     let events = reader.events().map(|r| r.map_err(in_file(&name)));
     measured::measure(&name, forked_from, events, cfg, strict, opts)
@@ -121,14 +121,10 @@ pub fn replay_file(
     strict: bool,
 ) -> Result<ReplayReport, ReplayError> {
     let name = path.display().to_string();
-    let reader = open(path)?;
+    let reader = traces::TraceReader::open(path).map_err(in_file(&name))?;
     let forked_from = reader.header().forked_from;
     let events = reader.events().map(|r| r.map_err(in_file(&name)));
     replay_events(&name, forked_from, events, cfg, strict)
-}
-
-fn open(path: &std::path::Path) -> Result<traces::TraceReader, ReplayError> {
-    traces::TraceReader::open(path).map_err(in_file(&path.display().to_string()))
 }
 
 /// Turns a trace error into one that names the file `path`.

@@ -399,9 +399,9 @@ fn csv_error(e: &csv::Error, column: &str) -> TraceError {
 /// Writes events as CSV with every column, so that an import gives back the same events.
 pub struct Exporter<W: Write> {
     out: csv::Writer<W>,
-    /// The live blocks, by the shared rule: a block's id is the seq of the event that returned
-    /// it.
-    live: LiveSet<()>,
+    /// The live blocks, by the shared rule, each with its id: the seq of the event that
+    /// returned it.
+    live: LiveSet<u64>,
 }
 
 impl<W: Write> Exporter<W> {
@@ -410,16 +410,20 @@ impl<W: Write> Exporter<W> {
         out.write_record(EXPORT).map_err(io_error)?;
         Ok(Exporter {
             out,
-            live: LiveSet::default(),
+            live: LiveSet::new(None),
         })
     }
 
     pub fn write(&mut self, ev: &Event) -> Result<()> {
         let opt = |v: u64, on: bool| if on { v.to_string() } else { String::new() };
-        let mut old_id = match self.live.step(ev).passed {
-            Passed::Released(b) | Passed::Kept(b) => b.seq.to_string(),
+        let step = self.live.step(ev);
+        let mut old_id = match step.passed {
+            Passed::Released(b) | Passed::Kept(b) => b.data.to_string(),
             Passed::Nothing | Passed::NotLive(_) => String::new(),
         };
+        if let Some(born) = step.born {
+            born.data = ev.seq;
+        }
         let mut id = String::new();
         if ev.op == Op::Free {
             std::mem::swap(&mut id, &mut old_id);

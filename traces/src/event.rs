@@ -136,6 +136,8 @@ impl PtrKind {
 /// | posix_memalign, aligned_alloc, memalign | – | 1 | bytes | alignment | returned |
 ///
 /// A failed call (`failed`) returned NULL (or an error code for posix_memalign); `addr` is 0.
+/// `realloc(p, 0)` returning NULL is a free of `p`, not a failure, whatever `failed` says
+/// ([`Event::frees_by_realloc`]); what every tool makes of an event is [`crate::live`]'s rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Event {
     /// Global sequence number: the exact order of calls across threads in one process.

@@ -22,8 +22,8 @@
 //!
 //! ## Cost
 //! One hash lookup per address an event names (two for a realloc), in one map keyed by address
-//! whose entries are live blocks or tombstones (freed addresses, which tell a double free from an
-//! unknown one). Tombstones are forgotten all at once when they outnumber both the live blocks and
+//! whose entries are live blocks (requested bytes and the caller's payload, nothing else) or
+//! tombstones (freed addresses, which tell a double free from an unknown one). Tombstones are forgotten all at once when they outnumber both the live blocks and
 //! [`TOMBSTONE_FLOOR`], so memory follows the live heap, not the trace's length (a trace of
 //! fresh addresses, such as an imported CSV, would otherwise keep one per free). A double free of
 //! a forgotten address then counts as an unknown free (inherited in a fork child): the same in
@@ -33,27 +33,44 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
 
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::event::Event;
 
 /// Tombstones kept at least (see the module comment): 2^16 freed addresses, a few MiB.
 pub const TOMBSTONE_FLOOR: usize = 1 << 16;
 
-/// A live block: what the event that returned it said, and what the caller keeps with it.
+/// A live block: the bytes it was asked for, and what the caller keeps with it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Block<T> {
     /// Bytes the allocating call asked for ([`Event::requested_bytes`]).
     pub requested_bytes: u64,
+    /// The caller's payload: a replay slot, a placement, the allocating event's [`Birth`] for
+    /// an attribution. `T::default()` until the caller fills it through [`Step::born`]. Only what
+    /// a tool keeps costs memory in the map every event touches.
+    pub data: T,
+}
+
+/// What an attribution needs to know of the event that returned a block: a payload for
+/// [`Block::data`] (`born.data = Birth::of(ev)`), alone or inside the caller's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Birth {
     /// `seq` of the event that returned the block (for a resized block: the realloc).
     pub seq: u64,
     /// Recorder thread of that event.
     pub thread: u32,
     /// Call-site id of that event, when the trace has one.
     pub callsite: Option<u32>,
-    /// The caller's payload (a replay slot, a placement, ...): `T::default()` until the caller
-    /// fills it through [`Step::born`].
-    pub data: T,
+}
+
+impl Birth {
+    pub fn of(ev: &Event) -> Birth {
+        Birth {
+            seq: ev.seq,
+            thread: ev.thread,
+            callsite: ev.callsite,
+        }
+    }
 }
 
 /// One map entry: a live block, or the tombstone of a freed address.
@@ -64,7 +81,7 @@ enum Entry<T> {
 }
 
 /// One kind of anomaly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Anomaly {
     /// The call failed (NULL, or an error from `posix_memalign`). Not `realloc(p, 0)`.
@@ -119,7 +136,7 @@ impl fmt::Display for Anomaly {
 }
 
 /// Counts of each [`Anomaly`] over a trace: the same numbers in `info`, `replay` and `report`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Anomalies {
     pub failed_calls: u64,
     pub unknown_frees: u64,
@@ -129,17 +146,6 @@ pub struct Anomalies {
 }
 
 impl Anomalies {
-    /// The count of one kind.
-    pub fn of(&self, kind: Anomaly) -> u64 {
-        match kind {
-            Anomaly::FailedCall => self.failed_calls,
-            Anomaly::UnknownFree => self.unknown_frees,
-            Anomaly::DoubleFree => self.double_frees,
-            Anomaly::InheritedFree => self.inherited_frees,
-            Anomaly::MissedFree => self.missed_frees,
-        }
-    }
-
     fn add(&mut self, kind: Anomaly) {
         *match kind {
             Anomaly::FailedCall => &mut self.failed_calls,
@@ -310,9 +316,6 @@ impl<T: Copy + Default> LiveSet<T> {
     fn allocate(&mut self, ev: &Event) -> (Option<Block<T>>, &mut Block<T>) {
         let block = Block {
             requested_bytes: ev.requested_bytes(),
-            seq: ev.seq,
-            thread: ev.thread,
-            callsite: ev.callsite,
             data: T::default(),
         };
         let (displaced, entry) = match self.map.entry(ev.addr) {
@@ -419,26 +422,30 @@ mod tests {
     /// What one step says, as (anomalies, released seq, kept seq, displaced seq, born).
     type Seen = (Vec<Anomaly>, Option<u64>, Option<u64>, Option<u64>, bool);
 
-    fn seen(set: &mut LiveSet<()>, e: &Event) -> Seen {
+    fn seen(set: &mut LiveSet<Birth>, e: &Event) -> Seen {
         let s = set.step(e);
         let (released, kept) = match s.passed {
-            Passed::Released(b) => (Some(b.seq), None),
-            Passed::Kept(b) => (None, Some(b.seq)),
+            Passed::Released(b) => (Some(b.data.seq), None),
+            Passed::Kept(b) => (None, Some(b.data.seq)),
             _ => (None, None),
         };
-        (
+        let seen = (
             s.anomalies().collect(),
             released,
             kept,
-            s.displaced.map(|b| b.seq),
+            s.displaced.map(|b| b.data.seq),
             s.born.is_some(),
-        )
+        );
+        if let Some(b) = s.born {
+            b.data = Birth::of(e);
+        }
+        seen
     }
 
     #[test]
     fn the_rule_event_by_event() {
         use Anomaly::*;
-        let mut set = LiveSet::<()>::new(None);
+        let mut set = LiveSet::<Birth>::new(None);
         let none: Vec<Anomaly> = vec![];
         let table: Vec<(Event, Seen)> = vec![
             (
@@ -546,7 +553,7 @@ mod tests {
         // Live: 0x50 (the realloc, 200 B) and 0x60 (8 B).
         assert_eq!((set.len(), set.live_requested_bytes()), (2, 208));
         assert_eq!(
-            set.get(0x50).map(|b| (b.seq, b.requested_bytes)),
+            set.get(0x50).map(|b| (b.data.seq, b.requested_bytes)),
             Some((16, 200))
         );
         assert!(set.get(0x40).is_none());
@@ -572,24 +579,25 @@ mod tests {
     }
 
     #[test]
-    fn blocks_carry_what_attribution_needs_and_the_callers_data() {
-        let mut set = LiveSet::<u32>::new(None);
+    fn blocks_carry_the_callers_data_such_as_the_birth() {
+        let mut set = LiveSet::<Birth>::new(None);
         let mut e = ev(7, Op::Calloc, 0x10, 0, 16);
         e.nmemb = 4;
         e.thread = 3;
         e.callsite = Some(9);
         let step = set.step(&e);
-        let born = step.born.unwrap();
-        born.data = 42;
+        step.born.unwrap().data = Birth::of(&e);
         let b = *set.get(0x10).unwrap();
+        let birth = Birth {
+            seq: 7,
+            thread: 3,
+            callsite: Some(9),
+        };
         assert_eq!(
             b,
             Block {
                 requested_bytes: 64,
-                seq: 7,
-                thread: 3,
-                callsite: Some(9),
-                data: 42
+                data: birth
             }
         );
         match set.step(&ev(8, Op::Free, 0, 0x10, 0)).passed {
@@ -630,9 +638,10 @@ mod tests {
 
     #[test]
     fn entries_stay_small() {
-        // The hot map's entry for the replay compiler's payload (a slot): 32 bytes, the same
-        // cache footprint as a bare block (the tombstone uses a niche).
-        assert_eq!(std::mem::size_of::<Entry<u32>>(), 32);
-        assert_eq!(std::mem::size_of::<Entry<()>>(), 32);
+        // Each tool pays only for its payload: a replay slot, the analysis' 40 bytes (whose
+        // enum gives the tombstone a niche), nothing for `info`.
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 24);
+        assert_eq!(std::mem::size_of::<Entry<()>>(), 16);
+        assert_eq!(std::mem::size_of::<Entry<Birth>>(), 32);
     }
 }

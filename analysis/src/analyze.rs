@@ -1,16 +1,17 @@
 //! The streaming pass: events in seq order in, a [`Report`] out. See the crate comment.
 //!
-//! The only per-object state is one [`LiveObj`] per live address. A free of an address that is not
-//! live (unknown or double free) is counted and otherwise ignored; an allocation returning an
-//! address still live retires the old object first (a missed free).
+//! Which blocks are live and which events are anomalies is the trace's one rule
+//! ([`traces::live`], the same `info` and `replay` apply): the only per-object state is the live
+//! set's block plus one [`Obj`] each. A free of an address that is not live is counted there and
+//! otherwise ignored; an allocation returning an address still live retires the old object first
+//! (a missed free).
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
-
 use replayer::sizeclass::SizeClasses;
 use serde::Serialize;
-use traces::{Event, Op};
+use traces::live::{Block, LiveSet, Passed};
+use traces::{Event, Header};
 
 use crate::frag::{Frag, FragReport};
 use crate::latency::{Latency, LatencyReport};
@@ -21,10 +22,11 @@ use crate::workload::{Workload, WorkloadReport};
 /// Rows in the "top wasting request sizes" table.
 pub const TOP_SIZES: usize = 20;
 
+/// What the analysis keeps with each live block (the block itself holds its requested bytes).
 #[derive(Clone, Copy, Debug)]
-struct LiveObj {
-    requested_bytes: u64,
+struct Obj {
     placement: Placement,
+    /// When the object was first allocated (a realloc continues it).
     born_ts_ns: u64,
     /// `Workload::allocated_bytes` right after this object's first allocation.
     born_allocated_bytes: u64,
@@ -32,8 +34,20 @@ struct LiveObj {
     reallocs: u32,
 }
 
+impl Default for Obj {
+    fn default() -> Obj {
+        Obj {
+            placement: Placement::Zero,
+            born_ts_ns: 0,
+            born_allocated_bytes: 0,
+            born_thread: 0,
+            reallocs: 0,
+        }
+    }
+}
+
 pub struct Analyzer {
-    live: HashMap<u64, LiveObj>,
+    live: LiveSet<Obj>,
     workload: Workload,
     waste: Waste,
     frag: Frag,
@@ -41,9 +55,10 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
+    /// An analyzer for a trace of a process that started with an empty heap.
     pub fn new(classes: SizeClasses) -> Analyzer {
         Analyzer {
-            live: HashMap::default(),
+            live: LiveSet::new(None),
             workload: Workload::default(),
             frag: Frag::new(&classes),
             waste: Waste::new(classes),
@@ -51,52 +66,55 @@ impl Analyzer {
         }
     }
 
+    /// An analyzer for the trace with this header (a fork child's counts inherited frees).
+    pub fn for_trace(classes: SizeClasses, header: &Header) -> Analyzer {
+        Analyzer {
+            live: LiveSet::new(header.forked_from),
+            ..Analyzer::new(classes)
+        }
+    }
+
     /// Adds the next event (seq order).
     pub fn add(&mut self, ev: &Event) {
-        self.workload.event(ev.op, ev.thread, ev.ts_ns, ev.failed);
+        self.workload.event(ev.op, ev.thread, ev.ts_ns);
         self.latency.add(ev.op, ev.requested_bytes(), ev.latency_ns);
-        let mut carried: Option<LiveObj> = None;
-        if ev.op.takes_address() && ev.old_addr != 0 {
-            if !self.live.contains_key(&ev.old_addr) {
-                self.workload.unknown_frees += 1;
-            } else if ev.releases() {
-                let o = self.live.remove(&ev.old_addr).expect("checked above");
-                self.frag.died(o.requested_bytes, o.placement);
-                if ev.op == Op::Free || !ev.allocates() {
-                    self.death(ev, &o);
-                } else {
-                    carried = Some(o);
-                }
+        let step = self.live.step(ev);
+        // The object a moving or in-place realloc continues.
+        let mut carried = None;
+        if let Passed::Released(old) = step.passed {
+            self.frag.died(old.requested_bytes, old.data.placement);
+            if step.born.is_some() {
+                carried = Some(old);
+            } else {
+                death(&mut self.workload, ev, &old);
             }
         }
-        if ev.allocates() {
-            let bytes = ev.requested_bytes();
-            if let Some(old) = self.live.remove(&ev.addr) {
-                // A live address returned again: the trace missed a free.
-                self.frag.died(old.requested_bytes, old.placement);
-                self.death(ev, &old);
-            }
+        if let Some(old) = step.displaced {
+            // A live address returned again: the trace missed a free.
+            self.frag.died(old.requested_bytes, old.data.placement);
+            death(&mut self.workload, ev, &old);
+        }
+        if let Some(born) = step.born {
+            let bytes = born.requested_bytes;
             self.workload.alloc(ev.thread, bytes);
             let placement = self.waste.place(bytes, ev.kind, ev.thread);
             self.frag.born(bytes, placement);
-            let obj = match carried {
+            born.data = match carried {
                 Some(o) => {
-                    let chain = o.reallocs + 1;
+                    let chain = o.data.reallocs + 1;
                     self.workload.resize(
                         o.requested_bytes,
                         bytes,
                         ev.addr == ev.old_addr,
                         chain as u64,
                     );
-                    LiveObj {
-                        requested_bytes: bytes,
+                    Obj {
                         placement,
                         reallocs: chain,
-                        ..o
+                        ..o.data
                     }
                 }
-                None => LiveObj {
-                    requested_bytes: bytes,
+                None => Obj {
                     placement,
                     born_ts_ns: ev.ts_ns,
                     born_allocated_bytes: self.workload.allocated_bytes,
@@ -104,20 +122,8 @@ impl Analyzer {
                     reallocs: 0,
                 },
             };
-            self.live.insert(ev.addr, obj);
         }
         self.frag.tick(ev.ts_ns);
-    }
-
-    fn death(&mut self, ev: &Event, o: &LiveObj) {
-        self.workload.death(
-            ev.thread,
-            o.born_thread,
-            o.requested_bytes,
-            ev.ts_ns.saturating_sub(o.born_ts_ns),
-            self.workload.allocated_bytes - o.born_allocated_bytes,
-            o.reallocs as u64,
-        );
     }
 
     /// Objects live now.
@@ -128,7 +134,9 @@ impl Analyzer {
     /// The report. `replay` is a replay JSON of the same trace, when the user gave one.
     pub fn finish(self, trace: TraceInfo, replay: Option<&serde_json::Value>) -> Report {
         let frag = self.frag.report();
-        let workload = self.workload.report(self.live.len() as u64);
+        let workload = self
+            .workload
+            .report(self.live.len() as u64, *self.live.anomalies());
         let waste = self.waste.report(&self.frag.peak_live_objects, TOP_SIZES);
         let latency = self.latency.report();
         let replay = replay.map(|v| ReplayFigures::from_json(v, frag.peak_live_requested_bytes));
@@ -147,6 +155,18 @@ impl Analyzer {
         r.metrics = r.compute_metrics();
         r
     }
+}
+
+/// An object died, freed by `ev` (or retired by it: a missed free).
+fn death(workload: &mut Workload, ev: &Event, o: &Block<Obj>) {
+    workload.death(
+        ev.thread,
+        o.data.born_thread,
+        o.requested_bytes,
+        ev.ts_ns.saturating_sub(o.data.born_ts_ns),
+        workload.allocated_bytes - o.data.born_allocated_bytes,
+        o.data.reallocs as u64,
+    );
 }
 
 /// Which trace a report is about.
@@ -251,7 +271,7 @@ pub fn analyze_file(
         path: path.display().to_string(),
         msg: e.to_string(),
     })?;
-    let mut an = Analyzer::new(classes);
+    let mut an = Analyzer::for_trace(classes, reader.header());
     let bar = crate::progress_bar(reader.event_count());
     let mut events = 0u64;
     for ev in reader.events() {

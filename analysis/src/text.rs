@@ -97,10 +97,9 @@ pub fn summary(r: &Report) -> String {
     let _ = writeln!(s, "  ops: {}", ops.join(", "));
     let _ = writeln!(
         s,
-        "  threads: {}; failed calls {}; unknown frees {}",
+        "  threads: {}; anomalies: {}",
         w.per_thread.len(),
-        w.failed_calls,
-        w.unknown_frees
+        w.anomalies
     );
 
     let _ = writeln!(s, "\nMemory (class table: {})", x.table);

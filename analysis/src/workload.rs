@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use traces::live::Anomalies;
 use traces::Op;
 
 use crate::pct::{Hist, Percentiles};
@@ -70,7 +71,6 @@ pub const GROWTH_LABELS: [&str; 5] = ["<=1.25x", "<=1.5x", "<=2x", "<=4x", ">4x"
 pub struct Workload {
     pub events: u64,
     pub per_op: BTreeMap<Op, u64>,
-    pub failed_calls: u64,
     pub per_thread: BTreeMap<u32, ThreadStats>,
     pub log2: Vec<SizeBucket>,
     /// Successful allocating calls (realloc of a live object included).
@@ -85,7 +85,6 @@ pub struct Workload {
     pub realloc: ReallocStats,
     pub first_ts_ns: Option<u64>,
     pub last_ts_ns: u64,
-    pub unknown_frees: u64,
 }
 
 impl Default for Workload {
@@ -93,7 +92,6 @@ impl Default for Workload {
         Workload {
             events: 0,
             per_op: BTreeMap::new(),
-            failed_calls: 0,
             per_thread: BTreeMap::new(),
             log2: (0..LOG2_BUCKETS)
                 .map(|k| SizeBucket {
@@ -112,7 +110,6 @@ impl Default for Workload {
             realloc: ReallocStats::default(),
             first_ts_ns: None,
             last_ts_ns: 0,
-            unknown_frees: 0,
         }
     }
 }
@@ -128,13 +125,10 @@ pub fn log2_bucket(size: u64) -> usize {
 
 impl Workload {
     /// Every event, before the allocation / free bookkeeping.
-    pub fn event(&mut self, op: Op, thread: u32, ts_ns: u64, failed: bool) {
+    pub fn event(&mut self, op: Op, thread: u32, ts_ns: u64) {
         self.events += 1;
         *self.per_op.entry(op).or_default() += 1;
         self.per_thread.entry(thread).or_default().events += 1;
-        if failed {
-            self.failed_calls += 1;
-        }
         self.first_ts_ns.get_or_insert(ts_ns);
         self.last_ts_ns = self.last_ts_ns.max(ts_ns);
     }
@@ -211,7 +205,8 @@ impl Workload {
         self.first_ts_ns.map_or(0, |f| self.last_ts_ns - f)
     }
 
-    pub fn report(&self, live_objects_at_end: u64) -> WorkloadReport {
+    /// The workload section; `anomalies` are the live set's counts (`traces::live`).
+    pub fn report(&self, live_objects_at_end: u64, anomalies: Anomalies) -> WorkloadReport {
         let secs = self.duration_ns() as f64 / 1e9;
         let rate = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         let frees_pct = |n: u64| {
@@ -229,10 +224,9 @@ impl Workload {
                 .iter()
                 .map(|(k, v)| (k.name().to_string(), *v))
                 .collect(),
-            failed_calls: self.failed_calls,
+            anomalies,
             allocs: self.allocs,
             frees: self.frees,
-            unknown_frees: self.unknown_frees,
             live_objects_at_end,
             allocated_bytes: self.allocated_bytes,
             alloc_rate_per_s: rate(self.allocs),
@@ -261,11 +255,12 @@ pub struct WorkloadReport {
     pub events: u64,
     pub duration_ns: u64,
     pub per_op: BTreeMap<String, u64>,
-    pub failed_calls: u64,
+    /// Failed calls, unknown, double, inherited and missed frees, by the rule `info` and
+    /// `replay` share.
+    pub anomalies: Anomalies,
     pub allocs: u64,
-    /// Objects that died (free, or realloc to 0).
+    /// Objects that died (free, realloc to 0, or a missed free).
     pub frees: u64,
-    pub unknown_frees: u64,
     pub live_objects_at_end: u64,
     pub allocated_bytes: u64,
     pub alloc_rate_per_s: f64,

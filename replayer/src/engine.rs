@@ -1,19 +1,20 @@
 //! The replay engine: compiles a trace into a compact op stream, then runs the Go model over it.
 //!
 //! Compilation (as glibc's trace2wl does) maps every address to a slot index up front, resolves
-//! the pointer assumption and the thread-to-P mapping, and finds the anomalies (failed calls,
-//! frees of unknown or already-freed addresses), so the measured loop touches only the allocator
-//! and a slot array. Everything that does not depend on the model's state (requested and
-//! rounded bytes per class, live requested bytes) is computed here too.
+//! the pointer assumption and the thread-to-P mapping, and applies the trace's one live-object
+//! rule ([`traces::live`]: what is live, what is an anomaly), so the measured loop touches only
+//! the allocator and a slot array. Everything that does not depend on the model's state
+//! (requested and rounded bytes per class, live requested bytes) is computed here too.
 //!
-//! Anomalies never crash a replay: failed calls are skipped, bad frees are skipped and counted;
-//! with `strict` the first one is an error naming the event.
+//! Anomalies never crash a replay: failed calls are skipped, frees of addresses that are not
+//! live are skipped and counted, an allocation at a live address first frees the object there;
+//! with `strict` the first anomaly is an error naming the event (frees of blocks a fork child
+//! inherited are no error: a correct trace holds them).
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use serde::Serialize;
+use traces::live::{Anomaly, LiveSet, Passed};
 use traces::{Event, PtrKind};
 
 use crate::config::{Config, Pointers};
@@ -22,29 +23,6 @@ use crate::malloc::Heap;
 use crate::sizeclass::{
     SizeClass, SizeClasses, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
 };
-
-/// A hasher for addresses (compile-time maps): one multiply, no DoS concern for trace input
-/// since a bad distribution only costs time.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 ^= self.0 >> 32;
-    }
-}
-
-type AddrMap<V> = HashMap<u64, V, BuildHasherDefault<AddrHasher>>;
-type AddrSet = HashSet<u64, BuildHasherDefault<AddrHasher>>;
 
 /// What an op does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,17 +91,14 @@ pub struct Op {
     pub thread: u16,
 }
 
+/// The anomalies of a replayed trace: the counts of the shared rule ([`traces::live`], the same
+/// as `info` and `report` show), and what the Go model cannot honour.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Anomalies {
-    /// Calls that failed in the recorded program (skipped).
-    pub failed_calls: u64,
-    /// Frees (or reallocs) of addresses never returned by the recorded allocator (skipped).
-    pub unknown_frees: u64,
-    /// Frees of addresses already freed (skipped).
-    pub double_frees: u64,
-    /// Allocations returning an address still live in the trace: the earlier object's free was
-    /// not recorded; it is treated as freed.
-    pub missed_frees: u64,
+    /// Failed calls, unknown, double, inherited and missed frees (each skipped; a missed free's
+    /// object is freed first).
+    #[serde(flatten)]
+    pub trace: traces::live::Anomalies,
     /// Aligned allocations (Go has no alignment argument; served by size alone).
     pub aligned_requests: u64,
 }
@@ -184,153 +159,208 @@ pub fn rounded(classes: &SizeClasses, cfg: &Config, size: u64, noscan: bool) -> 
     (c, classes.size_bytes(c) as u64)
 }
 
-/// Compiles events (in sequence order) for `cfg`.
+/// Compiles events (in sequence order) for `cfg`. `forked_from` is the trace header's: in a fork
+/// child's trace, frees of blocks it never allocated are inherited blocks (counted apart).
 pub fn compile(
     events: impl IntoIterator<Item = Result<Event, ReplayError>>,
+    forked_from: Option<u32>,
     cfg: &Config,
     classes: &SizeClasses,
     strict: bool,
 ) -> Result<Compiled, ReplayError> {
-    let mut c = Compiled {
-        per_class: vec![ClassRequests::default(); classes.num_classes()],
-        ..Default::default()
+    let mut compiler = Compiler {
+        cfg,
+        classes,
+        strict,
+        live: LiveSet::new(forked_from),
+        slots: SlotPool::default(),
+        out: Compiled {
+            per_class: vec![ClassRequests::default(); classes.num_classes()],
+            ..Default::default()
+        },
     };
-    let mut live: AddrMap<(u32, u64)> = AddrMap::default();
-    let mut freed: AddrSet = AddrSet::default();
-    let mut free_slots: Vec<u32> = Vec::new();
-    let mut live_requested = 0u64;
-    let strict_err = |what, event| Err(ReplayError::Strict { what, event });
     for (n, ev) in events.into_iter().enumerate() {
-        let ev = ev?;
-        let n = n as u64;
-        c.events += 1;
-        if ev.failed {
-            c.anomalies.failed_calls += 1;
-            if strict {
-                return strict_err("failed call", n);
+        compiler.add(n as u64, &ev?)?;
+    }
+    Ok(compiler.finish())
+}
+
+/// The compiler between two events.
+struct Compiler<'c> {
+    cfg: &'c Config,
+    classes: &'c SizeClasses,
+    strict: bool,
+    /// The live blocks, each with its slot.
+    live: LiveSet<u32>,
+    slots: SlotPool,
+    out: Compiled,
+}
+
+impl Compiler<'_> {
+    /// Compiles event number `n` into zero, one or two ops.
+    fn add(&mut self, n: u64, ev: &Event) -> Result<(), ReplayError> {
+        self.out.events += 1;
+        if ev.op.has_align() {
+            self.out.anomalies.aligned_requests += 1;
+        }
+        let origin = Origin::of(ev, n, self.cfg)?;
+        let step = self.live.step(ev);
+        if self.strict {
+            if let Some(a) = step.anomalies().find(|&a| a != Anomaly::InheritedFree) {
+                return Err(ReplayError::Strict {
+                    what: a.what(),
+                    event: n,
+                });
             }
         }
+        let released = match step.passed {
+            Passed::Released(b) => Some(b.data),
+            _ => None,
+        };
+        if let Some(missed) = step.displaced {
+            self.out
+                .push(ev.ts_ns, origin.free(missed.data, Call::Free));
+            self.slots.give(missed.data);
+        }
+        if let Some(born) = step.born {
+            let slot = self.slots.take();
+            born.data = slot;
+            let size = born.requested_bytes;
+            self.out
+                .count_request(self.classes, self.cfg, size, origin.noscan);
+            self.out.push(ev.ts_ns, origin.alloc(slot, released, size));
+            if let Some(old) = released {
+                self.slots.give(old);
+            }
+        } else if let Some(old) = released {
+            self.out.push(ev.ts_ns, origin.free(old, origin.call));
+            self.slots.give(old);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Compiled {
+        let c = &mut self.out;
+        c.slots = self.slots.next;
+        c.anomalies.trace = *self.live.anomalies();
+        c.peak_live_requested_bytes = self.live.peak_live_requested_bytes();
+        let runs_gc = self.cfg.free_policy == crate::config::FreePolicy::Gc
+            && (self.cfg.gogc >= 0 || self.cfg.gomemlimit.is_some());
+        if !runs_gc || c.times_ns.iter().all(|&t| t == 0) {
+            c.times_ns = Vec::new();
+        }
+        self.out
+    }
+}
+
+impl Compiled {
+    fn push(&mut self, ts_ns: u64, op: Op) {
+        self.times_ns.push(ts_ns);
+        self.ops.push(op);
+    }
+
+    /// An allocation of `size` bytes replayed: its class and rounded bytes.
+    fn count_request(&mut self, classes: &SizeClasses, cfg: &Config, size: u64, noscan: bool) {
+        let (class, r) = rounded(classes, cfg, size, noscan);
+        let pc = &mut self.per_class[class.0 as usize];
+        pc.requested_bytes += size;
+        pc.rounded_bytes += r;
+        self.requested_bytes += size;
+        self.rounded_bytes += r;
+    }
+}
+
+/// Slot numbers: a freed slot is taken again first (last in, first out), so the slots in use
+/// never exceed the most objects live at once.
+#[derive(Default)]
+struct SlotPool {
+    free: Vec<u32>,
+    /// Slots handed out so far (`Compiled::slots`).
+    next: u32,
+}
+
+impl SlotPool {
+    fn take(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    fn give(&mut self, slot: u32) {
+        self.free.push(slot);
+    }
+}
+
+/// What every op compiled from one event shares: the call, the pointer kind, the alignment
+/// asked for, the P and the thread.
+#[derive(Clone, Copy)]
+struct Origin {
+    call: Call,
+    noscan: bool,
+    align_log2: u8,
+    p: u16,
+    thread: u16,
+}
+
+impl Origin {
+    fn of(ev: &Event, n: u64, cfg: &Config) -> Result<Origin, ReplayError> {
         let noscan = match cfg.pointers {
             Pointers::Noscan => true,
             Pointers::Scan => false,
             Pointers::Trace => ev.kind != PtrKind::Scan,
         };
-        let p = cfg.p_of_thread(ev.thread) as u16;
-        let thread = u16::try_from(ev.thread).map_err(|_| {
-            ReplayError::Trace(format!(
-                "event {n}: thread number {} above 65535",
-                ev.thread
-            ))
+        let thread = u16::try_from(ev.thread).map_err(|_| ReplayError::TooManyThreads {
+            event: n,
+            thread: ev.thread,
         })?;
-        let call = Call::of(ev.op);
         let align_log2 = if ev.op.has_align() && ev.align.is_power_of_two() {
             (ev.align.trailing_zeros() as u8).clamp(DEFAULT_ALIGN_LOG2, 30)
         } else {
             DEFAULT_ALIGN_LOG2
         };
-        // The object released, if the trace says one is and we know it.
-        let mut old = None;
-        if ev.releases() {
-            match live.remove(&ev.old_addr) {
-                Some((slot, size)) => {
-                    freed.insert(ev.old_addr);
-                    live_requested -= size;
-                    old = Some(slot);
-                }
-                None if freed.contains(&ev.old_addr) => {
-                    c.anomalies.double_frees += 1;
-                    if strict {
-                        return strict_err("double free", n);
-                    }
-                }
-                None => {
-                    c.anomalies.unknown_frees += 1;
-                    if strict {
-                        return strict_err("free of an unknown address", n);
-                    }
-                }
-            }
-        }
-        if ev.op.has_align() {
-            c.anomalies.aligned_requests += 1;
-        }
-        if ev.allocates() {
-            if let Some((slot, size)) = live.remove(&ev.addr) {
-                c.anomalies.missed_frees += 1;
-                if strict {
-                    return strict_err("allocation at a live address (a free was not recorded)", n);
-                }
-                live_requested -= size;
-                c.times_ns.push(ev.ts_ns);
-                c.ops.push(Op {
-                    size_bytes: 0,
-                    slot,
-                    aux: u32::MAX,
-                    kind: OpKind::Free,
-                    call: Call::Free,
-                    noscan,
-                    align_log2: DEFAULT_ALIGN_LOG2,
-                    p,
-                    thread,
-                });
-                free_slots.push(slot);
-            }
-            freed.remove(&ev.addr);
-            let size = ev.requested_bytes();
-            let slot = free_slots.pop().unwrap_or_else(|| {
-                c.slots += 1;
-                c.slots - 1
-            });
-            live.insert(ev.addr, (slot, size));
-            live_requested += size;
-            c.peak_live_requested_bytes = c.peak_live_requested_bytes.max(live_requested);
-            let (class, r) = rounded(classes, cfg, size, noscan);
-            let pc = &mut c.per_class[class.0 as usize];
-            pc.requested_bytes += size;
-            pc.rounded_bytes += r;
-            c.requested_bytes += size;
-            c.rounded_bytes += r;
-            let (kind, aux) = match old {
-                Some(o) => (OpKind::Realloc, o),
-                None => (OpKind::Alloc, u32::MAX),
-            };
-            c.times_ns.push(ev.ts_ns);
-            c.ops.push(Op {
-                size_bytes: size,
-                slot,
-                aux,
-                kind,
-                call,
-                noscan,
-                align_log2,
-                p,
-                thread,
-            });
-            if let Some(o) = old {
-                free_slots.push(o);
-            }
-        } else if let Some(o) = old {
-            c.times_ns.push(ev.ts_ns);
-            c.ops.push(Op {
-                size_bytes: 0,
-                slot: o,
-                aux: u32::MAX,
-                kind: OpKind::Free,
-                call,
-                noscan,
-                align_log2: DEFAULT_ALIGN_LOG2,
-                p,
-                thread,
-            });
-            free_slots.push(o);
+        Ok(Origin {
+            call: Call::of(ev.op),
+            noscan,
+            align_log2,
+            p: cfg.p_of_thread(ev.thread) as u16,
+            thread,
+        })
+    }
+
+    /// An allocation of `size_bytes` into `slot`; a realloc when it moves the object in `old`.
+    fn alloc(self, slot: u32, old: Option<u32>, size_bytes: u64) -> Op {
+        let (kind, aux) = match old {
+            Some(o) => (OpKind::Realloc, o),
+            None => (OpKind::Alloc, u32::MAX),
+        };
+        Op {
+            size_bytes,
+            slot,
+            aux,
+            kind,
+            call: self.call,
+            noscan: self.noscan,
+            align_log2: self.align_log2,
+            p: self.p,
+            thread: self.thread,
         }
     }
-    let runs_gc = cfg.free_policy == crate::config::FreePolicy::Gc
-        && (cfg.gogc >= 0 || cfg.gomemlimit.is_some());
-    if !runs_gc || c.times_ns.iter().all(|&t| t == 0) {
-        c.times_ns = Vec::new();
+
+    /// The free of the object in `slot`, timed as `call` (a missed free is a `free`).
+    fn free(self, slot: u32, call: Call) -> Op {
+        Op {
+            size_bytes: 0,
+            slot,
+            aux: u32::MAX,
+            kind: OpKind::Free,
+            call,
+            noscan: self.noscan,
+            align_log2: DEFAULT_ALIGN_LOG2,
+            p: self.p,
+            thread: self.thread,
+        }
     }
-    Ok(c)
 }
 
 /// A slot: the model address of the object and its requested size.

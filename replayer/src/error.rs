@@ -1,6 +1,8 @@
-//! The replayer's error type.
+//! The replayer's error type. Causes stay typed (`#[source]`), so the CLI can walk the chain: a
+//! trace that cannot be read carries its [`TraceError`].
 
 use thiserror::Error;
+use traces::TraceError;
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
@@ -22,6 +24,32 @@ pub enum ReplayError {
     },
     #[error("strict mode: {what} at event {event}")]
     Strict { what: &'static str, event: u64 },
-    #[error("trace: {0}")]
-    Trace(String),
+    /// The events could not be read (the source says why; [`ReplayError::in_file`] names the
+    /// file when the caller knows it).
+    #[error("cannot read the trace")]
+    Trace(#[from] TraceError),
+    /// The trace file `path` could not be read.
+    #[error("{path}")]
+    TraceFile {
+        path: String,
+        #[source]
+        source: TraceError,
+    },
+    #[error(
+        "event {event}: thread number {thread} is above 65535, the most a replay can tell apart"
+    )]
+    TooManyThreads { event: u64, thread: u32 },
+}
+
+impl ReplayError {
+    /// Names the file a trace error came from; other errors are returned as they are.
+    pub fn in_file(self, path: &str) -> ReplayError {
+        match self {
+            ReplayError::Trace(source) => ReplayError::TraceFile {
+                path: path.to_string(),
+                source,
+            },
+            other => other,
+        }
+    }
 }

@@ -55,19 +55,28 @@ pub use error::ReplayError;
 pub use malloc::Heap;
 pub use report::ReplayReport;
 
-/// Replays `events` (in sequence order) through a Go model set up by `cfg`. `path` names the
-/// trace in the report.
-pub fn replay<E: std::fmt::Display>(
+/// Replays `events` (in sequence order) of a process that started with an empty heap through a
+/// Go model set up by `cfg`. `path` names the trace in the report.
+pub fn replay<E: Into<ReplayError>>(
     path: &str,
     events: impl IntoIterator<Item = Result<traces::Event, E>>,
     cfg: &Config,
     strict: bool,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_events(path, None, events, cfg, strict)
+}
+
+/// [`replay`] for a trace whose header says `forked_from` (see [`engine::compile`]).
+pub fn replay_events<E: Into<ReplayError>>(
+    path: &str,
+    forked_from: Option<u32>,
+    events: impl IntoIterator<Item = Result<traces::Event, E>>,
+    cfg: &Config,
+    strict: bool,
+) -> Result<ReplayReport, ReplayError> {
     let mut heap = Heap::new(cfg)?;
-    let events = events
-        .into_iter()
-        .map(|r| r.map_err(|e| ReplayError::Trace(e.to_string())));
-    let compiled = engine::compile(events, cfg, &heap.mheap.classes, strict)?;
+    let events = events.into_iter().map(|r| r.map_err(Into::into));
+    let compiled = engine::compile(events, forked_from, cfg, &heap.mheap.classes, strict)?;
     let run = engine::run(&mut heap, &compiled)?;
     Ok(ReplayReport::build(path, cfg, &heap, &compiled, &run))
 }
@@ -89,18 +98,20 @@ pub fn measure_path(
             path: name.clone(),
             source,
         })?;
-        let events = csv_events(std::io::BufReader::new(f))?;
+        let events = csv_events(std::io::BufReader::new(f)).map_err(|e| e.in_file(&name))?;
         return measured::measure(
             &name,
+            None,
             events.into_iter().map(Ok::<_, ReplayError>),
             cfg,
             strict,
             opts,
         );
     }
-    let reader =
-        traces::TraceReader::open(path).map_err(|e| ReplayError::Trace(format!("{name}: {e}")))?;
-    measured::measure(&name, reader.events(), cfg, strict, opts)
+    let reader = traces::TraceReader::open(path).map_err(in_file(&name))?;
+    let forked_from = reader.header().forked_from;
+    let events = reader.events().map(|r| r.map_err(in_file(&name)));
+    measured::measure(&name, forked_from, events, cfg, strict, opts)
 }
 
 /// Replays an `.atrace` file.
@@ -109,9 +120,16 @@ pub fn replay_file(
     cfg: &Config,
     strict: bool,
 ) -> Result<ReplayReport, ReplayError> {
-    let reader = traces::TraceReader::open(path)
-        .map_err(|e| ReplayError::Trace(format!("{}: {e}", path.display())))?;
-    replay(&path.display().to_string(), reader.events(), cfg, strict)
+    let name = path.display().to_string();
+    let reader = traces::TraceReader::open(path).map_err(in_file(&name))?;
+    let forked_from = reader.header().forked_from;
+    let events = reader.events().map(|r| r.map_err(in_file(&name)));
+    replay_events(&name, forked_from, events, cfg, strict)
+}
+
+/// Turns a trace error into one that names the file `path`.
+fn in_file(path: &str) -> impl Fn(traces::TraceError) -> ReplayError + '_ {
+    move |e| ReplayError::from(e).in_file(path)
 }
 
 /// Replays a CSV workload (the text form of a trace, see `traces::csv`) without writing a
@@ -133,10 +151,9 @@ pub fn replay_csv(
 
 /// Imports a CSV workload into events (through the `.atrace` writer and reader, in memory).
 pub fn csv_events(csv: impl std::io::Read) -> Result<Vec<traces::Event>, ReplayError> {
-    let terr = |e: traces::TraceError| ReplayError::Trace(e.to_string());
-    let mut w = traces::TraceWriter::new(Vec::new(), &traces::Header::default()).map_err(terr)?;
-    traces::csv::import(csv, &mut w).map_err(terr)?;
-    let bytes = w.finish().map_err(terr)?;
+    let mut w = traces::TraceWriter::new(Vec::new(), &traces::Header::default())?;
+    traces::csv::import(csv, &mut w)?;
+    let bytes = w.finish()?;
     let dir = std::env::temp_dir().join(format!(
         "allocscope-replay-{}-{}.atrace",
         std::process::id(),
@@ -146,9 +163,9 @@ pub fn csv_events(csv: impl std::io::Read) -> Result<Vec<traces::Event>, ReplayE
         path: dir.display().to_string(),
         source,
     })?;
-    let out = (|| {
-        let r = traces::TraceReader::open(&dir).map_err(terr)?;
-        r.events().collect::<Result<Vec<_>, _>>().map_err(terr)
+    let out = (|| -> Result<Vec<traces::Event>, ReplayError> {
+        let r = traces::TraceReader::open(&dir)?;
+        Ok(r.events().collect::<Result<Vec<_>, _>>()?)
     })();
     let _ = std::fs::remove_file(&dir);
     out

@@ -189,21 +189,21 @@ pub struct Measurements {
     pub allocators: Vec<AllocatorResult>,
 }
 
-/// Compiles the events and measures every allocator of `opts`. The memory results of the
+/// Compiles the events (of a fork child's trace when `forked_from` is set, see
+/// [`engine::compile`]) and measures every allocator of `opts`. The memory results of the
 /// report come from the Go model's first counted run (or an untimed model run when `go` is not
 /// listed); `measurements` holds the rest.
-pub fn measure<E: std::fmt::Display>(
+pub fn measure<E: Into<ReplayError>>(
     path: &str,
+    forked_from: Option<u32>,
     events: impl IntoIterator<Item = Result<traces::Event, E>>,
     cfg: &Config,
     strict: bool,
     opts: &Options,
 ) -> Result<ReplayReport, ReplayError> {
     let heap = Heap::new(cfg)?;
-    let events = events
-        .into_iter()
-        .map(|r| r.map_err(|e| ReplayError::Trace(e.to_string())));
-    let compiled = engine::compile(events, cfg, &heap.mheap.classes, strict)?;
+    let events = events.into_iter().map(|r| r.map_err(Into::into));
+    let compiled = engine::compile(events, forked_from, cfg, &heap.mheap.classes, strict)?;
     drop(heap);
     let clock = CycleClock::calibrate(Duration::from_millis(20));
     let plan = opts.threads.then(|| {

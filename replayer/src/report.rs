@@ -301,13 +301,9 @@ impl ReplayReport {
                 );
             }
         }
-        let a = &self.anomalies;
-        if a.failed_calls + a.unknown_frees + a.double_frees + a.missed_frees > 0 {
-            let _ = writeln!(
-                s,
-                "  anomalies: {} failed calls, {} unknown frees, {} double frees, {} missed frees (skipped)",
-                a.failed_calls, a.unknown_frees, a.double_frees, a.missed_frees
-            );
+        let a = &self.anomalies.trace;
+        if *a != traces::live::Anomalies::default() {
+            let _ = writeln!(s, "  anomalies: {a} (skipped)");
         }
         if let Some(m) = &self.measurements {
             s.push_str(&crate::measured::table(m));

@@ -32,7 +32,7 @@ fn anomalies_are_counted_not_fatal_and_strict_makes_them_errors() {
     ];
     let cfg = Config::default();
     let r = replayer::replay("t", ok(events.clone()), &cfg, false).unwrap();
-    let a = &r.anomalies;
+    let a = &r.anomalies.trace;
     assert_eq!(
         (
             a.failed_calls,
@@ -75,6 +75,47 @@ fn realloc_is_alloc_copy_free() {
     assert_eq!(m.heap_objects, 1);
     assert_eq!(m.heap_alloc, 5376);
     assert_eq!(r.model.peak.live_requested, 5100);
+}
+
+#[test]
+fn realloc_to_zero_marked_failed_is_a_free_that_strict_accepts() {
+    // Old recorders marked glibc's realloc(p, 0) (frees p, returns NULL) as a failed call.
+    let mut zero = ev(Op::Realloc, 0, 0x1000, 0);
+    zero.failed = true;
+    let events = vec![ev(Op::Malloc, 0x1000, 0, 100), zero];
+    let cfg = Config {
+        free_policy: FreePolicy::Immediate,
+        ..Config::default()
+    };
+    let r = replayer::replay("t", ok(events), &cfg, true).unwrap();
+    assert_eq!(r.anomalies.trace, traces::live::Anomalies::default());
+    assert_eq!((r.go_memstats.mallocs, r.go_memstats.frees), (1, 1));
+    assert_eq!(r.go_memstats.heap_objects, 0);
+}
+
+#[test]
+fn trace_errors_stay_typed_and_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.atrace");
+    let mut w = traces::TraceWriter::create(&path, &traces::Header::default()).unwrap();
+    for i in 0..1000u64 {
+        let mut e = ev(Op::Malloc, 0x1000 + 64 * i, 0, 48);
+        e.seq = i;
+        w.push(&e).unwrap();
+        if i % 100 == 99 {
+            w.flush().unwrap();
+        }
+    }
+    drop(w);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 40]).unwrap();
+    let e = replayer::replay_file(&path, &Config::default(), false).unwrap_err();
+    let source = std::error::Error::source(&e).expect("the trace error is the source");
+    let trace = source
+        .downcast_ref::<traces::TraceError>()
+        .expect("a typed TraceError");
+    assert!(trace.is_truncation(), "{trace}");
+    assert_eq!(e.to_string(), path.display().to_string());
 }
 
 #[test]

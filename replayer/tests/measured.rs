@@ -48,6 +48,7 @@ fn threaded_replay_matches_single_thread_memory_results() {
     let run = |threads| {
         measured::measure(
             "x",
+            None,
             events.iter().cloned().map(Ok::<_, replayer::ReplayError>),
             &cfg,
             true,

@@ -37,7 +37,7 @@ struct Info<'a> {
 
 pub fn run(args: Args) -> Result<i32> {
     let reader = open_trace(&args.trace)?;
-    let mut stats = TraceStats::new();
+    let mut stats = TraceStats::for_trace(reader.header());
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
     let mut problem_text = Vec::new();
     for ev in reader.events() {
@@ -85,6 +85,9 @@ fn print_text(i: &Info) -> std::io::Result<()> {
         h.ppid,
         or_dash(&h.hostname)
     );
+    if let Some(parent) = h.forked_from {
+        crate::outln!("fork       a fork child of pid {parent}: it inherited its parent's heap");
+    }
     crate::outln!("clock      {:?}, page size {} B", h.clock, h.page_size);
     crate::outln!(
         "file       {} B in {} chunks ({}), {:.2} B/event",
@@ -106,7 +109,8 @@ fn print_text(i: &Info) -> std::io::Result<()> {
     for (op, n) in &s.per_op {
         crate::outln!("  {:<15} {n}", op.name());
     }
-    crate::outln!("failed     {} calls", s.failed_calls);
+    let a = s.anomalies();
+    crate::outln!("failed     {} calls", a.failed_calls);
     crate::outln!("requested  {} B in total", s.total_requested_bytes);
     crate::outln!("live peak  {} B requested", s.peak_live_requested_bytes);
     crate::outln!(
@@ -116,13 +120,19 @@ fn print_text(i: &Info) -> std::io::Result<()> {
     );
     crate::outln!(
         "anomalies  {} (unknown frees {}, double frees {}, live address returned again {})",
-        s.anomalies(),
-        s.unknown_frees,
-        s.double_frees,
-        s.live_address_reused
+        a.inconsistencies(),
+        a.unknown_frees,
+        a.double_frees,
+        a.missed_frees
     );
-    for a in &s.examples {
-        crate::outln!("  seq {}: {} {:#x}: {}", a.seq, a.op, a.addr, a.what);
+    if s.is_fork_child() {
+        crate::outln!(
+            "inherited  {} frees of blocks allocated before the fork (not anomalies)",
+            a.inherited_frees
+        );
+    }
+    for e in &s.examples {
+        crate::outln!("  seq {}: {} {:#x}: {}", e.seq, e.op, e.addr, e.what);
     }
     Ok(())
 }

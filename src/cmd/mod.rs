@@ -190,6 +190,15 @@ impl ReplayInput {
         }
     }
 
+    /// The parent's pid when the trace is a fork child's (its frees of inherited blocks are not
+    /// anomalies).
+    pub fn forked_from(&self) -> Option<u32> {
+        match self {
+            ReplayInput::Csv(_) => None,
+            ReplayInput::Trace(r) => r.header().forked_from,
+        }
+    }
+
     /// The events in seq order for the replayer. A trace's problems go to `problems` (one line
     /// each, with the path); one that is not accepted ends the events with [`Stopped`], so the
     /// replayer stops and the caller returns `problems.exit_code()`.
@@ -232,5 +241,11 @@ pub struct Stopped;
 impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("the trace could not be read whole (see above)")
+    }
+}
+
+impl From<Stopped> for replayer::ReplayError {
+    fn from(s: Stopped) -> Self {
+        replayer::ReplayError::Trace(traces::TraceError::Invalid(s.to_string()))
     }
 }

@@ -76,7 +76,13 @@ pub fn run(args: Args) -> Result<i32> {
     let input = ReplayInput::open(&trace)?;
     let problems = Mutex::new(Problems::new(&trace, true));
     let name = trace.display().to_string();
-    let replayed = replayer::replay(&name, input.events(&problems), &Config::default(), false)?;
+    let replayed = replayer::replay_events(
+        &name,
+        input.forked_from(),
+        input.events(&problems),
+        &Config::default(),
+        false,
+    )?;
     let mut replay_json = serde_json::to_value(&replayed)?;
     if let Some(d) = input.digest() {
         digest::stamp(&mut replay_json, &d);

@@ -311,7 +311,14 @@ pub fn run(args: Args) -> Result<i32> {
     let input = ReplayInput::open(&args.trace)?;
     let problems = Mutex::new(Problems::new(&args.trace, args.allow_truncated));
     let name = args.trace.display().to_string();
-    let replayed = measured::measure(&name, input.events(&problems), &cfg, args.strict, &opts);
+    let replayed = measured::measure(
+        &name,
+        input.forked_from(),
+        input.events(&problems),
+        &cfg,
+        args.strict,
+        &opts,
+    );
     let problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
     if problems.is_fatal() {
         return Ok(problems.exit_code());

@@ -174,7 +174,13 @@ pub fn run(s: &Sweep, outputs: &Outputs) -> Result<i32> {
     let results: Vec<Result<Row, replayer::ReplayError>> = runs
         .par_iter()
         .map(|(label, cfg)| {
-            let report = replayer::replay(&name, input.events(&problems), cfg, s.strict)?;
+            let report = replayer::replay_events(
+                &name,
+                input.forked_from(),
+                input.events(&problems),
+                cfg,
+                s.strict,
+            )?;
             Ok(Row {
                 config: label.clone(),
                 metrics: report.metrics,

@@ -131,7 +131,13 @@ pub fn run(args: Args) -> Result<i32> {
             ..Config::default()
         };
         let name = args.trace.display().to_string();
-        let r = replayer::replay(&name, input.events(&problems), &cfg, false);
+        let r = replayer::replay_events(
+            &name,
+            input.forked_from(),
+            input.events(&problems),
+            &cfg,
+            false,
+        );
         if problems.lock().is_ok_and(|p| p.is_fatal()) {
             return Ok(None);
         }

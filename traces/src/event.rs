@@ -136,6 +136,8 @@ impl PtrKind {
 /// | posix_memalign, aligned_alloc, memalign | – | 1 | bytes | alignment | returned |
 ///
 /// A failed call (`failed`) returned NULL (or an error code for posix_memalign); `addr` is 0.
+/// `realloc(p, 0)` returning NULL is a free of `p`, not a failure, whatever `failed` says
+/// ([`Event::frees_by_realloc`]); what every tool makes of an event is [`crate::live`]'s rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Event {
     /// Global sequence number: the exact order of calls across threads in one process.
@@ -198,18 +200,51 @@ impl Event {
         self.op.returns_object() && !self.failed && self.addr != 0
     }
 
-    /// True when the call released `old_addr` (a free of non-NULL, or a successful realloc of
-    /// non-NULL; `realloc(p, 0)` returning NULL counts as a free in glibc).
+    /// True when the call released `old_addr` (a free of non-NULL, or a realloc of non-NULL that
+    /// did not fail; `realloc(p, 0)` returning NULL is a free, see [`Event::frees_by_realloc`]).
     pub fn releases(&self) -> bool {
         match self.op {
             Op::Free => self.old_addr != 0,
-            Op::Realloc | Op::Reallocarray => {
-                self.old_addr != 0 && (!self.failed || self.requested_bytes() == 0)
-            }
+            Op::Realloc | Op::Reallocarray => self.old_addr != 0 && !self.failed_call(),
             _ => false,
         }
     }
+
+    /// True for `realloc(p, 0)` (or `reallocarray(p, 0, n)`) returning NULL: glibc frees `p` and
+    /// returns NULL, so the call is a free of `p`. Older recorders marked it failed; whether
+    /// `failed` is set does not matter.
+    pub fn frees_by_realloc(&self) -> bool {
+        matches!(self.op, Op::Realloc | Op::Reallocarray)
+            && self.old_addr != 0
+            && self.addr == 0
+            && self.requested_bytes() == 0
+    }
+
+    /// True when the call failed: the allocator returned NULL (or `posix_memalign` an error).
+    /// `realloc(p, 0)` returning NULL is a free ([`Event::frees_by_realloc`]), never a failure.
+    pub fn failed_call(&self) -> bool {
+        self.failed && !self.frees_by_realloc()
+    }
+
+    /// True when some allocator could satisfy the request on 64-bit Linux: the requested bytes
+    /// plus the requested alignment fit in [`MAX_REQUEST_BYTES`]. A request that does not (a
+    /// `malloc(SIZE_MAX)`, a calloc whose product overflows, an alignment of 2^63) can only fail.
+    pub fn could_succeed(&self) -> bool {
+        let align = if self.op.has_align() && self.align.is_power_of_two() {
+            self.align
+        } else {
+            0
+        };
+        self.requested_bytes()
+            .checked_add(align)
+            .is_some_and(|bytes| bytes <= MAX_REQUEST_BYTES)
+    }
 }
+
+/// The most bytes one request can be given on 64-bit Linux: the whole user address space of its
+/// largest common layout (arm64's 48-bit; x86-64 gives 47 bits unless a program asks for more).
+/// Every allocator's answer to a larger request is NULL.
+pub const MAX_REQUEST_BYTES: u64 = 1 << 48;
 
 /// How timestamps were taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

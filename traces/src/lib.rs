@@ -4,6 +4,7 @@
 //! - [`TraceWriter`] streams events into chunks (see `FORMAT.md` for the byte layout).
 //! - [`TraceReader`] finds chunks (by the index footer, or by a scan when a recording was cut off)
 //!   and yields events in global sequence order with bounded memory.
+//! - [`live`]: the live-address set and the one anomaly rule every tool applies.
 //! - [`csv`] imports and exports the text form; [`stats`] computes what `allocscope info` shows.
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod csv;
 pub mod end;
 pub mod event;
 mod file;
+pub mod live;
 pub mod reader;
 pub mod stats;
 pub mod varint;

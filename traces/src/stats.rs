@@ -1,19 +1,23 @@
 //! Whole-trace statistics, computed in one pass in seq order: what `allocscope info` shows.
+//!
+//! Which blocks are live and which events are anomalies is decided by [`crate::live`], the rule
+//! every tool shares; this module only counts.
 
 use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Serialize, Serializer};
 
-use serde::Serialize;
-
-use crate::event::{Event, Op};
+use crate::event::{Event, Header, Op};
+use crate::live::{Anomalies, Anomaly, LiveSet};
 
 /// An anomaly worth showing the user, with where it happened.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Anomaly {
+pub struct Example {
     pub seq: u64,
     pub op: Op,
+    /// The address it is about (passed in, or returned for a missed free).
     pub addr: u64,
+    pub kind: Anomaly,
     pub what: &'static str,
 }
 
@@ -24,7 +28,6 @@ pub struct TraceStats {
     pub per_op: BTreeMap<Op, u64>,
     /// Events per recorder thread number.
     pub per_thread: BTreeMap<u32, u64>,
-    pub failed_calls: u64,
     pub first_ts_ns: Option<u64>,
     pub last_ts_ns: Option<u64>,
     /// Sum of requested bytes over successful allocating calls.
@@ -33,27 +36,32 @@ pub struct TraceStats {
     pub peak_live_requested_bytes: u64,
     pub live_requested_bytes_at_end: u64,
     pub live_objects_at_end: u64,
-    /// Frees (and reallocs) of an address that was never allocated in the trace.
-    pub unknown_frees: u64,
-    /// Frees (and reallocs) of an address already freed.
-    pub double_frees: u64,
-    /// Allocations returning an address that is still live (a missed free, or a broken trace).
-    pub live_address_reused: u64,
-    /// The first few anomalies, for the user to look at.
-    pub examples: Vec<Anomaly>,
-    #[serde(skip)]
-    live: FxHashMap<u64, u64>,
-    #[serde(skip)]
-    freed: FxHashSet<u64>,
-    #[serde(skip)]
-    live_bytes: u64,
+    /// The anomalies (failed calls, unknown, double, inherited and missed frees), counted by the
+    /// shared rule: written as the set's counts.
+    #[serde(rename = "anomalies", serialize_with = "counts_of")]
+    live: LiveSet<()>,
+    /// The first few inconsistencies (unknown, double and missed frees), for the user to look at.
+    pub examples: Vec<Example>,
 }
 
 const MAX_EXAMPLES: usize = 10;
 
+fn counts_of<S: Serializer>(live: &LiveSet<()>, s: S) -> Result<S::Ok, S::Error> {
+    live.anomalies().serialize(s)
+}
+
 impl TraceStats {
+    /// Statistics for a trace of a process that started with an empty heap.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Statistics for the trace with this header (a fork child's counts inherited frees).
+    pub fn for_trace(header: &Header) -> Self {
+        TraceStats {
+            live: LiveSet::new(header.forked_from),
+            ..Self::default()
+        }
     }
 
     /// Adds the next event (events must come in seq order).
@@ -61,56 +69,27 @@ impl TraceStats {
         self.events += 1;
         *self.per_op.entry(ev.op).or_default() += 1;
         *self.per_thread.entry(ev.thread).or_default() += 1;
-        if ev.failed {
-            self.failed_calls += 1;
-        }
         self.first_ts_ns = Some(self.first_ts_ns.map_or(ev.ts_ns, |t| t.min(ev.ts_ns)));
         self.last_ts_ns = Some(self.last_ts_ns.map_or(ev.ts_ns, |t| t.max(ev.ts_ns)));
 
-        if ev.op.takes_address() && ev.old_addr != 0 {
-            if let Some(bytes) = self.live.get(&ev.old_addr).copied() {
-                if ev.releases() {
-                    self.live.remove(&ev.old_addr);
-                    self.live_bytes -= bytes;
-                    self.freed.insert(ev.old_addr);
-                }
-            } else if self.freed.contains(&ev.old_addr) {
-                self.double_frees += 1;
-                self.note(ev, ev.old_addr, "freed an address already freed");
-            } else {
-                self.unknown_frees += 1;
-                self.note(
-                    ev,
-                    ev.old_addr,
-                    "freed an address never allocated in the trace",
-                );
+        let step = self.live.step(ev);
+        if step.born.is_some() {
+            self.total_requested_bytes += ev.requested_bytes();
+        }
+        for kind in step.anomalies() {
+            if kind.is_inconsistency() && self.examples.len() < MAX_EXAMPLES {
+                self.examples.push(Example {
+                    seq: ev.seq,
+                    op: ev.op,
+                    addr: kind.address(ev),
+                    kind,
+                    what: kind.what(),
+                });
             }
         }
-        if ev.allocates() {
-            let bytes = ev.requested_bytes();
-            self.total_requested_bytes += bytes;
-            self.freed.remove(&ev.addr);
-            if let Some(old) = self.live.insert(ev.addr, bytes) {
-                self.live_address_reused += 1;
-                self.live_bytes -= old;
-                self.note(ev, ev.addr, "returned an address that is still live");
-            }
-            self.live_bytes += bytes;
-            self.peak_live_requested_bytes = self.peak_live_requested_bytes.max(self.live_bytes);
-        }
-        self.live_requested_bytes_at_end = self.live_bytes;
+        self.peak_live_requested_bytes = self.live.peak_live_requested_bytes();
+        self.live_requested_bytes_at_end = self.live.live_requested_bytes();
         self.live_objects_at_end = self.live.len() as u64;
-    }
-
-    fn note(&mut self, ev: &Event, addr: u64, what: &'static str) {
-        if self.examples.len() < MAX_EXAMPLES {
-            self.examples.push(Anomaly {
-                seq: ev.seq,
-                op: ev.op,
-                addr,
-                what,
-            });
-        }
     }
 
     /// Distinct recorder threads.
@@ -126,8 +105,14 @@ impl TraceStats {
         }
     }
 
-    pub fn anomalies(&self) -> u64 {
-        self.unknown_frees + self.double_frees + self.live_address_reused
+    /// The anomalies met so far.
+    pub fn anomalies(&self) -> &Anomalies {
+        self.live.anomalies()
+    }
+
+    /// True for a fork child's trace (frees of unknown addresses are inherited frees).
+    pub fn is_fork_child(&self) -> bool {
+        self.live.is_fork_child()
     }
 }
 
@@ -162,8 +147,8 @@ mod tests {
         assert_eq!(s.peak_live_requested_bytes, 500);
         assert_eq!(s.live_requested_bytes_at_end, 500);
         assert_eq!(s.live_objects_at_end, 1);
-        assert_eq!(s.double_frees, 1);
-        assert_eq!(s.unknown_frees, 1);
+        assert_eq!(s.anomalies().double_frees, 1);
+        assert_eq!(s.anomalies().unknown_frees, 1);
         assert_eq!(s.examples.len(), 2);
         assert_eq!(s.per_op[&Op::Free], 4);
     }

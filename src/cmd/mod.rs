@@ -160,7 +160,7 @@ impl<'p> Problems<'p> {
 
 /// What a replay reads: a trace file, or a CSV workload imported in memory (by extension).
 pub enum ReplayInput {
-    Trace(traces::TraceReader),
+    Trace(Box<traces::TraceReader>),
     Csv(Vec<traces::Event>),
 }
 
@@ -171,7 +171,7 @@ impl ReplayInput {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         if !is_csv {
-            return Ok(ReplayInput::Trace(open_trace(path)?));
+            return Ok(ReplayInput::Trace(Box::new(open_trace(path)?)));
         }
         let file = analysis::replay_json::open_regular(path)?;
         let events = replayer::csv_events(std::io::BufReader::new(file)).map_err(|e| match e {

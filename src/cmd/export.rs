@@ -34,7 +34,7 @@ pub fn run(args: Args) -> Result<i32> {
             Ok(ev) => match exporter.write(&ev) {
                 Ok(()) => {}
                 // A closed pipe (`| head`) ends the export quietly.
-                Err(traces::TraceError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                Err(traces::TraceError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     return Ok(0)
                 }
                 Err(e) => return Err(e.into()),
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<i32> {
     }
     match exporter.finish() {
         Ok(_) => {}
-        Err(traces::TraceError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(traces::TraceError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(e.into()),
     }
     Ok(problems.exit_code())

@@ -163,7 +163,7 @@ pub fn open_trace(
                 manifest_line(cfg, &format!("trace {path}"));
                 return Ok((w, path));
             }
-            Err(traces::TraceError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(traces::TraceError::Write(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 last_err = format!("{path}: {e}");
             }
             Err(e) => return Err(format!("cannot create {path}: {e}")),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use traces::{ClockSource, Header, TraceWriter};
 
 #[derive(clap::Args)]
@@ -15,8 +15,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let input = std::fs::File::open(&args.input)
-        .with_context(|| format!("{}: cannot open", args.input.display()))?;
+    let input = traces::open_input(&args.input)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
     let header = Header {
         recorder: format!("allocscope-import {}", env!("CARGO_PKG_VERSION")),
         command: vec!["import".into(), args.input.display().to_string()],
@@ -31,7 +31,7 @@ pub fn run(args: Args) -> Result<i32> {
         } else {
             ""
         };
-        anyhow::anyhow!("{}: cannot create{hint}: {e}", args.output.display())
+        anyhow::anyhow!("{}: {e}{hint}", args.output.display())
     })?;
     let summary = match traces::csv::import(std::io::BufReader::new(input), &mut writer) {
         Ok(s) => s,
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<i32> {
     };
     writer
         .finish()
-        .with_context(|| format!("{}: cannot write", args.output.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.output.display()))?;
     eprintln!(
         "imported {} events from {} into {}{}",
         summary.events,

@@ -5,7 +5,7 @@
 //! TRACE is an `.atrace` file, or a `.csv` workload (imported in memory). Flags override the
 //! config file, which overrides Go's defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use replayer::config::{parse_bytes, Config, FreePolicy, Pointers};
@@ -248,7 +248,13 @@ pub fn run(args: Args) -> Result<i32> {
         );
     }
     let opts = build_options(&args)?;
-    let report = replayer::measure_path(&args.trace, &cfg, args.strict, &opts)?;
+    let report = if is_csv(&args.trace) {
+        let reader = csv_trace(&args.trace)?;
+        let name = args.trace.display().to_string();
+        measured::measure(&name, reader.events(), &cfg, args.strict, &opts)?
+    } else {
+        replayer::measure_path(&args.trace, &cfg, args.strict, &opts)?
+    };
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n")
@@ -269,4 +275,19 @@ pub fn run(args: Args) -> Result<i32> {
         print!("{}", report.summary());
     }
     Ok(0)
+}
+
+/// True for a `.csv` workload (by extension), which replay imports in memory.
+pub(super) fn is_csv(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// A CSV workload imported into a trace in memory: no temporary file.
+pub(super) fn csv_trace(path: &Path) -> Result<traces::TraceReader> {
+    let named = |e: traces::TraceError| anyhow::anyhow!("{}: {e}", path.display());
+    let input = traces::open_input(path).map_err(named)?;
+    let mut w = traces::TraceWriter::new(Vec::new(), &traces::Header::default()).map_err(named)?;
+    traces::csv::import(std::io::BufReader::new(input), &mut w).map_err(named)?;
+    traces::TraceReader::from_bytes(w.finish().map_err(named)?).map_err(named)
 }

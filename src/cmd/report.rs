@@ -52,6 +52,8 @@ pub fn run(args: Args) -> Result<i32> {
         Some(p) => Some(analysis::replay_json::read_json(p)?),
         None => None,
     };
+    // How the recording ended: from the trace's end record (cheap: the header and the index).
+    let recording_end = super::open_trace(&args.trace)?.recording_end();
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
     let report = analysis::analyze::analyze_file(&args.trace, classes, replay.as_ref(), |e| {
         problems.note(e)
@@ -62,9 +64,15 @@ pub fn run(args: Args) -> Result<i32> {
     }
     if !args.quiet {
         print!("{}", analysis::text::summary(&report));
+        if !recording_end.is_clean() {
+            println!("\nrecording ended: {}", recording_end.description);
+        }
     }
+    // The JSON carries how the recording ended (`recording_end`, see ARCHITECTURE.md).
+    let mut doc = serde_json::to_value(&report)?;
+    doc["recording_end"] = serde_json::to_value(&recording_end)?;
     if let Some(p) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
+        let text = serde_json::to_string_pretty(&doc)?;
         std::fs::write(p, text + "\n").with_context(|| p.display().to_string())?;
     }
     if let Some(d) = &args.csv {
@@ -78,7 +86,7 @@ pub fn run(args: Args) -> Result<i32> {
         }
         let page = analysis::html::write_report(&report, &charts, d)?;
         let json = d.join("report.json");
-        std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        std::fs::write(&json, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| json.display().to_string())?;
         if !args.quiet {
             println!("\nwrote {}", page.display());

@@ -120,13 +120,8 @@ pub fn run(
         runs.len()
     );
     // A CSV workload is imported once; a trace file is read by each run.
-    let csv_events = if trace
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-    {
-        let f = std::fs::File::open(trace)
-            .with_context(|| format!("cannot open {}", trace.display()))?;
-        Some(replayer::csv_events(std::io::BufReader::new(f))?)
+    let csv_trace = if super::replay::is_csv(trace) {
+        Some(super::replay::csv_trace(trace)?)
     } else {
         None
     };
@@ -134,10 +129,8 @@ pub fn run(
     let results: Vec<Result<Row>> = runs
         .par_iter()
         .map(|(label, cfg)| {
-            let report = match &csv_events {
-                Some(evs) => {
-                    replayer::replay(&name, evs.iter().map(|e| Ok::<_, String>(*e)), cfg, strict)
-                }
+            let report = match &csv_trace {
+                Some(reader) => replayer::replay(&name, reader.events(), cfg, strict),
                 None => replayer::replay_file(trace, cfg, strict),
             }
             .with_context(|| label.clone())?;

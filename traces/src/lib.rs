@@ -25,7 +25,7 @@ pub use event::{ClockSource, Event, Header, Op, PtrKind};
 pub use file::{FORMAT_VERSION, MIN_READER_VERSION};
 pub use input::open_input;
 pub use merge::{Events, MAX_MERGE_BYTES};
-pub use reader::{ChunkInfo, TraceReader};
+pub use reader::{ChunkInfo, RecordingEnd, TraceReader};
 pub use writer::{Rewind, TraceWriter, WriterOptions};
 
 /// What can go wrong reading or writing a trace. Messages are one line, without the file name

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::chunk::{ChunkHeader, ChunkKind, EventChunk, CHUNK_HEADER_LEN, CHUNK_MAGIC};
-use crate::end::EndStatus;
+use crate::end::{EndStatus, Ending};
 use crate::event::{Event, Header};
 use crate::file::{
     decode_index, parse_fixed, parse_metadata, FILE_HEADER_LEN, TRAILER_LEN, TRAILER_MAGIC,
@@ -46,6 +46,31 @@ pub enum Directory {
     Index,
     /// By scanning: the file has no (valid) index.
     Scanned,
+}
+
+/// How a recording ended, as the tools report it (`info`, the report JSON's `recording_end`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecordingEnd {
+    /// The end status of a finished trace, its fields flattened (`how`, `signal`, `exit_code`,
+    /// `recovered_events`, `note`); absent when the file has no valid end record.
+    #[serde(flatten)]
+    pub status: Option<EndStatus>,
+    /// False when the file has no valid end record (the recording was cut, or the index is
+    /// damaged).
+    pub finished: bool,
+    /// One line for people: the end status's `describe()`, or why it is not known.
+    pub description: String,
+}
+
+impl RecordingEnd {
+    /// True for the ends that need no mention: written whole by a tool, exit, exec. Killed, died,
+    /// stopped and unfinished recordings are worth a line in what the tools print.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self.status.as_ref().map(|s| s.how),
+            Some(Ending::Complete | Ending::Exited | Ending::Exec)
+        )
+    }
 }
 
 /// Damaged places a scan reports one by one; past these it counts them in one more problem.
@@ -169,6 +194,25 @@ impl TraceReader {
     /// no valid index (the recording was cut off, or the index is damaged).
     pub fn end_status(&self) -> Option<&EndStatus> {
         self.end.as_ref()
+    }
+
+    /// How the recording ended, for reports: the end status with its description, or why
+    /// there is none.
+    pub fn recording_end(&self) -> RecordingEnd {
+        let bad_index = self
+            .problems
+            .iter()
+            .any(|p| matches!(p, TraceError::BadIndex { .. }));
+        let description = match &self.end {
+            Some(end) => end.describe(),
+            None if bad_index => "unknown: the index is damaged".to_string(),
+            None => "the recording was cut: the file has no end record".to_string(),
+        };
+        RecordingEnd {
+            status: self.end.clone(),
+            finished: self.end.is_some(),
+            description,
+        }
     }
 
     /// Format version that wrote the file.

@@ -83,14 +83,41 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     !c
 }
 
-/// A chunk of `kind` made by hand from its decompressed payload: zstd-compressed, with a valid
-/// header whatever the header claims.
-pub fn hand_chunk(kind: ChunkKind, raw: &[u8], count: u32, seqs: (u64, u64)) -> Vec<u8> {
-    let payload = zstd::bulk::compress(raw, 3).unwrap();
+/// Part of a decompressed payload: `pattern` repeated `times`. Bombs are written as runs and
+/// compressed as a stream, so that making one takes little memory (the test process's own peak
+/// memory shows in its children's `ru_maxrss`: a child made by vfork and exec inherits it).
+pub struct Run(pub Vec<u8>, pub usize);
+
+impl Run {
+    fn len(&self) -> usize {
+        self.0.len() * self.1
+    }
+}
+
+/// A chunk of `kind` made by hand from its decompressed payload (`raw`, in runs): zstd-compressed,
+/// with a valid header whatever the header claims.
+pub fn hand_chunk(kind: ChunkKind, raw: &[Run], count: u32, seqs: (u64, u64)) -> Vec<u8> {
+    use std::io::Write;
+    let total: usize = raw.iter().map(Run::len).sum();
+    let mut z = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    z.set_pledged_src_size(Some(total as u64)).unwrap();
+    z.include_contentsize(true).unwrap();
+    for Run(pattern, times) in raw {
+        // Whole patterns in blocks of about 64 KiB.
+        let per_block = ((64 << 10) / pattern.len().max(1)).clamp(1, (*times).max(1));
+        let block = pattern.repeat(per_block);
+        let mut left = *times;
+        while left > 0 {
+            let n = left.min(per_block);
+            z.write_all(&block[..n * pattern.len()]).unwrap();
+            left -= n;
+        }
+    }
+    let payload = z.finish().unwrap();
     let h = ChunkHeader {
         kind,
         compressed_len: payload.len() as u32,
-        uncompressed_len: raw.len() as u32,
+        uncompressed_len: total as u32,
         count,
         first_seq: seqs.0,
         last_seq: seqs.1,
@@ -104,61 +131,77 @@ pub fn hand_chunk(kind: ChunkKind, raw: &[u8], count: u32, seqs: (u64, u64)) -> 
 }
 
 /// An event payload: the 11 streams, each after its varint length (FORMAT.md).
-pub fn payload(streams: &[Vec<u8>; 11]) -> Vec<u8> {
+pub fn payload(streams: [Run; 11]) -> Vec<Run> {
     let mut raw = Vec::new();
     for s in streams {
-        put_u64(&mut raw, s.len() as u64);
-        raw.extend_from_slice(s);
+        let mut len = Vec::new();
+        put_u64(&mut len, s.len() as u64);
+        raw.push(Run(len, 1));
+        raw.push(s);
     }
     raw
+}
+
+/// A stream of `values` as varints, once.
+pub fn stream(values: &[u64]) -> Run {
+    let mut b = Vec::new();
+    for &v in values {
+        put_u64(&mut b, v);
+    }
+    Run(b, 1)
 }
 
 /// A decompression bomb: `count` mallocs of 0 bytes at one address, seqs `first..`, 6 payload
 /// bytes per event that zstd compresses to almost nothing.
 pub fn zero_bomb(count: u32, first: u64) -> Vec<u8> {
-    let zeros = vec![0u8; count as usize];
-    let mut s: [Vec<u8>; 11] = Default::default();
-    for i in [0, 1, 2, 3, 4, 5, 7] {
-        s[i] = zeros.clone();
-    }
-    hand_chunk(
-        ChunkKind::Events,
-        &payload(&s),
-        count,
-        (first, first + count as u64 - 1),
-    )
+    let n = count as usize;
+    let zeros = || Run(vec![0], n);
+    let none = || Run(Vec::new(), 0);
+    // ops, seq, thread, ts, latency, addr, old_addr, size, nmemb, align, callsite
+    let streams = [
+        zeros(),
+        zeros(),
+        zeros(),
+        zeros(),
+        zeros(),
+        zeros(),
+        none(),
+        zeros(),
+        none(),
+        none(),
+        none(),
+    ];
+    let last = first + count as u64 - 1;
+    hand_chunk(ChunkKind::Events, &payload(streams), count, (first, last))
 }
 
-/// The widest events a chunk can hold in little space: `count` reallocarrays whose every field
-/// takes a long varint (62 payload bytes per event: 62 MiB for 2^20 events), compressed to a few
-/// KiB because every event is the same.
+/// Wide events that take little space: `count` reallocarrays whose deltas, latency and
+/// call-site take long varints (42 payload bytes per event: 42 MiB for 2^20 events), compressed
+/// to a few KiB because every event is the same. Sizes stay small: the point is the reader's
+/// memory, not the replayer's handling of absurd sizes.
 pub fn wide_bomb(count: u32, first: u64) -> Vec<u8> {
     let n = count as usize;
-    let repeat = |v: u64| {
+    let each = |v: u64| {
         let mut one = Vec::new();
         put_u64(&mut one, v);
-        one.repeat(n)
+        Run(one, n)
     };
     let big = 1u64 << 62; // 9 varint bytes
     let streams = [
-        vec![3u8 | 0x80; n],     // reallocarray with a call-site
-        vec![0u8; n],            // seq: consecutive
-        repeat(u32::MAX as u64), // thread
-        repeat(big),             // ts delta (zigzag: even, positive)
-        repeat(u32::MAX as u64), // latency
-        repeat(big),             // addr delta
-        repeat(big),             // old_addr delta
-        repeat(big),             // size
-        repeat(big),             // nmemb
-        Vec::new(),              // align: no aligned op
-        repeat(u32::MAX as u64), // call-site
+        Run(vec![3u8 | 0x80], n), // reallocarray with a call-site
+        Run(vec![0], n),          // seq: consecutive
+        Run(vec![1], n),          // thread
+        each(big),                // ts delta (zigzag: even, positive)
+        each(u32::MAX as u64),    // latency
+        each(big),                // addr delta
+        each(big),                // old_addr delta
+        Run(vec![16], n),         // size
+        Run(vec![2], n),          // nmemb
+        Run(Vec::new(), 0),       // align: no aligned op
+        each(u32::MAX as u64),    // call-site
     ];
-    hand_chunk(
-        ChunkKind::Events,
-        &payload(&streams),
-        count,
-        (first, first + count as u64 - 1),
-    )
+    let last = first + count as u64 - 1;
+    hand_chunk(ChunkKind::Events, &payload(streams), count, (first, last))
 }
 
 /// The chunk headers of the event chunks in `chunks` (each one chunk's bytes), at their offsets
@@ -196,7 +239,12 @@ pub fn index_and_trailer(entries: &[ChunkInfo], end: &EndStatus, at: u64) -> Vec
         raw.extend_from_slice(&e.last_seq.to_le_bytes());
     }
     raw.extend_from_slice(&serde_json::to_vec(end).unwrap());
-    let mut out = hand_chunk(ChunkKind::Index, &raw, entries.len() as u32, (0, 0));
+    let mut out = hand_chunk(
+        ChunkKind::Index,
+        &[Run(raw, 1)],
+        entries.len() as u32,
+        (0, 0),
+    );
     out.extend_from_slice(&at.to_le_bytes());
     out.extend_from_slice(b"ATRINDEX");
     out

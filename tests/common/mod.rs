@@ -48,6 +48,8 @@ pub struct Measured {
 /// Runs `allocscope ARGS` in `dir` with `env` added, measuring its peak memory (from `wait4`'s
 /// rusage) and time; kills it after `kill_after`. Output is drained as it comes (a runaway
 /// process may print millions of lines) and kept in part.
+// The child is reaped by `wait4` below, not by std's `wait`, which does not give the rusage.
+#[allow(clippy::zombie_processes)]
 pub fn allocscope_measured(
     args: &[&str],
     dir: &Path,

@@ -151,7 +151,7 @@ impl Drop for Loaded {
 
 /// A chunk prepared for the merge.
 enum Prepared {
-    Ready(Loaded),
+    Ready(Box<Loaded>),
     /// This chunk is damaged; the merge goes on without it.
     Failed(TraceError),
     /// The chunk does not fit in the budget beside those held: the merge stops.
@@ -188,14 +188,14 @@ fn prepare(
         Err(false) => return Prepared::Failed(TraceError::Invalid("reading stopped".into())),
     }
     match load_payload(source, file_len, info, &h) {
-        Ok(chunk) => Prepared::Ready(Loaded {
+        Ok(chunk) => Prepared::Ready(Box::new(Loaded {
             chunk,
             offset: info.offset,
             batch: Vec::new(),
             pos: 0,
             cost: bytes,
             budget: Arc::clone(budget),
-        }),
+        })),
         Err(e) => {
             budget.give_back(bytes);
             Prepared::Failed(e)
@@ -456,7 +456,7 @@ impl Iterator for Events<'_> {
                 && (self.heap.is_empty() || self.next_pending_seq() < self.heap_top_seq())
             {
                 match self.next_chunk() {
-                    Prepared::Ready(loaded) => self.current = Some(loaded),
+                    Prepared::Ready(loaded) => self.current = Some(*loaded),
                     Prepared::Failed(e) => {
                         self.refresh_bound();
                         return Some(Err(e));

@@ -406,9 +406,9 @@ pub fn decode_events(
     EventChunk::new(h, payload)?.next_batch(out, usize::MAX)
 }
 
-/// An event chunk in its compact form: the decompressed payload, checked whole when made (every
-/// stream exactly as long as the events need, every value in range, the seqs those of the
-/// header), and a position. Events come out in batches of the caller's size.
+/// An event chunk in its compact form: the decompressed payload and a position. Events come out
+/// in batches of the caller's size, checked as they are decoded (every value in range, the seqs
+/// those of the header, every stream exactly as long as the events need).
 pub struct EventChunk {
     header: ChunkHeader,
     raw: Vec<u8>,
@@ -430,8 +430,9 @@ struct Position {
 }
 
 impl EventChunk {
-    /// Checks the payload (checksum, decompression, streams, values) and makes the chunk ready
-    /// to hand out its events. Memory: the decompressed payload, at most `uncompressed_len`.
+    /// Checks the payload's checksum, decompresses it and splits its streams (the ops stream must
+    /// hold one byte per event); the values are checked as they are decoded (or all at once by
+    /// [`EventChunk::check`]). Memory: the decompressed payload, at most `uncompressed_len`.
     pub fn new(h: &ChunkHeader, payload: &[u8]) -> Result<EventChunk, ChunkFault> {
         use ChunkFault::Malformed;
         if h.kind != ChunkKind::Events {
@@ -468,21 +469,36 @@ impl EventChunk {
             prev_old: 0,
             done: 0,
         };
-        let chunk = EventChunk {
+        Ok(EventChunk {
             header: *h,
             raw,
             bounds,
             at: start,
-        };
-        let mut end = start;
-        chunk.run(&mut end, h.count, |_| {})?;
-        if end.pos.iter().zip(&chunk.bounds).any(|(p, b)| *p != b.1) {
-            return Err(Malformed("a stream holds more than the events need"));
+        })
+    }
+
+    /// Checks every event before any is handed out (one decoding pass that keeps nothing): what
+    /// the ordered reader does, so that a damaged chunk yields no event at all. Without it the
+    /// checks happen as the batches are decoded, the last ones after the last batch.
+    pub fn check(&self) -> Result<(), ChunkFault> {
+        let mut at = self.at;
+        self.run(&mut at, self.remaining(), |_| {})?;
+        self.check_end(&at)
+    }
+
+    /// After the last event: every stream used up exactly, the last seq the header's.
+    fn check_end(&self, at: &Position) -> Result<(), ChunkFault> {
+        if at.pos.iter().zip(&self.bounds).any(|(p, b)| *p != b.1) {
+            return Err(ChunkFault::Malformed(
+                "a stream holds more than the events need",
+            ));
         }
-        if end.prev_seq != h.last_seq {
-            return Err(Malformed("last sequence number differs from the header"));
+        if at.prev_seq != self.header.last_seq {
+            return Err(ChunkFault::Malformed(
+                "last sequence number differs from the header",
+            ));
         }
-        Ok(chunk)
+        Ok(())
     }
 
     pub fn header(&self) -> &ChunkHeader {
@@ -499,7 +515,10 @@ impl EventChunk {
         self.header.count - self.at.done
     }
 
-    /// Replaces `out` with the next events, at most `max` (none when all were handed out).
+    /// Replaces `out` with the next events, at most `max` (none when all were handed out). An
+    /// error means the chunk is damaged (a value out of range, a stream too short or too long):
+    /// the events of earlier batches are not to be trusted either, unless [`EventChunk::check`]
+    /// passed.
     pub fn next_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<(), ChunkFault> {
         out.clear();
         let n = self.remaining().min(max.min(u32::MAX as usize) as u32);
@@ -510,6 +529,9 @@ impl EventChunk {
         out.reserve(n as usize);
         let mut at = self.at;
         self.run(&mut at, n, |ev| out.push(ev))?;
+        if at.done == self.header.count {
+            self.check_end(&at)?;
+        }
         self.at = at;
         Ok(())
     }
@@ -687,6 +709,46 @@ mod tests {
         let mut back = Vec::new();
         decode_events(&h, &out[64..], &mut back).unwrap();
         assert_eq!(back, events);
+    }
+
+    /// A chunk of two mallocs from seq 5 whose streams are `streams` (ops, seq, then the rest).
+    fn hand_made(ops: &[u8], seq: &[u8]) -> (ChunkHeader, Vec<u8>) {
+        let mut raw = Vec::new();
+        let one = [0u8, 0];
+        let streams: [&[u8]; 11] = [ops, seq, &one, &one, &one, &one, &[], &one, &[], &[], &[]];
+        for st in streams {
+            put_u64(&mut raw, st.len() as u64);
+            raw.extend_from_slice(st);
+        }
+        let mut out = Vec::new();
+        ChunkEncoder::default()
+            .write_chunk(ChunkKind::Events, &raw, 2, (5, 6, 0, 0), 3, &mut out)
+            .unwrap();
+        let h = ChunkHeader::parse(out[..64].try_into().unwrap()).unwrap();
+        (h, out[64..].to_vec())
+    }
+
+    #[test]
+    fn values_are_checked_all_at_once_or_batch_by_batch() {
+        let (h, payload) = hand_made(&[0, 0], &[0, 0]);
+        let mut good = EventChunk::new(&h, &payload).unwrap();
+        assert_eq!(good.check(), Ok(()));
+        let mut out = Vec::new();
+        good.next_batch(&mut out, 10).unwrap();
+        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+
+        // The second op code is 15: no such op.
+        let (h, payload) = hand_made(&[0, 15], &[0, 0]);
+        let mut bad = EventChunk::new(&h, &payload).unwrap();
+        assert!(bad.check().is_err());
+        bad.next_batch(&mut out, 1).unwrap();
+        assert!(bad.next_batch(&mut out, 1).is_err());
+
+        // A seq stream with a byte more than the events need: found after the last event.
+        let (h, payload) = hand_made(&[0, 0], &[0, 0, 0]);
+        let mut long = EventChunk::new(&h, &payload).unwrap();
+        assert!(long.check().is_err());
+        assert!(long.next_batch(&mut out, 10).is_err());
     }
 
     #[test]

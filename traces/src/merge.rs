@@ -27,7 +27,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use crate::chunk::{ChunkHeader, EventChunk};
 use crate::event::Event;
 use crate::input::Source;
-use crate::reader::{chunk_header, corrupt, load_payload, ChunkInfo, TraceReader};
+use crate::reader::{chunk_header, corrupt, load_checked, ChunkInfo, TraceReader};
 use crate::{Result, TraceError};
 
 /// Most decompressed payload bytes the merge holds at once (128 MiB): loaded chunks, chunks
@@ -187,7 +187,7 @@ fn prepare(
         }
         Err(false) => return Prepared::Failed(TraceError::Invalid("reading stopped".into())),
     }
-    match load_payload(source, file_len, info, &h) {
+    match load_checked(source, file_len, info, &h) {
         Ok(chunk) => Prepared::Ready(Box::new(Loaded {
             chunk,
             offset: info.offset,

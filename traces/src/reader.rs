@@ -431,8 +431,9 @@ impl TraceReader {
 
     /// Applies `f` to every chunk's events in parallel (rayon), in no particular order of work;
     /// results come back in file order. `f` sees a chunk's events in batches of at most 65,536
-    /// (one or more calls per chunk), so that memory stays small whatever a chunk holds. For
-    /// statistics that do not need global order.
+    /// (one or more calls per chunk), so that memory stays small whatever a chunk holds; a
+    /// damaged chunk can be found after `f` saw some of its events, and then the whole call is an
+    /// `Err`. For statistics that do not need global order.
     pub fn par_map_chunks<R, F>(&self, f: F) -> Result<Vec<R>>
     where
         R: Send,
@@ -576,6 +577,20 @@ pub(crate) fn load_payload(
 ) -> Result<EventChunk> {
     let payload = read_payload(source, file_len, info.offset, h)?;
     EventChunk::new(h, &payload).map_err(|f| corrupt(info.offset, f.to_string()))
+}
+
+/// [`load_payload`], with every event checked before any is used (what the ordered merge needs).
+pub(crate) fn load_checked(
+    source: &Source,
+    file_len: u64,
+    info: &ChunkInfo,
+    h: &ChunkHeader,
+) -> Result<EventChunk> {
+    let chunk = load_payload(source, file_len, info, h)?;
+    chunk
+        .check()
+        .map_err(|f| corrupt(info.offset, f.to_string()))?;
+    Ok(chunk)
 }
 
 pub(crate) fn corrupt(offset: u64, what: String) -> TraceError {

@@ -270,7 +270,7 @@ pub struct Events<'r> {
     budget: Arc<Budget>,
     /// Prepared chunks, in merge order, from the decoder thread (started on first use; None
     /// before, or when no thread could be started).
-    feed: Option<mpsc::Receiver<Prepared>>,
+    feed: Option<(mpsc::Receiver<Prepared>, std::thread::JoinHandle<()>)>,
     started: bool,
     /// Loaded chunks that are not current, keyed by their next seq.
     heap: BinaryHeap<Reverse<(u64, usize)>>,
@@ -349,7 +349,7 @@ impl<'r> Events<'r> {
         self.budget.request(i);
         let r = &self.reader;
         match &self.feed {
-            Some(rx) => rx.recv().unwrap_or_else(|_| {
+            Some((rx, _)) => rx.recv().unwrap_or_else(|_| {
                 Prepared::Failed(TraceError::Invalid(
                     "the chunk decoder thread stopped unexpectedly".into(),
                 ))
@@ -359,7 +359,10 @@ impl<'r> Events<'r> {
     }
 
     /// Starts the decoder thread for `first` and every chunk still pending after it.
-    fn start_decoder(&self, first: ChunkInfo) -> Option<mpsc::Receiver<Prepared>> {
+    fn start_decoder(
+        &self,
+        first: ChunkInfo,
+    ) -> Option<(mpsc::Receiver<Prepared>, std::thread::JoinHandle<()>)> {
         let chunks: Vec<ChunkInfo> = std::iter::once(first)
             .chain(self.pending.iter().copied())
             .collect();
@@ -381,7 +384,7 @@ impl<'r> Events<'r> {
                 }
             });
         // Without a thread, `next_chunk` prepares chunks in the caller.
-        spawned.ok().map(|_| rx)
+        spawned.ok().map(|handle| (rx, handle))
     }
 
     /// Stops the merge (the budget is spent): drops every chunk held; only the reader's problems
@@ -417,8 +420,15 @@ impl<'r> Events<'r> {
 }
 
 impl Drop for Events<'_> {
+    /// Stops the decoder thread and waits for it (at most the chunk it is preparing): no thread
+    /// outlives the iterator.
     fn drop(&mut self) {
         self.budget.close();
+        if let Some((rx, handle)) = self.feed.take() {
+            // With the receiver gone, a send fails and the thread returns.
+            drop(rx);
+            let _ = handle.join();
+        }
     }
 }
 

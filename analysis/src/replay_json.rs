@@ -13,25 +13,17 @@ use crate::{io_err, AnalysisError, Result};
 /// given by mistake is an error at once, never a wait for a writer that does not come (the
 /// file is opened with O_NONBLOCK, which does nothing to a regular file's reads).
 pub fn open_regular(path: &Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io_err(path))?;
-    let meta = f.metadata().map_err(io_err(path))?;
-    if !meta.is_file() {
-        let what = if meta.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file (a FIFO, socket or device)"
-        };
-        return Err(AnalysisError::Input {
+    traces::open_input(path).map_err(|e| match e {
+        traces::TraceError::NotAFile(what) => AnalysisError::Input {
             path: path.display().to_string(),
-            msg: format!("is {what}; give the path of a file"),
-        });
-    }
-    Ok(f)
+            msg: format!("is {what}, not a regular file; give the path of a file"),
+        },
+        traces::TraceError::Read(io) => io_err(path)(io),
+        e => AnalysisError::Input {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        },
+    })
 }
 
 /// Reads a whole input file as text (see [`open_regular`]).

@@ -153,26 +153,6 @@ pub fn replay_csv(
 pub fn csv_events(csv: impl std::io::Read) -> Result<Vec<traces::Event>, ReplayError> {
     let mut w = traces::TraceWriter::new(Vec::new(), &traces::Header::default())?;
     traces::csv::import(csv, &mut w)?;
-    let bytes = w.finish()?;
-    let dir = std::env::temp_dir().join(format!(
-        "allocscope-replay-{}-{}.atrace",
-        std::process::id(),
-        unique()
-    ));
-    std::fs::write(&dir, &bytes).map_err(|source| ReplayError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let out = (|| -> Result<Vec<traces::Event>, ReplayError> {
-        let r = traces::TraceReader::open(&dir)?;
-        Ok(r.events().collect::<Result<Vec<_>, _>>()?)
-    })();
-    let _ = std::fs::remove_file(&dir);
-    out
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+    let r = traces::TraceReader::from_bytes(w.finish()?)?;
+    Ok(r.events().collect::<Result<Vec<_>, _>>()?)
 }

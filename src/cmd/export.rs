@@ -62,5 +62,5 @@ fn export<W: Write>(
     exporter
         .finish()?
         .into_inner()
-        .map_err(|e| traces::TraceError::Io(e.into_error()))
+        .map_err(|e| traces::TraceError::Write(e.into_error()))
 }

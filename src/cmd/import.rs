@@ -20,7 +20,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32> {
     let outputs = Outputs::new().input("the CSV workload", &args.input);
     outputs.check("-o", &args.output)?;
-    let input = analysis::replay_json::open_regular(&args.input)?;
+    let input = traces::open_input(&args.input)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
     let header = Header {
         recorder: format!("allocscope-import {}", env!("CARGO_PKG_VERSION")),
         command: vec!["import".into(), args.input.display().to_string()],
@@ -36,7 +37,7 @@ pub fn run(args: Args) -> Result<i32> {
     // A bad CSV drops the writer and with it the temporary file: no half-written trace.
     let summary =
         traces::csv::import(std::io::BufReader::new(input), &mut writer).map_err(|e| match e {
-            traces::TraceError::Io(io) if is_write_side(&io) => {
+            traces::TraceError::Write(io) if is_write_side(&io) => {
                 anyhow::anyhow!("{}: {io}", cannot_write())
             }
             e => anyhow::anyhow!("{}: {e}", args.input.display()),

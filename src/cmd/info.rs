@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 use traces::stats::TraceStats;
-use traces::Header;
+use traces::{Header, RecordingEnd};
 
 use super::{open_trace, Problems};
 
@@ -28,6 +28,8 @@ struct Info<'a> {
     chunks: usize,
     indexed: bool,
     header: &'a Header,
+    /// How the recording ended (the end status, or why there is none).
+    recording_end: RecordingEnd,
     bytes_per_event: f64,
     duration_ns: u64,
     threads: usize,
@@ -55,6 +57,7 @@ pub fn run(args: Args) -> Result<i32> {
         chunks: reader.chunks().len(),
         indexed: reader.directory() == traces::reader::Directory::Index,
         header: reader.header(),
+        recording_end: reader.recording_end(),
         bytes_per_event: if stats.events == 0 {
             0.0
         } else {
@@ -100,6 +103,7 @@ fn print_text(i: &Info) -> std::io::Result<()> {
         },
         i.bytes_per_event
     );
+    crate::outln!("ended      {}", i.recording_end.description);
     crate::outln!(
         "events     {} over {} threads, {}",
         s.events,

@@ -102,8 +102,13 @@ pub fn run(args: Args) -> Result<i32> {
     crate::out!("{}", analysis::text::summary(&report));
     crate::outln!();
     crate::out!("{}", replayed.summary());
+    let end = super::open_trace(&trace)?.recording_end();
+    if !end.is_clean() {
+        crate::outln!("\nrecording ended: {}", end.description);
+    }
+    let doc = super::report::with_recording_end(&report, &end)?;
     let charts = analysis::charts::report_charts(&report, true)?;
-    let page = super::report::write_dir(&outputs, "-o", &args.out, &report, &charts)?;
+    let page = super::report::write_dir(&outputs, "-o", &args.out, &report, &doc, &charts)?;
     crate::outln!("\nwrote {} (open it in a browser)", page.display());
     Ok(exit_code)
 }

@@ -83,6 +83,8 @@ pub fn run(args: Args) -> Result<i32> {
         Some(p) => Some(analysis::replay_timeline::read(p)?),
         None => None,
     };
+    // How the recording ended: from the trace's end record (cheap: the header and the index).
+    let recording_end = super::open_trace(&args.trace)?.recording_end();
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
     let report = analysis::analyze::analyze_file(&args.trace, classes, replay.as_ref(), |e| {
         problems.note(&e)
@@ -92,7 +94,12 @@ pub fn run(args: Args) -> Result<i32> {
     }
     if !args.quiet {
         crate::out!("{}", analysis::text::summary(&report));
+        if !recording_end.is_clean() {
+            crate::outln!("\nrecording ended: {}", recording_end.description);
+        }
     }
+    // The JSON carries how the recording ended (`recording_end`, see ARCHITECTURE.md).
+    let doc = with_recording_end(&report, &recording_end)?;
     if let Some(d) = &args.csv {
         outputs.write_dir_with("--csv", d, |stage| {
             analysis::tables::write_csv(&report, stage).map(|_| ())
@@ -103,14 +110,14 @@ pub fn run(args: Args) -> Result<i32> {
         if let Some(points) = &timeline {
             charts.push(analysis::charts::replay_timeline_chart(points, true)?);
         }
-        let page = write_dir(&outputs, "-o", d, &report, &charts)?;
+        let page = write_dir(&outputs, "-o", d, &report, &doc, &charts)?;
         if !args.quiet {
             crate::outln!("\nwrote {}", page.display());
         }
     }
     // Last: a --json path may be inside the directory -o has just created.
     if let Some(p) = &args.json {
-        outputs.write("--json", p, &json_bytes(&report)?)?;
+        outputs.write("--json", p, &json_bytes(&doc)?)?;
     }
     Ok(0)
 }
@@ -120,6 +127,16 @@ pub fn json_bytes(doc: &impl serde::Serialize) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(doc)?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// The report's JSON document with how the recording ended (`recording_end`).
+pub fn with_recording_end(
+    report: &analysis::Report,
+    end: &traces::RecordingEnd,
+) -> Result<serde_json::Value> {
+    let mut doc = serde_json::to_value(report)?;
+    doc["recording_end"] = serde_json::to_value(end)?;
+    Ok(doc)
 }
 
 /// Reads a replay JSON and checks that it is the replay of `trace`.
@@ -145,10 +162,11 @@ pub fn write_dir(
     flag: &str,
     dir: &Path,
     report: &analysis::Report,
+    doc: &serde_json::Value,
     charts: &[analysis::charts::Chart],
 ) -> Result<PathBuf> {
     let html = analysis::html::report_page(report, charts);
-    let json = json_bytes(report)?;
+    let json = json_bytes(doc)?;
     outputs.write_dir_with(flag, dir, |stage| -> std::io::Result<()> {
         for c in charts {
             std::fs::write(stage.join(format!("{}.svg", c.name)), &c.svg)?;

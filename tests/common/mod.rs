@@ -29,3 +29,100 @@ pub fn ok(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// What a measured run of the binary did.
+pub struct Measured {
+    /// Exit code (None when a signal ended it).
+    pub code: Option<i32>,
+    /// The first MiB of stdout, and its line count.
+    pub stdout: String,
+    pub stdout_lines: u64,
+    /// The first 64 KiB of stderr, and its line count.
+    pub stderr: String,
+    pub stderr_lines: u64,
+    /// Peak resident memory of the process (rusage `ru_maxrss`).
+    pub max_rss_bytes: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs `allocscope ARGS` in `dir` with `env` added, measuring its peak memory (from `wait4`'s
+/// rusage) and time; kills it after `kill_after`. Output is drained as it comes (a runaway
+/// process may print millions of lines) and kept in part.
+// The child is reaped by `wait4` below, not by std's `wait`, which does not give the rusage.
+#[allow(clippy::zombie_processes)]
+pub fn allocscope_measured(
+    args: &[&str],
+    dir: &Path,
+    env: &[(&str, &str)],
+    kill_after: std::time::Duration,
+) -> Measured {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let start = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allocscope"))
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let drain = |mut from: Box<dyn Read + Send>, keep: usize| {
+        std::thread::spawn(move || {
+            let (mut kept, mut lines, mut buf) = (Vec::new(), 0u64, vec![0u8; 1 << 16]);
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                let room = keep.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
+            }
+            (String::from_utf8_lossy(&kept).into_owned(), lines)
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()), 1 << 20);
+    let err = drain(Box::new(child.stderr.take().unwrap()), 64 << 10);
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            while start.elapsed() < kill_after {
+                if done.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if !done.load(Ordering::Acquire) {
+                // SAFETY: kill(2) on the child's pid, which is not reaped yet (`done` is set
+                // right after wait4 returns).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        })
+    };
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into the two locals above.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    done.store(true, Ordering::Release);
+    let elapsed = start.elapsed();
+    assert_eq!(reaped, pid, "wait4 failed");
+    watchdog.join().unwrap();
+    let (stdout, stdout_lines) = out.join().unwrap();
+    let (stderr, stderr_lines) = err.join().unwrap();
+    Measured {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stdout,
+        stdout_lines,
+        stderr,
+        stderr_lines,
+        // ru_maxrss is in KiB on Linux.
+        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        elapsed,
+    }
+}

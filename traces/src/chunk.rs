@@ -2,8 +2,13 @@
 //!
 //! A chunk is a fixed 64-byte header (layout in FORMAT.md, asserted in tests) followed by a zstd
 //! frame. An event chunk's payload is columnar: one varint stream per field, so that zstd sees
-//! runs of similar bytes. Every length read from a file is checked against [`MAX_PAYLOAD`] before
-//! anything is allocated, so a corrupt length cannot make a reader allocate gigabytes.
+//! runs of similar bytes. Every length and count read from a file is checked against
+//! [`MAX_PAYLOAD`], [`MAX_CHUNK_EVENTS`] and the payload size before anything is allocated, so a
+//! lying header cannot make a reader allocate gigabytes.
+//!
+//! Decoding: [`EventChunk`] holds a chunk's decompressed payload (its compact form, a few bytes
+//! per event), checked whole when it is made, and hands out events in batches; the merge in
+//! `merge.rs` keeps chunks in this form, not as 80-byte `Event`s.
 
 use crate::event::{Event, Op, PtrKind};
 use crate::varint::{put_u64, unzigzag, zigzag, Cursor};
@@ -14,8 +19,16 @@ pub const CHUNK_HEADER_LEN: usize = 64;
 pub const CHUNK_MAGIC: [u8; 4] = *b"ACHK";
 /// Largest compressed or uncompressed payload a reader accepts (64 MiB).
 pub const MAX_PAYLOAD: u32 = 64 << 20;
-/// Largest event count in one chunk (each event takes at least 3 payload bytes).
-pub const MAX_CHUNK_EVENTS: u32 = MAX_PAYLOAD / 3;
+/// Largest event count in one chunk: 2^20, what the recorder writes at most (`MAX_CHUNK` in
+/// collector/shim/src/writer.rs); `TraceWriter` clamps its chunks to it. Decoded, such a chunk
+/// is 80 MiB of `Event`s, which is why the ordered reader keeps chunks compact (see
+/// [`EventChunk`]).
+pub const MAX_CHUNK_EVENTS: u32 = 1 << 20;
+/// Fewest payload bytes an event takes: its op byte and one-byte varints for seq, thread, ts
+/// and latency. A header whose count needs more bytes than its payload holds is a lie.
+pub const MIN_EVENT_BYTES: u32 = 5;
+/// Streams in an event payload (FORMAT.md, "Event payload").
+const STREAMS: usize = 11;
 
 /// What a chunk holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +94,33 @@ impl std::fmt::Display for ChunkFault {
 }
 
 impl ChunkHeader {
+    /// The count against the limits and what the payload can hold: an event chunk holds 1 to
+    /// [`MAX_CHUNK_EVENTS`] events of at least [`MIN_EVENT_BYTES`] each, with distinct seqs in
+    /// `first_seq..=last_seq`; an index holds `count` entries of 32 bytes.
+    fn check_count(&self) -> Result<(), ChunkFault> {
+        let count = self.count as u64;
+        let fits = match self.kind {
+            ChunkKind::Events => {
+                count >= 1
+                    && self.count <= MAX_CHUNK_EVENTS
+                    && count * MIN_EVENT_BYTES as u64 + STREAMS as u64
+                        <= self.uncompressed_len as u64
+                    && self.last_seq >= self.first_seq
+                    && self.last_seq - self.first_seq >= count - 1
+            }
+            ChunkKind::Index => {
+                count * crate::file::INDEX_ENTRY_LEN as u64 <= self.uncompressed_len as u64
+            }
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(ChunkFault::Malformed(
+                "count out of bounds (larger than the limit, the payload or the sequence range)",
+            ))
+        }
+    }
+
     /// Serialises the header, computing its own checksum.
     pub fn to_bytes(&self) -> [u8; CHUNK_HEADER_LEN] {
         let mut b = [0u8; CHUNK_HEADER_LEN];
@@ -135,11 +175,7 @@ impl ChunkHeader {
                 return Err(ChunkFault::TooLarge { what, len });
             }
         }
-        if h.count > MAX_CHUNK_EVENTS || h.last_seq < h.first_seq {
-            return Err(ChunkFault::Malformed(
-                "event count or sequence range out of bounds",
-            ));
-        }
+        h.check_count()?;
         Ok(h)
     }
 }
@@ -367,121 +403,231 @@ pub fn decode_events(
     payload: &[u8],
     out: &mut Vec<Event>,
 ) -> Result<(), ChunkFault> {
-    if h.kind != ChunkKind::Events {
-        return Err(ChunkFault::Malformed("not an event chunk"));
-    }
-    let raw = decompress(h, payload)?;
-    decode_raw(h, &raw, out)
+    EventChunk::new(h, payload)?.next_batch(out, usize::MAX)
 }
 
-fn decode_raw(h: &ChunkHeader, raw: &[u8], out: &mut Vec<Event>) -> Result<(), ChunkFault> {
-    use ChunkFault::Malformed;
-    let mut whole = Cursor::new(raw);
-    let mut stream = || -> Result<Cursor<'_>, ChunkFault> {
-        let len = whole.u64();
-        if whole.failed() {
-            return Err(Malformed("stream length"));
+/// An event chunk in its compact form: the decompressed payload and a position. Events come out
+/// in batches of the caller's size, checked as they are decoded (every value in range, the seqs
+/// those of the header, every stream exactly as long as the events need).
+pub struct EventChunk {
+    header: ChunkHeader,
+    raw: Vec<u8>,
+    /// Each stream's byte range in `raw`.
+    bounds: [(usize, usize); STREAMS],
+    /// Where the next event's fields are.
+    at: Position,
+}
+
+/// A decoding position: where each stream is, the running deltas, events done.
+#[derive(Clone, Copy)]
+struct Position {
+    pos: [usize; STREAMS],
+    prev_seq: u64,
+    prev_ts: u64,
+    prev_addr: u64,
+    prev_old: u64,
+    done: u32,
+}
+
+impl EventChunk {
+    /// Checks the payload's checksum, decompresses it and splits its streams (the ops stream must
+    /// hold one byte per event); the values are checked as they are decoded (or all at once by
+    /// [`EventChunk::check`]). Memory: the decompressed payload, at most `uncompressed_len`.
+    pub fn new(h: &ChunkHeader, payload: &[u8]) -> Result<EventChunk, ChunkFault> {
+        use ChunkFault::Malformed;
+        if h.kind != ChunkKind::Events {
+            return Err(Malformed("not an event chunk"));
         }
-        let len = usize::try_from(len).map_err(|_| Malformed("stream length"))?;
-        Ok(Cursor::new(
+        let raw = decompress(h, payload)?;
+        let mut bounds = [(0usize, 0usize); STREAMS];
+        let mut whole = Cursor::new(&raw);
+        for b in &mut bounds {
+            let len = whole.u64();
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|_| !whole.failed())
+                .ok_or(Malformed("stream length"))?;
+            let start = raw.len() - whole.remaining();
             whole
                 .take(len)
-                .ok_or(Malformed("stream past the payload end"))?,
-        ))
-    };
-    let mut ops = stream()?;
-    let mut seq = stream()?;
-    let mut thread = stream()?;
-    let mut ts = stream()?;
-    let mut latency = stream()?;
-    let mut addr = stream()?;
-    let mut old_addr = stream()?;
-    let mut size = stream()?;
-    let mut nmemb = stream()?;
-    let mut align = stream()?;
-    let mut callsite = stream()?;
-
-    out.clear();
-    // One op byte per event: a count larger than the ops stream is a lie, caught before reserving.
-    if h.count as usize > ops.remaining() {
-        return Err(Malformed("event count larger than the payload"));
-    }
-    out.reserve(h.count as usize);
-    let mut prev_seq = h.first_seq.wrapping_sub(1);
-    let mut prev_ts = h.first_ts;
-    let mut prev_addr = 0u64;
-    let mut prev_old = 0u64;
-    // Out-of-range values set `bad`; the cursors remember short streams. Both are checked once,
-    // after the loop, so the loop has no error paths.
-    let mut bad = false;
-    for _ in 0..h.count {
-        let b = ops.byte();
-        let op = Op::from_code(b & 0x0f).unwrap_or(Op::Malloc);
-        let kind = PtrKind::from_code((b >> 5) & 3).unwrap_or_default();
-        bad |= b & 0x0f > 9 || (b >> 5) & 3 == 3;
-        // prev_seq starts one below first_seq (wrapping when that is 0), so the first delta is 0.
-        let s = prev_seq.wrapping_add(seq.u64()).wrapping_add(1);
-        bad |= s < h.first_seq || (s <= prev_seq && !out.is_empty());
-        prev_seq = s;
-        let t = thread.u64();
-        bad |= t > u32::MAX as u64;
-        prev_ts = prev_ts.wrapping_add(unzigzag(ts.u64()) as u64);
-        let l = latency.u64();
-        bad |= l > u32::MAX as u64;
-        let mut ev = Event {
-            seq: s,
-            thread: t as u32,
-            ts_ns: prev_ts,
-            op,
-            addr: 0,
-            old_addr: 0,
-            size: 0,
-            nmemb: (op != Op::Free) as u64,
-            align: 0,
-            failed: b & 0x10 != 0,
-            latency_ns: l as u32,
-            kind,
-            callsite: None,
+                .ok_or(Malformed("stream past the payload end"))?;
+            *b = (start, start + len);
+        }
+        if !whole.is_empty() {
+            return Err(Malformed("bytes after the last stream"));
+        }
+        // One op byte per event.
+        if bounds[0].1 - bounds[0].0 != h.count as usize {
+            return Err(Malformed("event count differs from the ops stream"));
+        }
+        let start = Position {
+            pos: bounds.map(|b| b.0),
+            // The first event's seq delta is 0 (its previous is first_seq - 1, wrapping at 0).
+            prev_seq: h.first_seq.wrapping_sub(1),
+            prev_ts: h.first_ts,
+            prev_addr: 0,
+            prev_old: 0,
+            done: 0,
         };
-        if op.returns_object() {
-            prev_addr = prev_addr.wrapping_add(unzigzag(addr.u64()) as u64);
-            ev.addr = prev_addr;
-            ev.size = size.u64();
-        }
-        if op.takes_address() {
-            prev_old = prev_old.wrapping_add(unzigzag(old_addr.u64()) as u64);
-            ev.old_addr = prev_old;
-        }
-        if op.has_nmemb() {
-            ev.nmemb = nmemb.u64();
-        }
-        if op.has_align() {
-            ev.align = align.u64();
-        }
-        if b & 0x80 != 0 {
-            let c = callsite.u64();
-            bad |= c > u32::MAX as u64;
-            ev.callsite = Some(c as u32);
-        }
-        out.push(ev);
+        Ok(EventChunk {
+            header: *h,
+            raw,
+            bounds,
+            at: start,
+        })
     }
-    let short = [
-        &ops, &seq, &thread, &ts, &latency, &addr, &old_addr, &size, &nmemb, &align, &callsite,
-    ]
-    .iter()
-    .any(|c| c.failed());
-    if short {
-        return Err(Malformed("a stream is shorter than the event count needs"));
+
+    /// Checks every event before any is handed out (one decoding pass that keeps nothing): what
+    /// the ordered reader does, so that a damaged chunk yields no event at all. Without it the
+    /// checks happen as the batches are decoded, the last ones after the last batch.
+    pub fn check(&self) -> Result<(), ChunkFault> {
+        let mut at = self.at;
+        self.run(&mut at, self.remaining(), |_| {})?;
+        self.check_end(&at)
     }
-    if bad {
-        return Err(Malformed(
-            "a value is out of range (op, kind, sequence, thread, latency or call-site)",
-        ));
+
+    /// After the last event: every stream used up exactly, the last seq the header's.
+    fn check_end(&self, at: &Position) -> Result<(), ChunkFault> {
+        if at.pos.iter().zip(&self.bounds).any(|(p, b)| *p != b.1) {
+            return Err(ChunkFault::Malformed(
+                "a stream holds more than the events need",
+            ));
+        }
+        if at.prev_seq != self.header.last_seq {
+            return Err(ChunkFault::Malformed(
+                "last sequence number differs from the header",
+            ));
+        }
+        Ok(())
     }
-    if prev_seq != h.last_seq {
-        return Err(Malformed("last sequence number differs from the header"));
+
+    pub fn header(&self) -> &ChunkHeader {
+        &self.header
     }
-    Ok(())
+
+    /// Bytes of the decompressed payload this chunk holds.
+    pub fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Events not yet handed out.
+    pub fn remaining(&self) -> u32 {
+        self.header.count - self.at.done
+    }
+
+    /// Replaces `out` with the next events, at most `max` (none when all were handed out). An
+    /// error means the chunk is damaged (a value out of range, a stream too short or too long):
+    /// the events of earlier batches are not to be trusted either, unless [`EventChunk::check`]
+    /// passed.
+    pub fn next_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<(), ChunkFault> {
+        out.clear();
+        let n = self.remaining().min(max.min(u32::MAX as usize) as u32);
+        if n == 0 {
+            return Ok(());
+        }
+        // `n` is at most the count, which `new` proved the ops stream holds.
+        out.reserve(n as usize);
+        let mut at = self.at;
+        self.run(&mut at, n, |ev| out.push(ev))?;
+        if at.done == self.header.count {
+            self.check_end(&at)?;
+        }
+        self.at = at;
+        Ok(())
+    }
+
+    /// Decodes `n` events from `at` into `sink` and advances `at`. Out-of-range values set `bad`;
+    /// the cursors remember short streams. Both are checked once, after the loop, so the loop has
+    /// no error paths.
+    fn run(
+        &self,
+        at: &mut Position,
+        n: u32,
+        mut sink: impl FnMut(Event),
+    ) -> Result<(), ChunkFault> {
+        let h = &self.header;
+        let stream = |i: usize| Cursor::new(&self.raw[at.pos[i]..self.bounds[i].1]);
+        let mut cursors: [Cursor<'_>; STREAMS] = std::array::from_fn(stream);
+        let [ops, seq, thread, ts, latency, addr, old_addr, size, nmemb, align, callsite] =
+            &mut cursors;
+        let (mut prev_seq, mut prev_ts) = (at.prev_seq, at.prev_ts);
+        let (mut prev_addr, mut prev_old) = (at.prev_addr, at.prev_old);
+        let mut first = at.done == 0;
+        let mut bad = false;
+        for _ in 0..n {
+            let b = ops.byte();
+            let op = Op::from_code(b & 0x0f).unwrap_or(Op::Malloc);
+            let kind = PtrKind::from_code((b >> 5) & 3).unwrap_or_default();
+            bad |= b & 0x0f > 9 || (b >> 5) & 3 == 3;
+            let s = prev_seq.wrapping_add(seq.u64()).wrapping_add(1);
+            // The first event is first_seq; the others strictly increase (no wrapping around).
+            bad |= if first {
+                s != h.first_seq
+            } else {
+                s <= prev_seq
+            };
+            first = false;
+            prev_seq = s;
+            let t = thread.u64();
+            bad |= t > u32::MAX as u64;
+            prev_ts = prev_ts.wrapping_add(unzigzag(ts.u64()) as u64);
+            let l = latency.u64();
+            bad |= l > u32::MAX as u64;
+            let mut ev = Event {
+                seq: s,
+                thread: t as u32,
+                ts_ns: prev_ts,
+                op,
+                addr: 0,
+                old_addr: 0,
+                size: 0,
+                nmemb: (op != Op::Free) as u64,
+                align: 0,
+                failed: b & 0x10 != 0,
+                latency_ns: l as u32,
+                kind,
+                callsite: None,
+            };
+            if op.returns_object() {
+                prev_addr = prev_addr.wrapping_add(unzigzag(addr.u64()) as u64);
+                ev.addr = prev_addr;
+                ev.size = size.u64();
+            }
+            if op.takes_address() {
+                prev_old = prev_old.wrapping_add(unzigzag(old_addr.u64()) as u64);
+                ev.old_addr = prev_old;
+            }
+            if op.has_nmemb() {
+                ev.nmemb = nmemb.u64();
+            }
+            if op.has_align() {
+                ev.align = align.u64();
+            }
+            if b & 0x80 != 0 {
+                let c = callsite.u64();
+                bad |= c > u32::MAX as u64;
+                ev.callsite = Some(c as u32);
+            }
+            sink(ev);
+        }
+        if cursors.iter().any(|c| c.failed()) {
+            return Err(ChunkFault::Malformed(
+                "a stream is shorter than the event count needs",
+            ));
+        }
+        if bad {
+            return Err(ChunkFault::Malformed(
+                "a value is out of range (op, kind, sequence, thread, latency or call-site)",
+            ));
+        }
+        for (i, c) in cursors.iter().enumerate() {
+            at.pos[i] = self.bounds[i].1 - c.remaining();
+        }
+        (at.prev_seq, at.prev_ts, at.prev_addr, at.prev_old) =
+            (prev_seq, prev_ts, prev_addr, prev_old);
+        at.done += n;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -511,10 +657,10 @@ mod tests {
         let h = ChunkHeader {
             kind: ChunkKind::Events,
             compressed_len: 0x0102_0304,
-            uncompressed_len: 5,
+            uncompressed_len: 0x0105,
             count: 6,
             first_seq: 7,
-            last_seq: 8,
+            last_seq: 0x0108,
             watermark: 9,
             first_ts: 10,
             payload_crc: 11,
@@ -524,11 +670,11 @@ mod tests {
         assert_eq!(&b[0..4], b"ACHK");
         assert_eq!(b[4], 1);
         assert_eq!(&b[8..12], &[4, 3, 2, 1]);
-        assert_eq!(b[12], 5);
+        assert_eq!(&b[12..14], &[5, 1]);
         assert_eq!(b[16], 6);
         assert_eq!(b[20], 11);
         assert_eq!(b[24], 7);
-        assert_eq!(b[32], 8);
+        assert_eq!(&b[32..34], &[8, 1]);
         assert_eq!(b[40], 9);
         assert_eq!(b[48], 10);
         assert_eq!(ChunkHeader::parse(&b), Ok(h));
@@ -563,6 +709,46 @@ mod tests {
         let mut back = Vec::new();
         decode_events(&h, &out[64..], &mut back).unwrap();
         assert_eq!(back, events);
+    }
+
+    /// A chunk of two mallocs from seq 5 whose streams are `streams` (ops, seq, then the rest).
+    fn hand_made(ops: &[u8], seq: &[u8]) -> (ChunkHeader, Vec<u8>) {
+        let mut raw = Vec::new();
+        let one = [0u8, 0];
+        let streams: [&[u8]; 11] = [ops, seq, &one, &one, &one, &one, &[], &one, &[], &[], &[]];
+        for st in streams {
+            put_u64(&mut raw, st.len() as u64);
+            raw.extend_from_slice(st);
+        }
+        let mut out = Vec::new();
+        ChunkEncoder::default()
+            .write_chunk(ChunkKind::Events, &raw, 2, (5, 6, 0, 0), 3, &mut out)
+            .unwrap();
+        let h = ChunkHeader::parse(out[..64].try_into().unwrap()).unwrap();
+        (h, out[64..].to_vec())
+    }
+
+    #[test]
+    fn values_are_checked_all_at_once_or_batch_by_batch() {
+        let (h, payload) = hand_made(&[0, 0], &[0, 0]);
+        let mut good = EventChunk::new(&h, &payload).unwrap();
+        assert_eq!(good.check(), Ok(()));
+        let mut out = Vec::new();
+        good.next_batch(&mut out, 10).unwrap();
+        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+
+        // The second op code is 15: no such op.
+        let (h, payload) = hand_made(&[0, 15], &[0, 0]);
+        let mut bad = EventChunk::new(&h, &payload).unwrap();
+        assert!(bad.check().is_err());
+        bad.next_batch(&mut out, 1).unwrap();
+        assert!(bad.next_batch(&mut out, 1).is_err());
+
+        // A seq stream with a byte more than the events need: found after the last event.
+        let (h, payload) = hand_made(&[0, 0], &[0, 0, 0]);
+        let mut long = EventChunk::new(&h, &payload).unwrap();
+        assert!(long.check().is_err());
+        assert!(long.next_batch(&mut out, 10).is_err());
     }
 
     #[test]

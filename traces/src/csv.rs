@@ -459,7 +459,7 @@ impl<W: Write> Exporter<W> {
         self.out.flush()?;
         self.out
             .into_inner()
-            .map_err(|e| TraceError::Io(e.into_error()))
+            .map_err(|e| TraceError::Write(e.into_error()))
     }
 }
 
@@ -474,7 +474,7 @@ fn hex(v: u64, on: bool) -> String {
 
 fn io_error(e: csv::Error) -> TraceError {
     match e.into_kind() {
-        csv::ErrorKind::Io(io) => TraceError::Io(io),
+        csv::ErrorKind::Io(io) => TraceError::Write(io),
         other => TraceError::Invalid(format!("{other:?}")),
     }
 }

@@ -94,20 +94,25 @@ pub fn encode_index(chunks: &[ChunkInfo], end: &EndStatus) -> Vec<u8> {
     raw
 }
 
-/// Splits an index payload of `count` entries written by format `version`. A version 1 index has
-/// no end status: its file was finished cleanly, which `Complete` stands for. Err says what is
-/// wrong.
+/// Splits an index payload of `count` entries in a file whose header says format `version`.
+/// What follows the entries is the end status (version 2). A version 1 index has none: its file
+/// was finished cleanly, which `Complete` stands for. A version 1 file resumed and finished by a
+/// version 2 writer keeps its version 1 header and gets an end status: the payload's length, not
+/// the header's version, says whether one is there. Err says what is wrong.
 pub fn decode_index(
     raw: &[u8],
     count: u32,
     version: u16,
 ) -> Result<(Vec<ChunkInfo>, EndStatus), &'static str> {
     let entries_len = count as usize * INDEX_ENTRY_LEN;
-    if raw.len() < entries_len || (version < 2 && raw.len() != entries_len) {
-        return Err("index payload length does not match its entry count");
+    if raw.len() < entries_len {
+        return Err("index payload shorter than its entry count");
     }
     let (entries, tail) = raw.split_at(entries_len);
-    let end = if version < 2 {
+    let end = if tail.is_empty() {
+        if version >= 2 {
+            return Err("the end status after the index entries is missing");
+        }
         EndStatus::complete()
     } else {
         serde_json::from_slice(tail).map_err(|_| "the end status after the index is not valid")?

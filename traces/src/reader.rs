@@ -1,34 +1,31 @@
-//! [`TraceReader`]: opens an `.atrace` file, finds its chunks and yields events in seq order.
+//! [`TraceReader`]: opens an `.atrace` file (or one in memory), finds its chunks, checks what the
+//! file claims, and yields events in seq order (the merge is in `merge.rs`).
 //!
-//! Finding chunks: a cleanly finished file ends with an index (a chunk directory) and a trailer;
-//! the reader uses it without touching the rest. Otherwise (a recording that was killed, or a
-//! damaged index) it scans chunk headers from the start, seeking over payloads, and notes where
-//! and why the scan stopped.
+//! Finding chunks: a finished file ends with an index (a chunk directory with the end status) and
+//! a trailer. The index is a claim like any other: every entry must match the chunk header it
+//! points to, and together the entries must cover every byte between the metadata and the index
+//! (so an index that leaves chunks out, even one with no entries at all, is caught). A valid index
+//! is used without reading the payloads. Otherwise (no trailer: the recording was cut; an index
+//! that does not match: it is reported) the reader scans chunk headers from the start, seeking
+//! over payloads, and notes where and why the scan stopped.
 //!
-//! Ordering: chunks hold seq-sorted events, but chunks of different threads interleave. The
-//! iterator visits chunks by `first_seq` and merges them: an event is emitted once it is smaller
-//! than the first seq of every chunk not yet loaded and the head of every loaded one. Memory is
-//! bounded by the chunks whose seq ranges overlap (about one per live thread) plus a few chunks
-//! that a decoder thread prepares ahead of the consumer. `par_map_chunks` decodes every chunk in
-//! parallel (rayon) for work that does not need order.
+//! Problems found here (a damaged index, what the scan met, no end record) are in
+//! [`TraceReader::problems`]; the event iterator yields them again after every good event, with
+//! what it found itself (missing or repeated sequence numbers).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::chunk::{
-    decode_events, decompress, ChunkFault, ChunkHeader, ChunkKind, CHUNK_HEADER_LEN, CHUNK_MAGIC,
-};
-use crate::end::EndStatus;
+use crate::chunk::{ChunkHeader, ChunkKind, EventChunk, CHUNK_HEADER_LEN, CHUNK_MAGIC};
+use crate::end::{EndStatus, Ending};
 use crate::event::{Event, Header};
 use crate::file::{
     decode_index, parse_fixed, parse_metadata, FILE_HEADER_LEN, TRAILER_LEN, TRAILER_MAGIC,
 };
+use crate::input::{open_input, Source};
+use crate::merge::Events;
 use crate::{Result, TraceError};
 
 /// Where one event chunk is and what it holds.
@@ -51,11 +48,43 @@ pub enum Directory {
     Scanned,
 }
 
+/// How a recording ended, as the tools report it (`info`, the report JSON's `recording_end`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecordingEnd {
+    /// The end status of a finished trace, its fields flattened (`how`, `signal`, `exit_code`,
+    /// `recovered_events`, `note`); absent when the file has no valid end record.
+    #[serde(flatten)]
+    pub status: Option<EndStatus>,
+    /// False when the file has no valid end record (the recording was cut, or the index is
+    /// damaged).
+    pub finished: bool,
+    /// One line for people: the end status's `describe()`, or why it is not known.
+    pub description: String,
+}
+
+impl RecordingEnd {
+    /// True for the ends that need no mention: written whole by a tool, exit, exec. Killed, died,
+    /// stopped and unfinished recordings are worth a line in what the tools print.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self.status.as_ref().map(|s| s.how),
+            Some(Ending::Complete | Ending::Exited | Ending::Exec)
+        )
+    }
+}
+
+/// Damaged places a scan reports one by one; past these it counts them in one more problem.
+const REPORTED_FAULTS: usize = 10;
+
+/// Events handed to a `par_map_chunks` callback at once: 5 MiB of `Event`s per worker thread,
+/// whatever a chunk holds.
+const PAR_BATCH: usize = 1 << 16;
+
 pub struct TraceReader {
-    /// Shared with background decoders of the event iterator.
-    file: Arc<File>,
+    /// Shared with the background decoder of the event iterator.
+    pub(crate) source: Arc<Source>,
     header: Header,
-    file_len: u64,
+    pub(crate) file_len: u64,
     chunks: Vec<ChunkInfo>,
     directory: Directory,
     /// Format version that wrote the file.
@@ -64,36 +93,59 @@ pub struct TraceReader {
     data_start: u64,
     /// How the recording ended, from the index of a finished file (None: no valid index).
     end: Option<EndStatus>,
-    /// Problems found while scanning (a truncated tail, a damaged chunk header); yielded by the
-    /// event iterator after every good event.
+    /// Problems found without reading events; yielded by the event iterator after every good
+    /// event.
     problems: Vec<TraceError>,
 }
 
+/// What the trailer and the index say.
+enum IndexLookup {
+    Found(Vec<ChunkInfo>, EndStatus),
+    /// No trailer: the file was not finished.
+    Absent,
+    /// A trailer, but the index is not valid (`what`); `offset` is where it should be.
+    Invalid {
+        offset: u64,
+        what: String,
+    },
+}
+
 impl TraceReader {
+    /// Opens a trace file (a regular file: see [`open_input`]).
     pub fn open(path: &Path) -> Result<TraceReader> {
-        let file = File::open(path)?;
-        let file_len = file.metadata()?.len();
+        TraceReader::from_source(Source::File(open_input(path)?))
+    }
+
+    /// A reader over a trace held in memory (what `TraceWriter::new(Vec::new(), ..)` wrote), with
+    /// the same checks and API as [`TraceReader::open`]: importing a CSV needs no temporary file.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<TraceReader> {
+        TraceReader::from_source(Source::Bytes(bytes))
+    }
+
+    fn from_source(source: Source) -> Result<TraceReader> {
+        let file_len = source.len()?;
         let mut fixed = [0u8; FILE_HEADER_LEN];
         if file_len < FILE_HEADER_LEN as u64 {
             let mut head = vec![0u8; file_len as usize];
-            file.read_exact_at(&mut head, 0)?;
+            source.read_at(&mut head, 0)?;
             if crate::file::FILE_MAGIC.starts_with(&head[..head.len().min(8)]) && !head.is_empty() {
                 return Err(truncated(file_len, 0, "inside the file header"));
             }
             return Err(TraceError::NotATrace);
         }
-        file.read_exact_at(&mut fixed, 0)?;
+        source.read_at(&mut fixed, 0)?;
         let (version, meta_len) = parse_fixed(&fixed)?;
+        // meta_len is at most MAX_METADATA (checked in parse_fixed).
         let data_start = (FILE_HEADER_LEN + meta_len as usize + 4) as u64;
         if file_len < data_start {
             return Err(truncated(file_len, 0, "inside the metadata"));
         }
         let mut all = vec![0u8; data_start as usize];
-        file.read_exact_at(&mut all, 0)?;
+        source.read_at(&mut all, 0)?;
         let header = parse_metadata(&all)?;
 
         let mut reader = TraceReader {
-            file: Arc::new(file),
+            source: Arc::new(source),
             header,
             file_len,
             chunks: Vec::new(),
@@ -103,13 +155,22 @@ impl TraceReader {
             end: None,
             problems: Vec::new(),
         };
-        match reader.read_index(data_start) {
-            Some((chunks, end)) => {
+        match reader.read_index() {
+            IndexLookup::Found(chunks, end) => {
                 reader.chunks = chunks;
                 reader.end = Some(end);
             }
-            None => {
+            IndexLookup::Absent => {
                 reader.directory = Directory::Scanned;
+                reader.scan(data_start)?;
+                reader.problems.push(TraceError::Cut {
+                    last: None,
+                    start_unix_ns: reader.header.start_unix_ns,
+                });
+            }
+            IndexLookup::Invalid { offset, what } => {
+                reader.directory = Directory::Scanned;
+                reader.problems.push(TraceError::BadIndex { offset, what });
                 reader.scan(data_start)?;
             }
         }
@@ -135,6 +196,25 @@ impl TraceReader {
         self.end.as_ref()
     }
 
+    /// How the recording ended, for reports: the end status with its description, or why
+    /// there is none.
+    pub fn recording_end(&self) -> RecordingEnd {
+        let bad_index = self
+            .problems
+            .iter()
+            .any(|p| matches!(p, TraceError::BadIndex { .. }));
+        let description = match &self.end {
+            Some(end) => end.describe(),
+            None if bad_index => "unknown: the index is damaged".to_string(),
+            None => "the recording was cut: the file has no end record".to_string(),
+        };
+        RecordingEnd {
+            status: self.end.clone(),
+            finished: self.end.is_some(),
+            description,
+        }
+    }
+
     /// Format version that wrote the file.
     pub fn version(&self) -> u16 {
         self.version
@@ -150,66 +230,128 @@ impl TraceReader {
         self.file_len
     }
 
-    /// Events in the chunk directory (what a full read yields when no chunk is corrupt).
+    /// Events in the chunk directory (what a full read yields when no chunk is corrupt). Every
+    /// count in the directory was checked against its chunk header and payload size.
     pub fn event_count(&self) -> u64 {
         self.chunks.iter().map(|c| c.count as u64).sum()
     }
 
-    /// Problems found when the chunks were located (scanned files only).
+    /// Problems found without reading events: an index that does not match the file, what a
+    /// scan met (a truncated tail, damaged chunk headers), a file without an end record
+    /// ([`TraceError::Cut`], here without the last event, which only reading tells).
     pub fn problems(&self) -> &[TraceError] {
         &self.problems
     }
 
-    /// The index footer and end status, if they are there and consistent; `None` sends the reader
-    /// to a scan.
-    fn read_index(&self, data_start: u64) -> Option<(Vec<ChunkInfo>, EndStatus)> {
-        let min_len = data_start + (CHUNK_HEADER_LEN + TRAILER_LEN) as u64;
-        if self.file_len < min_len {
-            return None;
+    /// The index footer and end status, if they are there and consistent.
+    fn read_index(&self) -> IndexLookup {
+        let tail_len = (CHUNK_HEADER_LEN + TRAILER_LEN) as u64;
+        if self.file_len < self.data_start + tail_len {
+            return IndexLookup::Absent;
         }
         let mut trailer = [0u8; TRAILER_LEN];
-        self.file
-            .read_exact_at(&mut trailer, self.file_len - TRAILER_LEN as u64)
-            .ok()?;
-        if trailer[8..] != TRAILER_MAGIC {
-            return None;
+        let at = self.file_len - TRAILER_LEN as u64;
+        if self.source.read_at(&mut trailer, at).is_err() || trailer[8..] != TRAILER_MAGIC {
+            return IndexLookup::Absent;
         }
         let index_at = u64::from_le_bytes(trailer[..8].try_into().unwrap());
-        if index_at < data_start || index_at > self.file_len - min_len + data_start {
-            return None;
+        let invalid = |what: String| IndexLookup::Invalid {
+            offset: index_at,
+            what,
+        };
+        if index_at < self.data_start || index_at > self.file_len - tail_len {
+            return invalid("the trailer points outside the file".into());
         }
-        let (h, payload) = self.read_chunk_at(index_at).ok()?;
-        if h.kind != ChunkKind::Index
-            || index_at + (CHUNK_HEADER_LEN as u64) + h.compressed_len as u64 + TRAILER_LEN as u64
-                != self.file_len
+        let (h, payload) = match read_chunk_at(&self.source, self.file_len, index_at) {
+            Ok(c) => c,
+            Err(e) => return invalid(e.to_string()),
+        };
+        if h.kind != ChunkKind::Index {
+            return invalid("the trailer does not point to an index chunk".into());
+        }
+        if index_at + (CHUNK_HEADER_LEN as u64) + h.compressed_len as u64 + TRAILER_LEN as u64
+            != self.file_len
         {
-            return None;
+            return invalid("the index chunk does not end at the trailer".into());
         }
-        let raw = decompress(&h, &payload).ok()?;
-        let (chunks, end) = decode_index(&raw, h.count, self.version).ok()?;
-        let mut next_min = data_start;
-        for c in &chunks {
-            let end = c.offset + CHUNK_HEADER_LEN as u64 + c.compressed_len as u64;
-            if c.offset < next_min || end > index_at || c.last_seq < c.first_seq {
-                return None;
+        let raw = match crate::chunk::decompress(&h, &payload) {
+            Ok(raw) => raw,
+            Err(f) => return invalid(f.to_string()),
+        };
+        let (chunks, end) = match decode_index(&raw, h.count, self.version) {
+            Ok(x) => x,
+            Err(what) => return invalid(what.into()),
+        };
+        match self.check_index(&chunks, index_at) {
+            Ok(()) => IndexLookup::Found(chunks, end),
+            Err(what) => invalid(what),
+        }
+    }
+
+    /// The index's entries against the file: in file order, each matching the chunk header at
+    /// its offset, together covering every byte from the end of the metadata to the index.
+    fn check_index(&self, chunks: &[ChunkInfo], index_at: u64) -> Result<(), String> {
+        let mut next = self.data_start;
+        for (i, c) in chunks.iter().enumerate() {
+            if c.offset != next {
+                return Err(if c.offset > next {
+                    format!("bytes {next}..{} belong to no index entry", c.offset)
+                } else {
+                    format!("entry {i} (byte {}) overlaps the chunk before it", c.offset)
+                });
             }
-            next_min = end;
+            let end = c.offset + CHUNK_HEADER_LEN as u64 + c.compressed_len as u64;
+            if end > index_at {
+                return Err(format!("entry {i} runs past the index"));
+            }
+            let mut hb = [0u8; CHUNK_HEADER_LEN];
+            self.source
+                .read_at(&mut hb, c.offset)
+                .map_err(|e| e.to_string())?;
+            let h = ChunkHeader::parse(&hb)
+                .map_err(|f| format!("entry {i} points to byte {}: {f}", c.offset))?;
+            let claims = (c.compressed_len, c.count, c.first_seq, c.last_seq);
+            let header = (h.compressed_len, h.count, h.first_seq, h.last_seq);
+            if h.kind != ChunkKind::Events || claims != header {
+                return Err(format!(
+                    "entry {i} says {} events, seqs {}..={}, {} bytes; the chunk header at \
+                     byte {} says {} events, seqs {}..={}, {} bytes",
+                    c.count,
+                    c.first_seq,
+                    c.last_seq,
+                    c.compressed_len,
+                    c.offset,
+                    h.count,
+                    h.first_seq,
+                    h.last_seq,
+                    h.compressed_len
+                ));
+            }
+            next = end;
         }
-        Some((chunks, end))
+        if next != index_at {
+            return Err(if chunks.is_empty() {
+                format!("it lists no chunks, but bytes {next}..{index_at} lie before it")
+            } else {
+                format!("bytes {next}..{index_at} before the index belong to no entry")
+            });
+        }
+        Ok(())
     }
 
     /// Walks chunk headers from `pos`, seeking over payloads.
     fn scan(&mut self, mut pos: u64) -> Result<()> {
+        let mut faults = Faults::default();
         while pos < self.file_len {
             let left = self.file_len - pos;
             if left < CHUNK_HEADER_LEN as u64 {
                 let n = self.chunks.len();
                 self.problems
                     .push(truncated(pos, n, "inside a chunk header"));
-                return Ok(());
+                break;
             }
             let mut hb = [0u8; CHUNK_HEADER_LEN];
-            self.file.read_exact_at(&mut hb, pos)?;
+            self.source.read_at(&mut hb, pos)?;
             match ChunkHeader::parse(&hb) {
                 Ok(h) => {
                     let end = pos + CHUNK_HEADER_LEN as u64 + h.compressed_len as u64;
@@ -217,7 +359,7 @@ impl TraceReader {
                         let n = self.chunks.len();
                         self.problems
                             .push(truncated(pos, n, "inside a chunk's payload"));
-                        return Ok(());
+                        break;
                     }
                     if h.kind == ChunkKind::Events {
                         self.chunks.push(ChunkInfo {
@@ -233,22 +375,20 @@ impl TraceReader {
                             let n = self.chunks.len();
                             self.problems.push(truncated(end, n, "inside the trailer"));
                         }
-                        return Ok(());
+                        break;
                     }
                     pos = end;
                 }
                 Err(fault) => {
-                    self.problems.push(TraceError::Corrupt {
-                        offset: pos,
-                        what: format!("{fault}; scanning on for the next good chunk"),
-                    });
+                    faults.note(&mut self.problems, pos, fault.to_string());
                     match self.resync(pos + 1)? {
                         Some(next) => pos = next,
-                        None => return Ok(()),
+                        None => break,
                     }
                 }
             }
         }
+        faults.finish(&mut self.problems);
         Ok(())
     }
 
@@ -259,7 +399,7 @@ impl TraceReader {
         let mut buf = vec![0u8; WINDOW + CHUNK_HEADER_LEN];
         while start + CHUNK_HEADER_LEN as u64 <= self.file_len {
             let n = ((self.file_len - start) as usize).min(buf.len());
-            self.file.read_exact_at(&mut buf[..n], start)?;
+            self.source.read_at(&mut buf[..n], start)?;
             for i in 0..n.saturating_sub(CHUNK_HEADER_LEN - 1) {
                 if buf[i..i + 4] == CHUNK_MAGIC {
                     let hb: &[u8; CHUNK_HEADER_LEN] =
@@ -274,60 +414,100 @@ impl TraceReader {
         Ok(None)
     }
 
-    /// Reads and validates the chunk header at `offset` and its payload bytes.
-    fn read_chunk_at(&self, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
-        read_chunk_at(&self.file, self.file_len, offset)
-    }
-
-    /// Reads and decodes one event chunk.
+    /// Reads, checks and decodes one event chunk into `out` (at most 2^20 events: 80 MiB).
     pub fn read_chunk(&self, info: &ChunkInfo, out: &mut Vec<Event>) -> Result<()> {
-        read_events(&self.file, self.file_len, info, out)
+        let mut chunk = load_chunk(&self.source, self.file_len, info)?;
+        chunk
+            .next_batch(out, usize::MAX)
+            .map_err(|f| corrupt(info.offset, f.to_string()))
     }
 
-    /// Events in global seq order. After the last good event come the problems found (a
-    /// truncated tail, corrupt chunks), each as an `Err`.
+    /// Events in global seq order. After the last good event come the problems: repeated and
+    /// missing sequence numbers, then those of [`TraceReader::problems`], each as an `Err`.
+    /// Memory is bounded (see `MAX_MERGE_BYTES`).
     pub fn events(&self) -> Events<'_> {
-        let mut order: Vec<ChunkInfo> = self.chunks.clone();
-        order.sort_by_key(|c| (c.first_seq, c.offset));
-        Events {
-            reader: self,
-            pending: order.into(),
-            decoded: None,
-            heap: BinaryHeap::new(),
-            slots: Vec::new(),
-            current: None,
-            bound: 0,
-            last_seq: None,
-            errors: self.problems.iter().map(clone_error).collect(),
-        }
+        Events::new(self)
     }
 
     /// Applies `f` to every chunk's events in parallel (rayon), in no particular order of work;
-    /// results come back in file order. For statistics that do not need global order.
+    /// results come back in file order. `f` sees a chunk's events in batches of at most 65,536
+    /// (one or more calls per chunk), so that memory stays small whatever a chunk holds; a
+    /// damaged chunk can be found after `f` saw some of its events, and then the whole call is an
+    /// `Err`. For statistics that do not need global order.
     pub fn par_map_chunks<R, F>(&self, f: F) -> Result<Vec<R>>
     where
         R: Send,
         F: Fn(&[Event]) -> R + Sync + Send,
     {
-        self.chunks
+        let per_chunk: Result<Vec<Vec<R>>> = self
+            .chunks
             .par_iter()
             .map_init(Vec::new, |buf, info| {
-                self.read_chunk(info, buf)?;
-                Ok(f(buf))
+                let mut chunk = load_chunk(&self.source, self.file_len, info)?;
+                let mut results = Vec::new();
+                loop {
+                    chunk
+                        .next_batch(buf, PAR_BATCH)
+                        .map_err(|f| corrupt(info.offset, f.to_string()))?;
+                    if buf.is_empty() {
+                        return Ok(results);
+                    }
+                    results.push(f(buf));
+                }
             })
-            .collect()
+            .collect();
+        Ok(per_chunk?.into_iter().flatten().collect())
+    }
+}
+
+/// Counts the damaged places a scan meets: the first few are reported one by one, the rest in
+/// one problem (a file full of damage must not print a line per damaged header).
+#[derive(Default)]
+struct Faults {
+    seen: usize,
+    first_unreported: u64,
+    last: u64,
+}
+
+impl Faults {
+    fn note(&mut self, problems: &mut Vec<TraceError>, offset: u64, what: String) {
+        self.seen += 1;
+        if self.seen <= REPORTED_FAULTS {
+            problems.push(corrupt(
+                offset,
+                format!("{what}; scanning on for the next good chunk"),
+            ));
+        } else {
+            if self.seen == REPORTED_FAULTS + 1 {
+                self.first_unreported = offset;
+            }
+            self.last = offset;
+        }
+    }
+
+    fn finish(self, problems: &mut Vec<TraceError>) {
+        if self.seen > REPORTED_FAULTS {
+            problems.push(corrupt(
+                self.first_unreported,
+                format!(
+                    "{} more damaged places up to byte {}, each skipped to the next good chunk",
+                    self.seen - REPORTED_FAULTS,
+                    self.last
+                ),
+            ));
+        }
     }
 }
 
 /// Reads and validates the chunk header at `offset` and its payload bytes.
-fn read_chunk_at(file: &File, file_len: u64, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
-    let corrupt = |f: ChunkFault| TraceError::Corrupt {
-        offset,
-        what: f.to_string(),
-    };
-    let mut hb = [0u8; CHUNK_HEADER_LEN];
-    file.read_exact_at(&mut hb, offset)?;
-    let h = ChunkHeader::parse(&hb).map_err(corrupt)?;
+fn read_chunk_at(source: &Source, file_len: u64, offset: u64) -> Result<(ChunkHeader, Vec<u8>)> {
+    let h = read_header_at(source, file_len, offset)?;
+    let payload = read_payload(source, file_len, offset, &h)?;
+    Ok((h, payload))
+}
+
+/// The payload of the chunk at `offset` whose header is `h`.
+fn read_payload(source: &Source, file_len: u64, offset: u64, h: &ChunkHeader) -> Result<Vec<u8>> {
     let end = offset + CHUNK_HEADER_LEN as u64 + h.compressed_len as u64;
     if end > file_len {
         return Err(truncated(
@@ -338,21 +518,83 @@ fn read_chunk_at(file: &File, file_len: u64, offset: u64) -> Result<(ChunkHeader
     }
     // compressed_len is bounded by MAX_PAYLOAD (checked in parse) and by the file size.
     let mut payload = vec![0u8; h.compressed_len as usize];
-    file.read_exact_at(&mut payload, offset + CHUNK_HEADER_LEN as u64)?;
-    Ok((h, payload))
+    source.read_at(&mut payload, offset + CHUNK_HEADER_LEN as u64)?;
+    Ok(payload)
 }
 
-/// Reads and decodes the event chunk `info` describes.
-fn read_events(file: &File, file_len: u64, info: &ChunkInfo, out: &mut Vec<Event>) -> Result<()> {
-    let (h, payload) = read_chunk_at(file, file_len, info.offset)?;
-    let corrupt = |what: String| TraceError::Corrupt {
-        offset: info.offset,
-        what,
-    };
-    if h.kind != ChunkKind::Events || h.first_seq != info.first_seq || h.count != info.count {
-        return Err(corrupt("chunk header does not match the index".into()));
+fn read_header_at(source: &Source, file_len: u64, offset: u64) -> Result<ChunkHeader> {
+    if offset.saturating_add(CHUNK_HEADER_LEN as u64) > file_len {
+        return Err(truncated(
+            offset,
+            0,
+            "chunk header past the end of the file",
+        ));
     }
-    decode_events(&h, &payload, out).map_err(|f| corrupt(f.to_string()))
+    let mut hb = [0u8; CHUNK_HEADER_LEN];
+    source.read_at(&mut hb, offset)?;
+    ChunkHeader::parse(&hb).map_err(|f| corrupt(offset, f.to_string()))
+}
+
+/// The header of the event chunk `info` describes, checked against `info`: what the merge
+/// budgets with before it reads the payload.
+pub(crate) fn chunk_header(
+    source: &Source,
+    file_len: u64,
+    info: &ChunkInfo,
+) -> Result<ChunkHeader> {
+    let h = read_header_at(source, file_len, info.offset)?;
+    let directory = (
+        info.compressed_len,
+        info.count,
+        info.first_seq,
+        info.last_seq,
+    );
+    if h.kind != ChunkKind::Events
+        || (h.compressed_len, h.count, h.first_seq, h.last_seq) != directory
+    {
+        return Err(corrupt(
+            info.offset,
+            "chunk header does not match the chunk directory".into(),
+        ));
+    }
+    Ok(h)
+}
+
+/// Reads and checks the event chunk `info` describes.
+pub(crate) fn load_chunk(source: &Source, file_len: u64, info: &ChunkInfo) -> Result<EventChunk> {
+    let h = chunk_header(source, file_len, info)?;
+    load_payload(source, file_len, info, &h)
+}
+
+/// Reads and checks the payload of the event chunk `info` describes, whose header is `h` (from
+/// [`chunk_header`]). Memory: the compressed payload while decompressing, then the decompressed
+/// one (`h.uncompressed_len`).
+pub(crate) fn load_payload(
+    source: &Source,
+    file_len: u64,
+    info: &ChunkInfo,
+    h: &ChunkHeader,
+) -> Result<EventChunk> {
+    let payload = read_payload(source, file_len, info.offset, h)?;
+    EventChunk::new(h, &payload).map_err(|f| corrupt(info.offset, f.to_string()))
+}
+
+/// [`load_payload`], with every event checked before any is used (what the ordered merge needs).
+pub(crate) fn load_checked(
+    source: &Source,
+    file_len: u64,
+    info: &ChunkInfo,
+    h: &ChunkHeader,
+) -> Result<EventChunk> {
+    let chunk = load_payload(source, file_len, info, h)?;
+    chunk
+        .check()
+        .map_err(|f| corrupt(info.offset, f.to_string()))?;
+    Ok(chunk)
+}
+
+pub(crate) fn corrupt(offset: u64, what: String) -> TraceError {
+    TraceError::Corrupt { offset, what }
 }
 
 fn truncated(offset: u64, chunks: usize, what: &str) -> TraceError {
@@ -360,175 +602,5 @@ fn truncated(offset: u64, chunks: usize, what: &str) -> TraceError {
         offset,
         chunks,
         what: what.to_string(),
-    }
-}
-
-fn clone_error(e: &TraceError) -> TraceError {
-    match e {
-        TraceError::Truncated {
-            offset,
-            chunks,
-            what,
-        } => TraceError::Truncated {
-            offset: *offset,
-            chunks: *chunks,
-            what: what.clone(),
-        },
-        TraceError::Corrupt { offset, what } => TraceError::Corrupt {
-            offset: *offset,
-            what: what.clone(),
-        },
-        other => TraceError::Invalid(other.to_string()),
-    }
-}
-
-/// A decoded chunk being merged.
-struct Loaded {
-    events: Vec<Event>,
-    pos: usize,
-}
-
-/// Iterator over a trace's events in global seq order; see the module comment.
-pub struct Events<'r> {
-    reader: &'r TraceReader,
-    /// Chunks not yet decoded, by first_seq.
-    pending: VecDeque<ChunkInfo>,
-    /// Decoded chunks, in `pending` order, from the decoder thread (started on first use).
-    decoded: Option<mpsc::Receiver<Result<Vec<Event>>>>,
-    /// Loaded chunks that are not current, keyed by their next seq.
-    heap: BinaryHeap<Reverse<(u64, usize)>>,
-    slots: Vec<Option<Loaded>>,
-    current: Option<Loaded>,
-    /// The current chunk may emit while its next seq is at most this.
-    bound: u64,
-    last_seq: Option<u64>,
-    errors: VecDeque<TraceError>,
-}
-
-/// Decoded chunks the decoder thread may hold ahead of the consumer.
-const READ_AHEAD: usize = 4;
-
-impl Events<'_> {
-    fn next_pending_seq(&self) -> u64 {
-        self.pending.front().map_or(u64::MAX, |c| c.first_seq)
-    }
-
-    fn heap_top_seq(&self) -> u64 {
-        self.heap.peek().map_or(u64::MAX, |Reverse((s, _))| *s)
-    }
-
-    fn park(&mut self, loaded: Loaded) {
-        let seq = loaded.events[loaded.pos].seq;
-        let slot = match self.slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
-        self.slots[slot] = Some(loaded);
-        self.heap.push(Reverse((seq, slot)));
-    }
-
-    /// Decodes the chunk at the front of `pending` (and removes it from there).
-    ///
-    /// A decoder thread, started on first use, decodes the chunks in `pending` order a few ahead
-    /// of the consumer (a bounded channel holds at most [`READ_AHEAD`] decoded chunks), so that
-    /// decoding overlaps the caller's work. It is a plain thread, not a rayon task: callers may
-    /// iterate from inside rayon's pool, where blocking on pool work could deadlock. When the
-    /// thread cannot be started, chunks are decoded here instead.
-    fn next_chunk(&mut self) -> Result<Vec<Event>> {
-        let info = self.pending.pop_front().expect("a pending chunk");
-        if self.decoded.is_none() {
-            self.decoded = self.start_decoder(info);
-        }
-        match &self.decoded {
-            Some(rx) => rx.recv().unwrap_or_else(|_| {
-                Err(TraceError::Invalid(
-                    "the chunk decoder thread stopped unexpectedly".into(),
-                ))
-            }),
-            None => {
-                let mut out = Vec::new();
-                self.reader.read_chunk(&info, &mut out).map(|()| out)
-            }
-        }
-    }
-
-    /// Starts the decoder thread for `first` and every chunk still pending after it.
-    fn start_decoder(&self, first: ChunkInfo) -> Option<mpsc::Receiver<Result<Vec<Event>>>> {
-        let chunks: Vec<ChunkInfo> = std::iter::once(first)
-            .chain(self.pending.iter().copied())
-            .collect();
-        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
-        let file = Arc::clone(&self.reader.file);
-        let file_len = self.reader.file_len;
-        let spawned = std::thread::Builder::new()
-            .name("atrace-decode".into())
-            .spawn(move || {
-                for info in &chunks {
-                    let mut out = Vec::with_capacity(info.count as usize);
-                    let r = read_events(&file, file_len, info, &mut out).map(|()| out);
-                    // A send fails once the iterator is dropped: nobody wants the rest.
-                    if tx.send(r).is_err() {
-                        return;
-                    }
-                }
-            });
-        // Without a thread, `next_chunk` decodes in the caller.
-        spawned.ok().map(|_| rx)
-    }
-
-    fn refresh_bound(&mut self) {
-        self.bound = self.next_pending_seq().min(self.heap_top_seq());
-    }
-}
-
-impl Iterator for Events<'_> {
-    type Item = Result<Event>;
-
-    fn next(&mut self) -> Option<Result<Event>> {
-        loop {
-            if let Some(cur) = &mut self.current {
-                if let Some(ev) = cur.events.get(cur.pos) {
-                    // `<=`: a seq equal to the bound can only be a duplicate (caught below), and
-                    // emitting it is what keeps two chunks tied on one seq from looping forever.
-                    if ev.seq <= self.bound {
-                        let ev = *ev;
-                        cur.pos += 1;
-                        if self.last_seq.is_some_and(|last| ev.seq <= last) {
-                            return Some(Err(TraceError::Invalid(format!(
-                                "sequence number {} appears in two chunks",
-                                ev.seq
-                            ))));
-                        }
-                        self.last_seq = Some(ev.seq);
-                        return Some(Ok(ev));
-                    }
-                    let cur = self.current.take().unwrap();
-                    self.park(cur);
-                } else {
-                    self.current = None;
-                }
-            }
-            // Choose the next current chunk: a new one if it starts first, else the heap's top.
-            if self.next_pending_seq() < self.heap_top_seq() {
-                match self.next_chunk() {
-                    Ok(events) if !events.is_empty() => {
-                        self.current = Some(Loaded { events, pos: 0 })
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.refresh_bound();
-                        return Some(Err(e));
-                    }
-                }
-            } else if let Some(Reverse((_, slot))) = self.heap.pop() {
-                self.current = self.slots[slot].take();
-            } else {
-                return self.errors.pop_front().map(Err);
-            }
-            self.refresh_bound();
-        }
     }
 }

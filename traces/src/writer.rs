@@ -278,14 +278,15 @@ impl TraceWriter<File> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         let mut fixed = [0u8; FILE_HEADER_LEN];
-        file.read_exact_at(&mut fixed, 0)?;
+        file.read_exact_at(&mut fixed, 0)
+            .map_err(TraceError::Read)?;
         parse_fixed(&fixed)?;
         let mut index: Vec<ChunkInfo> = reader.chunks().to_vec();
         index.sort_by_key(|c| c.offset);
         let keep = index.last().map_or(reader.data_start(), |c| {
             c.offset + CHUNK_HEADER_LEN as u64 + c.compressed_len as u64
         });
-        let len = file.metadata()?.len();
+        let len = file.metadata().map_err(TraceError::Read)?.len();
         file.rewind_to(keep)?;
         let chunk_events = options.chunk_events.clamp(1, MAX_CHUNK_EVENTS as usize);
         let events = index.iter().map(|c| c.count as u64).sum();

@@ -165,7 +165,7 @@ fn open_trace(
         };
         match create(&path, &header, cfg.zstd_level) {
             Ok(w) => return Ok((w, path)),
-            Err(traces::TraceError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(traces::TraceError::Write(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 last_err = format!("{}: {e}", path.display());
             }
             Err(e) => return Err(format!("cannot create {}: {e}", path.display())),

@@ -52,6 +52,7 @@ fn codec(c: &mut Criterion) {
     let opts = WriterOptions {
         chunk_events: CHUNK,
         zstd_level: 3,
+        ..WriterOptions::default()
     };
     let mut w = TraceWriter::with_options(file, &Header::default(), opts).unwrap();
     for e in &events {

@@ -46,6 +46,8 @@ pub struct RecordOptions {
     pub verify: bool,
     /// Measure the latency of every real call (two clock reads per call instead of one).
     pub latency: bool,
+    /// Frames of each allocating call's stack to record (0: no stacks).
+    pub stack_depth: u32,
 }
 
 impl Default for RecordOptions {
@@ -60,6 +62,7 @@ impl Default for RecordOptions {
             shim: None,
             verify: false,
             latency: true,
+            stack_depth: 64,
         }
     }
 }
@@ -245,7 +248,8 @@ fn command(opts: &RecordOptions, session: &Session, output: &Path, shim_path: &P
         .env(env::MANIFEST, &session.manifest)
         .env(env::PARENT_PID, std::process::id().to_string())
         .env(env::FLUSH_MS, opts.flush_ms.max(1).to_string())
-        .env(env::CLOCK, session.clock.encode());
+        .env(env::CLOCK, session.clock.encode())
+        .env(env::STACK_DEPTH, opts.stack_depth.to_string());
     if let Some(spool) = &session.spool {
         cmd.env(env::SPOOL, spool);
     }

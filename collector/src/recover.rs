@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use recorder_protocol::order::{order_moving_reallocs, Pending};
 use recorder_protocol::ring::{parse_file_name, read_ring_file, Record};
+use recorder_protocol::stacks;
 use recorder_protocol::{to_event, Timebase};
 use traces::{EndStatus, Ending, TraceReader, TraceWriter, WriterOptions};
 
@@ -45,7 +46,8 @@ pub enum Finished {
     StillRunning,
 }
 
-/// Ring files of each (pid, image) in `spool`.
+/// Ring files (and the stack trie file) of each (pid, image) in `spool`: what a process image
+/// leaves there.
 fn ring_files(spool: &Path) -> HashMap<(u32, u64), Vec<PathBuf>> {
     let mut by_image: HashMap<(u32, u64), Vec<PathBuf>> = HashMap::new();
     let Ok(dir) = std::fs::read_dir(spool) else {
@@ -53,7 +55,10 @@ fn ring_files(spool: &Path) -> HashMap<(u32, u64), Vec<PathBuf>> {
     };
     for entry in dir.flatten() {
         let name = entry.file_name();
-        if let Some(key) = name.to_str().and_then(parse_file_name) {
+        let key = name
+            .to_str()
+            .and_then(|n| parse_file_name(n).or_else(|| stacks::parse_file_name(n)));
+        if let Some(key) = key {
             by_image.entry(key).or_default().push(entry.path());
         }
     }
@@ -186,6 +191,8 @@ fn finish_one(
     if records.is_empty() && previous_end.is_some() {
         return Ok(Finished::Already);
     }
+    // (A finished trace with events left in its rings: late frees of a process killed after its
+    // exit path began.)
     if let (Some(lo), Some(hi)) = (
         records.first().map(|r| r.seq),
         records.last().map(|r| r.seq),
@@ -193,13 +200,23 @@ fn finish_one(
         let seen = seqs_in_trace(&reader, lo, hi).map_err(err)?;
         records.retain(|r| !seen.contains(&r.seq));
     }
+    // Stack nodes the process had not written yet: after those the trace holds.
+    let nodes_in_trace = reader.stacks().0.len();
+    let nodes: Vec<(u32, u64)> = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "stacks"))
+        .filter_map(|f| std::fs::read(f).ok())
+        .filter_map(|b| stacks::read_stack_file(&b, nodes_in_trace + 1).ok())
+        .flatten()
+        .map(|(_, parent, addr)| (parent, addr))
+        .collect();
     drop(reader);
     let time = Timebase { origin, clock };
     let mut batch: Vec<Pending<()>> = records
         .iter()
         .map(|r| Pending {
             event: to_event(r, &time),
-            window: r.window,
+            window: r.window.into(),
             tag: (),
         })
         .collect();
@@ -222,6 +239,9 @@ fn finish_one(
     end.recovered_events += batch.len() as u64;
     let resumed = TraceWriter::resume(path, WriterOptions::default()).map_err(err)?;
     let mut w = resumed.writer;
+    if !nodes.is_empty() {
+        w.write_stacks(nodes_in_trace + 1, &nodes).map_err(err)?;
+    }
     let events: Vec<traces::Event> = batch.iter().map(|p| p.event).collect();
     for part in events.chunks(1 << 20) {
         let watermark = part.last().map_or(0, |e| e.seq + 1);

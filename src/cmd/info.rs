@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
+use traces::stacks::StackStats;
 use traces::stats::TraceStats;
 use traces::{Header, RecordingEnd};
 
@@ -34,6 +35,9 @@ struct Info<'a> {
     duration_ns: u64,
     threads: usize,
     stats: &'a TraceStats,
+    /// Call stacks: none for a trace recorded without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stacks: Option<StackStats>,
     problems: Vec<String>,
 }
 
@@ -51,6 +55,7 @@ pub fn run(args: Args) -> Result<i32> {
             }
         }
     }
+    let stacks = stack_stats(&reader, &stats, &mut problem_text);
     let info = Info {
         file: args.trace.display().to_string(),
         file_bytes: reader.file_len(),
@@ -66,6 +71,7 @@ pub fn run(args: Args) -> Result<i32> {
         duration_ns: stats.duration_ns(),
         threads: stats.threads(),
         stats: &stats,
+        stacks,
         problems: problem_text,
     };
     if args.json {
@@ -74,6 +80,32 @@ pub fn run(args: Args) -> Result<i32> {
         print_text(&info)?;
     }
     Ok(problems.exit_code())
+}
+
+/// The stack figures of a trace with stacks (damaged stack or module chunks are a problem line,
+/// not a failure: the events are still read).
+fn stack_stats(
+    reader: &traces::TraceReader,
+    stats: &TraceStats,
+    problems: &mut Vec<String>,
+) -> Option<StackStats> {
+    if reader.aux_chunks().is_empty() && stats.allocations_with_stack == 0 {
+        return None;
+    }
+    let (table, problem) = reader.stacks();
+    let (modules, mproblem) = reader.modules();
+    for p in [problem, mproblem].into_iter().flatten() {
+        let line = format!("{p} (those stacks show as unknown)");
+        eprintln!("allocscope: warning: {line}");
+        problems.push(line);
+    }
+    Some(StackStats::of(
+        &table,
+        stats.stack_ids.iter().copied(),
+        modules.len(),
+        stats.allocations_with_stack,
+        stats.allocations_without_stack,
+    ))
 }
 
 fn print_text(i: &Info) -> std::io::Result<()> {
@@ -137,6 +169,29 @@ fn print_text(i: &Info) -> std::io::Result<()> {
     }
     for e in &s.examples {
         crate::outln!("  seq {}: {} {:#x}: {}", e.seq, e.op, e.addr, e.what);
+    }
+    match &i.stacks {
+        None => crate::outln!("stacks     none (recorded without stacks: record --stack-depth)"),
+        Some(st) => {
+            crate::outln!(
+                "stacks     {} distinct, {} trie nodes, depth mean {:.1} max {}, {} modules",
+                st.distinct_stacks,
+                st.nodes,
+                st.mean_depth,
+                st.max_depth,
+                st.modules
+            );
+            crate::outln!(
+                "           {} allocating calls with a stack, {} without (not unwound){}",
+                st.allocations_with_stack,
+                st.allocations_without_stack,
+                if st.unknown_stacks > 0 {
+                    format!(", {} naming unknown nodes", st.unknown_stacks)
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     Ok(())
 }

@@ -48,6 +48,10 @@ pub struct Args {
     /// call instead of two, for the lowest overhead.
     #[arg(long)]
     no_latency: bool,
+    /// Frames of each allocating call's stack to record (unwound from the DWARF call-frame
+    /// information, so code without frame pointers works); 0 records no stacks.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=256))]
+    stack_depth: u32,
     /// Print one line per traced process, not only for those with a problem.
     #[arg(short, long, conflicts_with = "quiet")]
     verbose: bool,
@@ -86,6 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         shim: None,
         verify: args.verify,
         latency: !args.no_latency,
+        stack_depth: args.stack_depth,
     };
     let progress = |line: &str| {
         if !quiet {

@@ -36,7 +36,29 @@ const STREAMS: usize = 11;
 pub enum ChunkKind {
     Events = 1,
     Index = 2,
+    /// Stack trie nodes (format 3; `traces::stacks`).
+    Stacks = 3,
+    /// Loaded modules, JSON (format 3; `traces::stacks::Module`).
+    Modules = 4,
 }
+
+impl ChunkKind {
+    /// The kind for an on-disk code.
+    pub fn from_code(code: u8) -> Option<ChunkKind> {
+        match code {
+            1 => Some(ChunkKind::Events),
+            2 => Some(ChunkKind::Index),
+            3 => Some(ChunkKind::Stacks),
+            4 => Some(ChunkKind::Modules),
+            _ => None,
+        }
+    }
+}
+
+/// Most nodes one stack chunk holds.
+pub const MAX_CHUNK_NODES: u32 = 1 << 20;
+/// Most modules one module chunk lists.
+pub const MAX_CHUNK_MODULES: u32 = 1 << 16;
 
 /// A decoded chunk header. Offsets in the file are kept by the reader, not here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +133,15 @@ impl ChunkHeader {
             ChunkKind::Index => {
                 count * crate::file::INDEX_ENTRY_LEN as u64 <= self.uncompressed_len as u64
             }
+            // Node ids first_seq ..= last_seq, at least two payload bytes each.
+            ChunkKind::Stacks => {
+                count >= 1
+                    && self.count <= MAX_CHUNK_NODES
+                    && self.first_seq >= 1
+                    && self.last_seq.checked_sub(self.first_seq) == Some(count - 1)
+                    && count * 2 <= self.uncompressed_len as u64
+            }
+            ChunkKind::Modules => count >= 1 && self.count <= MAX_CHUNK_MODULES,
         };
         if fits {
             Ok(())
@@ -151,11 +182,7 @@ impl ChunkHeader {
         if crc32fast::hash(&b[0..60]) != u32_at(60) {
             return Err(ChunkFault::HeaderChecksum);
         }
-        let kind = match b[4] {
-            1 => ChunkKind::Events,
-            2 => ChunkKind::Index,
-            k => return Err(ChunkFault::UnknownKind(k)),
-        };
+        let kind = ChunkKind::from_code(b[4]).ok_or(ChunkFault::UnknownKind(b[4]))?;
         let h = ChunkHeader {
             kind,
             compressed_len: u32_at(8),

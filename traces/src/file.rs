@@ -1,5 +1,6 @@
 //! The file header and trailer (layout in FORMAT.md).
 
+use crate::chunk::ChunkKind;
 use crate::end::EndStatus;
 use crate::event::Header;
 use crate::reader::ChunkInfo;
@@ -9,11 +10,16 @@ use crate::TraceError;
 pub const FILE_MAGIC: [u8; 8] = *b"\x89ATRACE\n";
 /// Last 8 bytes of a file that was finished cleanly (after the index offset).
 pub const TRAILER_MAGIC: [u8; 8] = *b"ATRINDEX";
-/// Format version this code writes (2: the index payload ends with the end status).
-pub const FORMAT_VERSION: u16 = 2;
-/// Oldest reader version that can read what this code writes. Version 1 readers read a version 2
-/// file whole: its longer index payload fails their check, and they find the chunks by a scan.
+/// Format version this code writes (2: the index payload ends with the end status; 3: stack and
+/// module chunks, index entries that name their chunk's kind).
+pub const FORMAT_VERSION: u16 = 3;
+/// Oldest reader version that can read what this code writes without stacks. Version 1 readers
+/// read such a file whole: its longer index payload fails their check, and they find the chunks
+/// by a scan.
 pub const MIN_READER_VERSION: u16 = 1;
+/// Oldest reader version for a file with stack or module chunks (older readers would take those
+/// chunks for damage and the index entries' kinds for counts).
+pub const MIN_READER_WITH_STACKS: u16 = 3;
 /// Fixed part of the file header.
 pub const FILE_HEADER_LEN: usize = 16;
 /// Bytes of the trailer: index chunk offset (u64) and [`TRAILER_MAGIC`].
@@ -24,14 +30,14 @@ pub const MAX_METADATA: u32 = 1 << 20;
 pub const INDEX_ENTRY_LEN: usize = 32;
 
 /// Serialises the file header, metadata and its checksum.
-pub fn encode_header(header: &Header) -> Vec<u8> {
+pub fn encode_header(header: &Header, min_reader: u16) -> Vec<u8> {
     let mut meta = header.clone();
     meta.format_version = FORMAT_VERSION;
     let json = serde_json::to_vec(&meta).expect("header serialises");
     let mut out = Vec::with_capacity(FILE_HEADER_LEN + json.len() + 4);
     out.extend_from_slice(&FILE_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&MIN_READER_VERSION.to_le_bytes());
+    out.extend_from_slice(&min_reader.to_le_bytes());
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
     let crc = crc32fast::hash(&out);
@@ -78,15 +84,23 @@ pub fn parse_metadata(all: &[u8]) -> Result<Header, TraceError> {
     })
 }
 
-/// The index chunk's payload: one [`INDEX_ENTRY_LEN`]-byte entry per event chunk, then (version 2)
-/// the end status as JSON.
+/// Bits of an index entry's count field that hold the chunk's kind (format 3): 0 for an event
+/// chunk, else the kind code; the count is in the low 24 bits.
+const KIND_SHIFT: u32 = 24;
+
+/// The index chunk's payload: one [`INDEX_ENTRY_LEN`]-byte entry per chunk in file order, then
+/// (version 2) the end status as JSON.
 pub fn encode_index(chunks: &[ChunkInfo], end: &EndStatus) -> Vec<u8> {
     let json = serde_json::to_vec(end).expect("end status serialises");
     let mut raw = Vec::with_capacity(chunks.len() * INDEX_ENTRY_LEN + json.len());
     for c in chunks {
         raw.extend_from_slice(&c.offset.to_le_bytes());
         raw.extend_from_slice(&c.compressed_len.to_le_bytes());
-        raw.extend_from_slice(&c.count.to_le_bytes());
+        let kind = match c.kind {
+            ChunkKind::Events => 0,
+            k => k as u32,
+        };
+        raw.extend_from_slice(&(c.count | kind << KIND_SHIFT).to_le_bytes());
         raw.extend_from_slice(&c.first_seq.to_le_bytes());
         raw.extend_from_slice(&c.last_seq.to_le_bytes());
     }
@@ -122,14 +136,22 @@ pub fn decode_index(
         .map(|e| {
             let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap());
             let u32_at = |i: usize| u32::from_le_bytes(e[i..i + 4].try_into().unwrap());
-            ChunkInfo {
+            let count = u32_at(12);
+            let kind = match count >> KIND_SHIFT {
+                0 => ChunkKind::Events,
+                k => ChunkKind::from_code(k as u8)
+                    .filter(|k| matches!(k, ChunkKind::Stacks | ChunkKind::Modules))
+                    .ok_or("an index entry names an unknown chunk kind")?,
+            };
+            Ok(ChunkInfo {
                 offset: u64_at(0),
                 compressed_len: u32_at(8),
-                count: u32_at(12),
+                count: count & ((1 << KIND_SHIFT) - 1),
                 first_seq: u64_at(16),
                 last_seq: u64_at(24),
-            }
+                kind,
+            })
         })
-        .collect();
+        .collect::<Result<_, &'static str>>()?;
     Ok((chunks, end))
 }

@@ -18,6 +18,7 @@ mod input;
 pub mod live;
 mod merge;
 pub mod reader;
+pub mod stacks;
 pub mod stats;
 pub mod varint;
 pub mod writer;
@@ -28,6 +29,7 @@ pub use file::{FORMAT_VERSION, MIN_READER_VERSION};
 pub use input::open_input;
 pub use merge::{Events, MAX_MERGE_BYTES};
 pub use reader::{ChunkInfo, RecordingEnd, TraceReader};
+pub use stacks::{Module, StackTable};
 pub use writer::{Rewind, TraceWriter, WriterOptions};
 
 /// What can go wrong reading or writing a trace. Messages are one line, without the file name

@@ -26,6 +26,7 @@ use crate::file::{
 };
 use crate::input::{open_input, Source};
 use crate::merge::Events;
+use crate::stacks::{Module, StackTable};
 use crate::{Result, TraceError};
 
 /// Where one event chunk is and what it holds.
@@ -37,6 +38,8 @@ pub struct ChunkInfo {
     pub count: u32,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// Events, or (format 3) stack nodes or modules.
+    pub kind: ChunkKind,
 }
 
 /// How the chunk directory was obtained.
@@ -86,6 +89,8 @@ pub struct TraceReader {
     header: Header,
     pub(crate) file_len: u64,
     chunks: Vec<ChunkInfo>,
+    /// Stack and module chunks (format 3), in file order.
+    aux: Vec<ChunkInfo>,
     directory: Directory,
     /// Format version that wrote the file.
     version: u16,
@@ -149,6 +154,7 @@ impl TraceReader {
             header,
             file_len,
             chunks: Vec::new(),
+            aux: Vec::new(),
             directory: Directory::Index,
             version,
             data_start,
@@ -157,7 +163,11 @@ impl TraceReader {
         };
         match reader.read_index() {
             IndexLookup::Found(chunks, end) => {
-                reader.chunks = chunks;
+                let (events, aux) = chunks
+                    .into_iter()
+                    .partition(|c| c.kind == ChunkKind::Events);
+                reader.chunks = events;
+                reader.aux = aux;
                 reader.end = Some(end);
             }
             IndexLookup::Absent => {
@@ -184,6 +194,70 @@ impl TraceReader {
     /// Every event chunk found, in file order.
     pub fn chunks(&self) -> &[ChunkInfo] {
         &self.chunks
+    }
+
+    /// Every stack and module chunk found (format 3), in file order.
+    pub fn aux_chunks(&self) -> &[ChunkInfo] {
+        &self.aux
+    }
+
+    /// The stack trie (empty for a trace recorded without stacks). A damaged stack chunk stops
+    /// the table there: the stacks of its nodes and later ones are unknown, and the problem says
+    /// which chunk at which offset. The events are not affected.
+    pub fn stacks(&self) -> (StackTable, Option<TraceError>) {
+        let mut table = StackTable::new();
+        for c in self.aux.iter().filter(|c| c.kind == ChunkKind::Stacks) {
+            let read = read_chunk_at(&self.source, self.file_len, c.offset).and_then(|(h, p)| {
+                let corrupt = |what: String| TraceError::Corrupt {
+                    offset: c.offset,
+                    what,
+                };
+                if h.first_seq != table.len() as u64 + 1 {
+                    return Err(corrupt(format!(
+                        "stack chunk starts at node {} after {} nodes",
+                        h.first_seq,
+                        table.len()
+                    )));
+                }
+                let raw = crate::chunk::decompress(&h, &p).map_err(|f| corrupt(f.to_string()))?;
+                crate::stacks::decode_nodes(&raw, h.first_seq as u32, h.count, &mut table)
+                    .map_err(|what| corrupt(format!("stack chunk: {what}")))
+            });
+            if let Err(e) = read {
+                return (table, Some(e));
+            }
+        }
+        (table, None)
+    }
+
+    /// The modules the recorder saw (a later record of a module replaces an earlier one: an
+    /// unload). A damaged module chunk is skipped and reported.
+    pub fn modules(&self) -> (Vec<Module>, Option<TraceError>) {
+        let mut modules: Vec<Module> = Vec::new();
+        let mut problem = None;
+        for c in self.aux.iter().filter(|c| c.kind == ChunkKind::Modules) {
+            let read = read_chunk_at(&self.source, self.file_len, c.offset).and_then(|(h, p)| {
+                let corrupt = |what: String| TraceError::Corrupt {
+                    offset: c.offset,
+                    what,
+                };
+                let raw = crate::chunk::decompress(&h, &p).map_err(|f| corrupt(f.to_string()))?;
+                serde_json::from_slice::<Vec<Module>>(&raw)
+                    .map_err(|e| corrupt(format!("module chunk: {e}")))
+            });
+            match read {
+                Ok(list) => {
+                    for m in list {
+                        match modules.iter_mut().find(|x| x.id == m.id) {
+                            Some(x) => *x = m,
+                            None => modules.push(m),
+                        }
+                    }
+                }
+                Err(e) => problem = problem.or(Some(e)),
+            }
+        }
+        (modules, problem)
     }
 
     pub fn directory(&self) -> Directory {
@@ -312,7 +386,7 @@ impl TraceReader {
                 .map_err(|f| format!("entry {i} points to byte {}: {f}", c.offset))?;
             let claims = (c.compressed_len, c.count, c.first_seq, c.last_seq);
             let header = (h.compressed_len, h.count, h.first_seq, h.last_seq);
-            if h.kind != ChunkKind::Events || claims != header {
+            if h.kind != c.kind || claims != header {
                 return Err(format!(
                     "entry {i} says {} events, seqs {}..={}, {} bytes; the chunk header at \
                      byte {} says {} events, seqs {}..={}, {} bytes",
@@ -361,14 +435,18 @@ impl TraceReader {
                             .push(truncated(pos, n, "inside a chunk's payload"));
                         break;
                     }
+                    let info = ChunkInfo {
+                        offset: pos,
+                        compressed_len: h.compressed_len,
+                        count: h.count,
+                        first_seq: h.first_seq,
+                        last_seq: h.last_seq,
+                        kind: h.kind,
+                    };
                     if h.kind == ChunkKind::Events {
-                        self.chunks.push(ChunkInfo {
-                            offset: pos,
-                            compressed_len: h.compressed_len,
-                            count: h.count,
-                            first_seq: h.first_seq,
-                            last_seq: h.last_seq,
-                        });
+                        self.chunks.push(info);
+                    } else if matches!(h.kind, ChunkKind::Stacks | ChunkKind::Modules) {
+                        self.aux.push(info);
                     } else if end + TRAILER_LEN as u64 >= self.file_len {
                         // The index and trailer at the end, damaged or cut: nothing follows.
                         if end + (TRAILER_LEN as u64) > self.file_len {

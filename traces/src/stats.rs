@@ -42,6 +42,12 @@ pub struct TraceStats {
     live: LiveSet<()>,
     /// The first few inconsistencies (unknown, double and missed frees), for the user to look at.
     pub examples: Vec<Example>,
+    /// Successful allocating calls that carry a stack, and those that do not.
+    pub allocations_with_stack: u64,
+    pub allocations_without_stack: u64,
+    /// The distinct stacks (leaf nodes) allocating calls named.
+    #[serde(skip)]
+    pub stack_ids: rustc_hash::FxHashSet<u32>,
 }
 
 const MAX_EXAMPLES: usize = 10;
@@ -75,6 +81,13 @@ impl TraceStats {
         let step = self.live.step(ev);
         if step.born.is_some() {
             self.total_requested_bytes += ev.requested_bytes();
+            match ev.callsite {
+                Some(id) => {
+                    self.allocations_with_stack += 1;
+                    self.stack_ids.insert(id);
+                }
+                None => self.allocations_without_stack += 1,
+            }
         }
         for kind in step.anomalies() {
             if kind.is_inconsistency() && self.examples.len() < MAX_EXAMPLES {

@@ -14,7 +14,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::chunk::{ChunkEncoder, ChunkKind, CHUNK_HEADER_LEN, MAX_CHUNK_EVENTS};
+use crate::chunk::{
+    ChunkEncoder, ChunkKind, CHUNK_HEADER_LEN, MAX_CHUNK_EVENTS, MAX_CHUNK_MODULES, MAX_CHUNK_NODES,
+};
 use crate::end::EndStatus;
 use crate::event::{Event, Header};
 use crate::file::{encode_header, encode_index, parse_fixed, FILE_HEADER_LEN, TRAILER_MAGIC};
@@ -48,6 +50,8 @@ pub struct WriterOptions {
     pub chunk_events: usize,
     /// zstd level (1 = fastest; 3 is zstd's default).
     pub zstd_level: i32,
+    /// The file will hold stack or module chunks: its header asks for a reader of format 3.
+    pub stacks: bool,
 }
 
 impl Default for WriterOptions {
@@ -55,6 +59,7 @@ impl Default for WriterOptions {
         WriterOptions {
             chunk_events: 1 << 16,
             zstd_level: 3,
+            stacks: false,
         }
     }
 }
@@ -106,7 +111,12 @@ impl<W: Write> TraceWriter<W> {
     }
 
     pub fn with_options(mut sink: W, header: &Header, options: WriterOptions) -> Result<Self> {
-        let bytes = encode_header(header);
+        let min_reader = if options.stacks {
+            crate::file::MIN_READER_WITH_STACKS
+        } else {
+            crate::file::MIN_READER_VERSION
+        };
+        let bytes = encode_header(header, min_reader);
         sink.write_all(&bytes)?;
         let chunk_events = options.chunk_events.clamp(1, MAX_CHUNK_EVENTS as usize);
         Ok(TraceWriter {
@@ -171,17 +181,71 @@ impl<W: Write> TraceWriter<W> {
     }
 
     fn put_chunk(&mut self, events: &[Event]) -> Result<()> {
+        let (first, last) = (events[0].seq, events[events.len() - 1].seq);
+        self.put(ChunkKind::Events, events.len() as u32, first, last)?;
+        self.events_written += events.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the chunk in `buf` (one write) and lists it in the index.
+    fn put(&mut self, kind: ChunkKind, count: u32, first_seq: u64, last_seq: u64) -> Result<()> {
         self.undo_checkpoint()?;
         self.sink.write_all(&self.buf)?;
         self.index.push(ChunkInfo {
             offset: self.pos,
             compressed_len: (self.buf.len() - crate::chunk::CHUNK_HEADER_LEN) as u32,
-            count: events.len() as u32,
-            first_seq: events[0].seq,
-            last_seq: events[events.len() - 1].seq,
+            count,
+            first_seq,
+            last_seq,
+            kind,
         });
         self.pos += self.buf.len() as u64;
-        self.events_written += events.len() as u64;
+        Ok(())
+    }
+
+    /// Writes stack-trie nodes `first ..` (each (parent, return address); see `traces::stacks`)
+    /// as one chunk per at most 2^20 nodes. Write them before any event that refers to them: a
+    /// file cut anywhere then has the nodes of every event it still holds.
+    pub fn write_stacks(&mut self, first: u32, nodes: &[(u32, u64)]) -> Result<()> {
+        for (i, part) in nodes.chunks(MAX_CHUNK_NODES as usize).enumerate() {
+            let first = first + (i * MAX_CHUNK_NODES as usize) as u32;
+            let mut raw = Vec::with_capacity(part.len() * 4);
+            crate::stacks::encode_nodes(first, part, &mut raw);
+            let (lo, hi) = (first as u64, first as u64 + part.len() as u64 - 1);
+            self.buf.clear();
+            self.encoder
+                .write_chunk(
+                    ChunkKind::Stacks,
+                    &raw,
+                    part.len() as u32,
+                    (lo, hi, 0, 0),
+                    self.options.zstd_level,
+                    &mut self.buf,
+                )
+                .map_err(|f| TraceError::Invalid(format!("cannot encode stack chunk: {f}")))?;
+            self.put(ChunkKind::Stacks, part.len() as u32, lo, hi)?;
+        }
+        Ok(())
+    }
+
+    /// Writes module records (new modules, or unloads of earlier ones: a record replaces the
+    /// one with the same id).
+    pub fn write_modules(&mut self, modules: &[crate::stacks::Module]) -> Result<()> {
+        for part in modules.chunks(MAX_CHUNK_MODULES as usize) {
+            let raw = serde_json::to_vec(part).expect("modules serialise");
+            self.buf.clear();
+            self.encoder
+                .write_chunk(
+                    ChunkKind::Modules,
+                    &raw,
+                    part.len() as u32,
+                    (0, 0, 0, 0),
+                    self.options.zstd_level,
+                    &mut self.buf,
+                )
+                .map_err(|f| TraceError::Invalid(format!("cannot encode module chunk: {f}")))?;
+            self.put(ChunkKind::Modules, part.len() as u32, 0, 0)?;
+        }
         Ok(())
     }
 
@@ -282,6 +346,7 @@ impl TraceWriter<File> {
             .map_err(TraceError::Read)?;
         parse_fixed(&fixed)?;
         let mut index: Vec<ChunkInfo> = reader.chunks().to_vec();
+        index.extend_from_slice(reader.aux_chunks());
         index.sort_by_key(|c| c.offset);
         let keep = index.last().map_or(reader.data_start(), |c| {
             c.offset + CHUNK_HEADER_LEN as u64 + c.compressed_len as u64
@@ -289,7 +354,11 @@ impl TraceWriter<File> {
         let len = file.metadata().map_err(TraceError::Read)?.len();
         file.rewind_to(keep)?;
         let chunk_events = options.chunk_events.clamp(1, MAX_CHUNK_EVENTS as usize);
-        let events = index.iter().map(|c| c.count as u64).sum();
+        let events = index
+            .iter()
+            .filter(|c| c.kind == ChunkKind::Events)
+            .map(|c| c.count as u64)
+            .sum();
         let writer = TraceWriter {
             sink: file,
             pos: keep,

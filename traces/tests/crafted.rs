@@ -45,9 +45,20 @@ fn one_truncation(errors: &[TraceError], words: &[&str]) {
 }
 
 #[test]
+fn an_index_entry_naming_an_unknown_chunk_kind_sends_the_reader_to_a_scan() {
+    let mut bytes = assemble(&three_chunks(), Some(&exited()));
+    rewrite_index(&mut bytes, |list| list[1].count |= 0xF0 << 24);
+    let (r, events, errors) = read(&bytes);
+    assert_eq!(r.directory(), traces::reader::Directory::Scanned);
+    assert!(events == craft::events(0, 300));
+    one_truncation(&errors, &["unknown chunk kind"]);
+}
+
+#[test]
 fn an_index_entry_with_a_huge_count_is_a_lie_its_chunk_header_exposes() {
     let mut bytes = assemble(&three_chunks(), Some(&exited()));
-    rewrite_index(&mut bytes, |list| list[1].count = u32::MAX - 7);
+    // The largest count an index entry can claim (24 bits; the top byte names the chunk kind).
+    rewrite_index(&mut bytes, |list| list[1].count = (1 << 24) - 8);
     let (r, events, errors) = read(&bytes);
     assert_eq!(r.directory(), traces::reader::Directory::Scanned);
     assert!(
@@ -56,7 +67,7 @@ fn an_index_entry_with_a_huge_count_is_a_lie_its_chunk_header_exposes() {
     );
     one_truncation(
         &errors,
-        &["the index at byte", "entry 1 says 4294967288 events"],
+        &["the index at byte", "entry 1 says 16777208 events"],
     );
 }
 

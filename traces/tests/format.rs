@@ -276,6 +276,7 @@ fn push_writes_a_single_ordered_stream_in_chunks() {
     let opts = WriterOptions {
         chunk_events: 777,
         zstd_level: 1,
+        ..WriterOptions::default()
     };
     let mut w = TraceWriter::with_options(file, &header(), opts).unwrap();
     for e in &events {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use traces::{
-    EndStatus, Ending, Event, Header, Op, PtrKind, TraceReader, TraceWriter, WriterOptions,
+    EndStatus, Ending, Event, Header, Module, Op, PtrKind, TraceReader, TraceWriter, WriterOptions,
 };
 
 fn samples() -> PathBuf {
@@ -105,9 +105,13 @@ fn write_golden_sample() {
     let opts = WriterOptions {
         chunk_events: 2,
         zstd_level: 19,
+        stacks: true,
     };
     let file = std::fs::File::create(&path).unwrap();
     let mut w = TraceWriter::with_options(file, &header, opts).unwrap();
+    // Modules and the stack nodes the events name (call sites 3 and 7), before the events.
+    w.write_modules(&golden_modules()).unwrap();
+    w.write_stacks(1, &golden_nodes()).unwrap();
     // Per-thread chunks of two events, written when full, as the collector does.
     let mut bufs: Vec<Vec<Event>> = vec![Vec::new(); 3];
     for e in &events {
@@ -124,7 +128,45 @@ fn write_golden_sample() {
     w.finish_with(&golden_end()).unwrap();
 }
 
-/// The end status the version 2 sample was finished with.
+/// The modules of the version 3 sample.
+fn golden_modules() -> Vec<Module> {
+    vec![
+        Module {
+            id: 0,
+            path: "/usr/bin/golden".into(),
+            build_id: "0123456789abcdef".into(),
+            bias: 0x5555_0000_0000,
+            ranges: vec![(0x5555_0000_1000, 0x5555_0000_9000, 0x1000)],
+            loaded_seq: 0,
+            unloaded_seq: None,
+        },
+        Module {
+            id: 1,
+            path: "/usr/lib/libgolden.so".into(),
+            build_id: String::new(),
+            bias: 0x7f00_0000_0000,
+            ranges: vec![(0x7f00_0000_2000, 0x7f00_0000_4000, 0x2000)],
+            loaded_seq: 5,
+            unloaded_seq: Some(15),
+        },
+    ]
+}
+
+/// Nodes 1..=7 of the version 3 sample: (parent, return address). Node 3 is main -> a -> b; node
+/// 7 is main -> c (in the library) -> d -> e -> f.
+fn golden_nodes() -> Vec<(u32, u64)> {
+    vec![
+        (0, 0x5555_0000_1100),
+        (1, 0x5555_0000_2200),
+        (2, 0x5555_0000_3300),
+        (1, 0x7f00_0000_2100),
+        (4, 0x7f00_0000_2200),
+        (5, 0x7f00_0000_2300),
+        (6, 0x7f00_0000_2400),
+    ]
+}
+
+/// The end status the version 2 and 3 samples were finished with.
 fn golden_end() -> EndStatus {
     EndStatus {
         how: Ending::Killed,
@@ -147,4 +189,29 @@ fn v2_golden_sample_still_reads() {
         events == csv_events(),
         "golden events differ from v1-golden.csv"
     );
+}
+
+#[test]
+fn v3_golden_sample_still_reads() {
+    let r = TraceReader::open(&samples().join("v3-golden.atrace")).unwrap();
+    assert_eq!(r.header().format_version, 3);
+    assert_eq!(r.header().recorder, "allocscope golden sample v3");
+    assert_eq!(r.end_status(), Some(&golden_end()));
+    assert_eq!(r.chunks().len(), 12, "event chunks");
+    let (modules, problem) = r.modules();
+    assert_eq!((modules, problem.is_none()), (golden_modules(), true));
+    let (stacks, problem) = r.stacks();
+    assert!(problem.is_none());
+    assert_eq!(stacks.len(), 7);
+    assert_eq!(
+        stacks.frames(3).collect::<Vec<_>>(),
+        [0x5555_0000_3300, 0x5555_0000_2200, 0x5555_0000_1100]
+    );
+    assert_eq!(stacks.depth(7), 5);
+    let events: Vec<Event> = r.events().map(Result::unwrap).collect();
+    assert!(
+        events == csv_events(),
+        "golden events differ from v1-golden.csv"
+    );
+    assert_eq!(events[1].callsite, Some(7));
 }

@@ -25,3 +25,5 @@ pub const SPOOL: &str = "ALLOCSCOPE_SPOOL";
 /// The clock calibration `record` measured once, so that no traced process has to: the form of
 /// `cycle_clock::Calibration::encode`.
 pub const CLOCK: &str = "ALLOCSCOPE_CLOCK";
+/// Frames kept per call stack (0 or unset: no stacks; `record --stack-depth`, default 64).
+pub const STACK_DEPTH: &str = "ALLOCSCOPE_STACK_DEPTH";

@@ -11,10 +11,12 @@
 //! Nothing here allocates on a path the shim's hooks take: the hooks only use [`ring::Record`].
 #![forbid(unsafe_code)]
 
+pub mod elf;
 pub mod env;
 pub mod manifest;
 pub mod order;
 pub mod ring;
+pub mod stacks;
 
 use traces::{Event, Op, PtrKind};
 
@@ -66,6 +68,6 @@ pub fn to_event(r: &Record, time: &Timebase) -> Event {
         failed: r.failed != 0,
         latency_ns: time.latency_ns(r.ticks),
         kind: PtrKind::Unknown,
-        callsite: None,
+        callsite: (r.stack != 0).then_some(r.stack),
     }
 }

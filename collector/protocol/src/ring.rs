@@ -48,7 +48,10 @@ pub struct Record {
     pub ticks: u32,
     /// For a realloc: `seq` minus the value of the sequence counter when the call began
     /// (saturated), so that [`crate::order`] knows which other calls ran while it moved the block.
-    pub window: u32,
+    pub window: u16,
+    /// `traces::Op` code.
+    pub op: u8,
+    pub failed: u8,
     /// Address returned (0 for none or failure).
     pub addr: u64,
     /// Address passed in (free, realloc, reallocarray).
@@ -59,10 +62,8 @@ pub struct Record {
     pub extra: u64,
     /// Recorder's thread number.
     pub thread: u32,
-    /// `traces::Op` code.
-    pub op: u8,
-    pub failed: u8,
-    pub _pad: [u8; 2],
+    /// The call's stack: a node of the image's stack trie (0: no stack).
+    pub stack: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Record>() == RECORD_LEN);
@@ -76,16 +77,34 @@ impl Record {
             seq: u64_at(0),
             start: u64_at(8),
             ticks: u32_at(16),
-            window: u32_at(20),
+            window: u16::from_le_bytes([b[20], b[21]]),
+            op: b[22],
+            failed: b[23],
             addr: u64_at(24),
             old_addr: u64_at(32),
             size: u64_at(40),
             extra: u64_at(48),
             thread: u32_at(56),
-            op: b[60],
-            failed: b[61],
-            _pad: [0; 2],
+            stack: u32_at(60),
         }
+    }
+
+    /// The record's in-memory bytes (the inverse of [`Record::from_bytes`]).
+    pub fn to_bytes(&self) -> [u8; RECORD_LEN] {
+        let mut raw = [0u8; RECORD_LEN];
+        raw[0..8].copy_from_slice(&self.seq.to_le_bytes());
+        raw[8..16].copy_from_slice(&self.start.to_le_bytes());
+        raw[16..20].copy_from_slice(&self.ticks.to_le_bytes());
+        raw[20..22].copy_from_slice(&self.window.to_le_bytes());
+        raw[22] = self.op;
+        raw[23] = self.failed;
+        raw[24..32].copy_from_slice(&self.addr.to_le_bytes());
+        raw[32..40].copy_from_slice(&self.old_addr.to_le_bytes());
+        raw[40..48].copy_from_slice(&self.size.to_le_bytes());
+        raw[48..56].copy_from_slice(&self.extra.to_le_bytes());
+        raw[56..60].copy_from_slice(&self.thread.to_le_bytes());
+        raw[60..64].copy_from_slice(&self.stack.to_le_bytes());
+        raw
     }
 }
 
@@ -226,20 +245,7 @@ mod tests {
         b[TAIL_AT..TAIL_AT + 8].copy_from_slice(&tail.to_le_bytes());
         for (i, r) in records {
             let at = HEADER_LEN + (i & (cap - 1)) as usize * RECORD_LEN;
-            // The same layout the shim writes: the struct's bytes.
-            let mut raw = [0u8; RECORD_LEN];
-            raw[0..8].copy_from_slice(&r.seq.to_le_bytes());
-            raw[8..16].copy_from_slice(&r.start.to_le_bytes());
-            raw[16..20].copy_from_slice(&r.ticks.to_le_bytes());
-            raw[20..24].copy_from_slice(&r.window.to_le_bytes());
-            raw[24..32].copy_from_slice(&r.addr.to_le_bytes());
-            raw[32..40].copy_from_slice(&r.old_addr.to_le_bytes());
-            raw[40..48].copy_from_slice(&r.size.to_le_bytes());
-            raw[48..56].copy_from_slice(&r.extra.to_le_bytes());
-            raw[56..60].copy_from_slice(&r.thread.to_le_bytes());
-            raw[60] = r.op;
-            raw[61] = r.failed;
-            b[at..at + RECORD_LEN].copy_from_slice(&raw);
+            b[at..at + RECORD_LEN].copy_from_slice(&r.to_bytes());
         }
         b
     }
@@ -252,6 +258,7 @@ mod tests {
             size: seq * 2,
             thread: 3,
             window: 1,
+            stack: 7,
             ..Record::default()
         };
         // cap 4, tail 6, head 9: slots 2, 3, 0.
@@ -286,5 +293,49 @@ mod tests {
         assert_eq!(parse_file_name(name), Some((4242, u64::MAX)));
         assert_eq!(write_file_name(&mut buf[..10], 4242, 1, 1, 1), None);
         assert_eq!(parse_file_name("1-2-3.ring"), None);
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn the_byte_form_is_the_struct_as_it_lies_in_memory() {
+        // The shim writes the struct itself into the ring file; recovery reads bytes at these
+        // offsets.
+        let offsets = [
+            (offset_of!(Record, seq), 0),
+            (offset_of!(Record, start), 8),
+            (offset_of!(Record, ticks), 16),
+            (offset_of!(Record, window), 20),
+            (offset_of!(Record, op), 22),
+            (offset_of!(Record, failed), 23),
+            (offset_of!(Record, addr), 24),
+            (offset_of!(Record, old_addr), 32),
+            (offset_of!(Record, size), 40),
+            (offset_of!(Record, extra), 48),
+            (offset_of!(Record, thread), 56),
+            (offset_of!(Record, stack), 60),
+        ];
+        for (got, want) in offsets {
+            assert_eq!(got, want);
+        }
+        let r = Record {
+            seq: 1,
+            start: 2,
+            ticks: 3,
+            window: 4,
+            op: 5,
+            failed: 1,
+            addr: 7,
+            old_addr: 8,
+            size: 9,
+            extra: 10,
+            thread: 11,
+            stack: 12,
+        };
+        assert_eq!(Record::from_bytes(&r.to_bytes()), r);
     }
 }

@@ -28,6 +28,7 @@ fn record_after(
     extra: u64,
     failed: bool,
 ) {
+    let stack = if failed { 0 } else { h.stack() };
     let seq = h.seq();
     h.commit(Record {
         seq,
@@ -41,7 +42,7 @@ fn record_after(
         thread: 0,
         op: op.code(),
         failed: failed as u8,
-        _pad: [0; 2],
+        stack,
     });
 }
 
@@ -236,12 +237,13 @@ fn record_moving(
     extra: usize,
     window_start: u64,
 ) {
+    let stack = if n.is_null() { 0 } else { h.stack() };
     let seq = h.seq();
     h.commit(Record {
         seq,
         start,
         ticks: ticks(start, end),
-        window: seq.saturating_sub(window_start).min(u32::MAX as u64) as u32,
+        window: seq.saturating_sub(window_start).min(u16::MAX as u64) as u16,
         addr: n as u64,
         old_addr: p as u64,
         size: size as u64,
@@ -249,7 +251,7 @@ fn record_moving(
         thread: 0,
         op: op.code(),
         failed: n.is_null() as u8,
-        _pad: [0; 2],
+        stack,
     });
 }
 

@@ -56,9 +56,12 @@ mod clock;
 mod exec;
 mod hooks;
 mod lifecycle;
+mod modules;
 mod real;
 mod ring;
 mod sink;
+mod trie;
+mod unwind;
 mod writer;
 
 use std::cell::Cell;
@@ -100,6 +103,8 @@ struct ThreadState {
     thread_no: Cell<u32>,
     /// The pthread key destructor ran: the thread is exiting.
     exiting: Cell<bool>,
+    /// This thread's unwinding state (null until its first stack; freed at thread exit).
+    unwind: Cell<*mut unwind::ThreadUnwind>,
 }
 
 thread_local! {
@@ -109,6 +114,7 @@ thread_local! {
             depth: Cell::new(0),
             thread_no: Cell::new(0),
             exiting: Cell::new(false),
+            unwind: Cell::new(null_mut()),
         }
     };
 }
@@ -249,6 +255,42 @@ impl Hook {
     }
 }
 
+impl Hook {
+    /// The trie node of the calling program's stack (0: stacks off, or none could be had).
+    #[inline(always)]
+    pub(crate) fn stack(&self) -> u32 {
+        let depth = unwind::DEPTH.load(Ordering::Relaxed);
+        if depth == 0 {
+            return 0;
+        }
+        stack_slow(self.t, depth as usize)
+    }
+}
+
+#[inline(never)]
+fn stack_slow(t: &'static ThreadState, depth: usize) -> u32 {
+    let Some(trie) = trie::current() else {
+        return 0;
+    };
+    let mut u = t.unwind.get();
+    if u.is_null() {
+        // Once per thread. The state comes from the real allocator (our own allocator never goes
+        // through the hooks), after the real call returned: no allocator lock is held here.
+        let saved = errno();
+        u = unwind::ThreadUnwind::for_this_thread().map_or(null_mut(), Box::into_raw);
+        set_errno(saved);
+        if u.is_null() {
+            return 0;
+        }
+        t.unwind.set(u);
+    }
+    // SAFETY: `u` is this thread's own state, used by this thread only, and not freed before the
+    // thread exits.
+    let u = unsafe { &mut *u };
+    let n = unwind::capture(u, depth);
+    unwind::intern(u, trie, n)
+}
+
 impl Drop for Hook {
     #[inline(always)]
     fn drop(&mut self) {
@@ -323,6 +365,12 @@ pub(crate) fn set_errno(v: i32) {
 extern "C" fn on_thread_exit(ring: *mut libc::c_void) {
     let t = tls();
     t.exiting.set(true);
+    let u = t.unwind.replace(null_mut());
+    if !u.is_null() {
+        let _q = Quiet::new();
+        // SAFETY: the thread's own state from Box::into_raw, no longer reachable from the thread.
+        drop(unsafe { Box::from_raw(u) });
+    }
     if !ring.is_null() && t.ring.get() == ring.cast() {
         t.ring.set(null_mut());
         // SAFETY: `ring` is the thread's ring from `ring::acquire`, never unmapped.

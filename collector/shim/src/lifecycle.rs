@@ -32,6 +32,8 @@ pub struct Config {
     pub zstd_level: i32,
     /// Directory for the shared ring files.
     pub spool: Option<CString>,
+    /// Frames kept per call stack (0: no stacks).
+    pub stack_depth: u32,
 }
 
 pub static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -70,6 +72,10 @@ fn read_config() -> Option<Config> {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1),
         spool: var(env::SPOOL).and_then(|v| CString::new(v.into_vec()).ok()),
+        stack_depth: var_str(env::STACK_DEPTH)
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0)
+            .min(crate::unwind::MAX_DEPTH as u32),
     })
 }
 
@@ -141,6 +147,7 @@ fn create(
         .open(path)?;
     let options = traces::WriterOptions {
         zstd_level,
+        stacks: crate::unwind::DEPTH.load(Ordering::Relaxed) > 0,
         ..traces::WriterOptions::default()
     };
     TraceWriter::with_options(GuardedFile::new(file)?, header, options)
@@ -182,15 +189,21 @@ fn new_image_id() -> u64 {
 /// Opens the trace, sets up the spool and starts the writer; on failure the process goes on
 /// untraced. `forked_from` is the parent's pid in a fork child.
 fn start_recording(cfg: &'static Config, forked_from: Option<u32>) {
-    let started = open_trace(cfg, forked_from).and_then(|(w, path)| {
+    crate::unwind::DEPTH.store(cfg.stack_depth, Ordering::Relaxed);
+    let started = open_trace(cfg, forked_from).and_then(|(mut w, path)| {
         let image = new_image_id();
-        if let Some(dir) = &cfg.spool {
-            match GuardedDir::open(dir) {
-                Ok(d) => ring::set_spool(Some(ring::Spool {
-                    dir: Box::leak(Box::new(d)),
-                    pid: getpid(),
-                    image,
-                })),
+        let mut dir = None;
+        if let Some(spool) = &cfg.spool {
+            match GuardedDir::open(spool) {
+                Ok(d) => {
+                    let d: &'static GuardedDir = Box::leak(Box::new(d));
+                    dir = Some(d);
+                    ring::set_spool(Some(ring::Spool {
+                        dir: d,
+                        pid: getpid(),
+                        image,
+                    }))
+                }
                 Err(e) => manifest_line(
                     cfg,
                     &Line::Error {
@@ -212,6 +225,9 @@ fn start_recording(cfg: &'static Config, forked_from: Option<u32>) {
                 path: path.clone(),
             },
         );
+        if cfg.stack_depth > 0 {
+            start_stacks(&mut w, dir, image).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         // The calling thread's ring (the main thread's, or the forking thread's) moves to a shared
         // file now; other threads' rings do when they are next taken.
         let mine = crate::tls().ring.get();
@@ -235,6 +251,23 @@ fn start_recording(cfg: &'static Config, forked_from: Option<u32>) {
     }
 }
 
+/// Sets up call stacks for this image: the modules (written to the trace at once, so that a
+/// process killed before its first pass still names them), the unwinder and an empty trie.
+fn start_stacks(
+    w: &mut TraceWriter<GuardedFile>,
+    dir: Option<&'static GuardedDir>,
+    image: u64,
+) -> traces::Result<()> {
+    let modules = crate::modules::refresh(true, 0);
+    w.write_modules(&modules)?;
+    w.flush()?;
+    crate::trie::clear();
+    if !crate::trie::create(dir, getpid(), image) {
+        crate::unwind::DEPTH.store(0, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 /// Stops recording for good in this process image and drops what the rings hold.
 fn stop() {
     MODE.store(MODE_OFF, Ordering::Release);
@@ -242,10 +275,11 @@ fn stop() {
     remove_ring_files();
 }
 
-/// Removes this image's ring files: its trace is finished (or recording stopped), nothing is left
-/// for `record` to recover.
+/// Removes this image's ring and stack files: its trace is finished (or recording stopped),
+/// nothing is left for `record` to recover.
 pub fn remove_ring_files() {
     ring::for_each(|r| r.remove_file());
+    crate::trie::remove_file();
 }
 
 extern "C" fn on_load() {
@@ -361,8 +395,9 @@ fn fork_child() {
     let parent = getppid();
     PID.store(getpid(), Ordering::Relaxed);
     writer::reset_after_fork();
-    // The parent's rings and spool are the parent's: this image gets its own.
+    // The parent's rings, stack trie and spool are the parent's: this image gets its own.
     ring::set_spool(None);
+    crate::trie::forget_in_child();
     let t = crate::tls();
     let mine = t.ring.get();
     ring::for_each(|r| {

@@ -232,6 +232,24 @@ pub struct Writer {
     /// The watermark of the last chunk written.
     last_watermark: u64,
     time: Option<Timebase>,
+    /// Stack nodes in the trace so far (ids 1 ..= this), and a buffer for the next ones.
+    nodes_written: u32,
+    nodes: Vec<(u32, u64)>,
+}
+
+/// Node `id` of the trie once its hook has finished filling it (a few instructions after it took
+/// the id), waiting at most 100 ms.
+fn node_when_complete(trie: &crate::trie::Trie, id: u32) -> Option<(u32, u64)> {
+    let deadline = crate::clock::monotonic_ns() + 100_000_000;
+    loop {
+        if let Some(n) = trie.node(id) {
+            return Some(n);
+        }
+        if id >= trie.next_id() || crate::clock::monotonic_ns() > deadline {
+            return None;
+        }
+        std::thread::yield_now();
+    }
 }
 
 impl Writer {
@@ -246,6 +264,8 @@ impl Writer {
             mixed: Vec::new(),
             last_watermark: 0,
             time: None,
+            nodes_written: 0,
+            nodes: Vec::new(),
         }
     }
 
@@ -394,7 +414,7 @@ impl Writer {
             r.read_new(|rec| {
                 v.push(Pending {
                     event: to_event(rec, time),
-                    window: rec.window,
+                    window: rec.window.into(),
                     tag: (),
                 })
             });
@@ -428,6 +448,10 @@ impl Writer {
                 tag: i,
             }));
         }
+        // What the events of this pass refer to goes first: modules loaded since the last pass
+        // (read after the rings, so every module an event read here can name is included) and the
+        // stack nodes.
+        self.write_stack_context(all)?;
         if !self.batch.is_empty() {
             self.batch.sort_unstable_by_key(|p| p.event.seq);
             order_moving_reallocs(&mut self.batch);
@@ -454,6 +478,50 @@ impl Writer {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         } else if all {
             w.flush().map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the module records and the stack nodes the events of this pass need (all complete
+    /// nodes on a requested flush). Nothing when stacks are off.
+    fn write_stack_context(&mut self, all: bool) -> Result<(), String> {
+        let Some(trie) = crate::trie::current() else {
+            return Ok(());
+        };
+        let w = self.out.as_mut().ok_or("the trace is closed")?;
+        let path = &self.path;
+        let err = |e: traces::TraceError| format!("{}: {e}", path.display());
+        let modules = crate::modules::refresh(false, SEQ.load(Ordering::Acquire));
+        if !modules.is_empty() {
+            w.write_modules(&modules).map_err(err)?;
+        }
+        let needed = self
+            .batch
+            .iter()
+            .filter_map(|p| p.event.callsite)
+            .max()
+            .unwrap_or(0);
+        let target = if all {
+            trie.next_id().saturating_sub(1).max(needed)
+        } else {
+            needed
+        };
+        if target <= self.nodes_written {
+            return Ok(());
+        }
+        self.nodes.clear();
+        let first = self.nodes_written + 1;
+        for id in first..=target {
+            match node_when_complete(trie, id) {
+                Some(n) => self.nodes.push(n),
+                // Reserved by a thread that never finished it (it died, or this is a final
+                // flush racing a hook): the events that name it show an unknown stack.
+                None => break,
+            }
+        }
+        if !self.nodes.is_empty() {
+            w.write_stacks(first, &self.nodes).map_err(err)?;
+            self.nodes_written += self.nodes.len() as u32;
         }
         Ok(())
     }

@@ -220,6 +220,7 @@ pub fn entries(prefix_len: usize, chunks: &[Vec<u8>]) -> Vec<ChunkInfo> {
                 count: u32_at(16),
                 first_seq: u64_at(24),
                 last_seq: u64_at(32),
+                kind: traces::chunk::ChunkKind::Events,
             };
             at += c.len() as u64;
             info
@@ -285,6 +286,7 @@ pub fn rewrite_index(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut Vec<ChunkInfo>)
             count: u32::from_le_bytes(e[12..16].try_into().unwrap()),
             first_seq: u64::from_le_bytes(e[16..24].try_into().unwrap()),
             last_seq: u64::from_le_bytes(e[24..32].try_into().unwrap()),
+            kind: traces::chunk::ChunkKind::Events,
         })
         .collect();
     let end: EndStatus = serde_json::from_slice(&raw[split..]).unwrap();

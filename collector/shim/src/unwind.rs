@@ -47,6 +47,9 @@ pub type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
 
 /// Frames kept per stack at most (`record --stack-depth`).
 pub const MAX_DEPTH: usize = 256;
+/// Stack a thread must have left for its unwinding state to be built (threads with less get no
+/// stacks rather than a risk of overflowing theirs).
+const MIN_STACK_ROOM: u64 = 256 << 10;
 
 /// The current unwinder (null: stacks off or not set up yet). Leaked: never freed.
 static UNWINDER: AtomicPtr<Installed> = AtomicPtr::new(std::ptr::null_mut());
@@ -101,29 +104,64 @@ pub struct ThreadUnwind {
     pub cache: Cache,
     pub stack_lo: u64,
     pub stack_hi: u64,
-    /// The stack being captured (innermost first).
-    pub frames: [u64; MAX_DEPTH],
-    /// The last stack interned, innermost first, and the trie node of each of its frames.
-    pub last: [u64; MAX_DEPTH],
-    pub last_nodes: [u32; MAX_DEPTH],
+    /// Two stacks: the one being captured (`cur`) and the last one interned (the other, with
+    /// `last_len` frames); they swap roles after each intern, so nothing is copied.
+    stacks: [Stack; 2],
+    cur: usize,
     pub last_len: usize,
+    /// Frames unwound, and frames taken over from the previous stack (statistics).
+    pub unwound: u64,
+    pub reused: u64,
     /// The trie generation `last_nodes` belongs to (a fork child starts a new trie).
     pub trie_generation: u64,
 }
 
+/// One captured stack, innermost first: return addresses, each frame's CFA, and (once
+/// interned) each frame's trie node.
+struct Stack {
+    frames: [u64; MAX_DEPTH],
+    cfas: [u64; MAX_DEPTH],
+    nodes: [u32; MAX_DEPTH],
+}
+
+impl Stack {
+    const EMPTY: Stack = Stack {
+        frames: [0; MAX_DEPTH],
+        cfas: [0; MAX_DEPTH],
+        nodes: [0; MAX_DEPTH],
+    };
+}
+
 impl ThreadUnwind {
+    /// The stack being captured and the last one interned.
+    fn pair(&mut self) -> (&mut Stack, &Stack) {
+        let [a, b] = &mut self.stacks;
+        if self.cur == 0 {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
     /// A new state for the calling thread (its stack bounds read once here). Shim code: it
     /// allocates (through the real allocator, never the hooks).
     pub fn for_this_thread() -> Option<Box<ThreadUnwind>> {
         let (lo, hi) = stack_bounds()?;
+        // Building the state may take a few tens of KiB of stack (the unwinder's preallocated
+        // DWARF evaluation context passes through it): only on a thread with room to spare.
+        let here = &lo as *const u64 as u64;
+        if here.saturating_sub(lo) < MIN_STACK_ROOM {
+            return None;
+        }
         Some(Box::new(ThreadUnwind {
             cache: Cache::new_in(),
             stack_lo: lo,
             stack_hi: hi,
-            frames: [0; MAX_DEPTH],
-            last: [0; MAX_DEPTH],
-            last_nodes: [0; MAX_DEPTH],
+            stacks: [Stack::EMPTY, Stack::EMPTY],
+            cur: 0,
             last_len: 0,
+            unwound: 0,
+            reused: 0,
             trie_generation: 0,
         }))
     }
@@ -183,37 +221,80 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
         }
     };
     let shim = SHIM_START.load(Ordering::Relaxed)..SHIM_END.load(Ordering::Relaxed);
-    let out = &mut t.frames[..depth.min(MAX_DEPTH)];
-    let mut frames = installed.unwinder.iter_frames(
-        pc,
-        UnwindRegsX86_64::new(pc, sp, bp),
-        &mut t.cache,
-        &mut read_stack,
-    );
-    let mut n = 0;
-    let mut in_shim = true;
-    let mut last = 0;
-    while let Ok(Some(frame)) = frames.next() {
-        let addr = match frame {
-            FrameAddress::InstructionPointer(a) => a,
-            FrameAddress::ReturnAddress(a) => a.get(),
+    let depth = depth.min(MAX_DEPTH);
+    let mut regs = UnwindRegsX86_64::new(pc, sp, bp);
+    let mut at = FrameAddress::InstructionPointer(pc);
+    let (mut n, mut j) = (0usize, 0usize);
+    let m = t.last_len;
+    let mut stopped_at = 0;
+    let (mut unwound, mut reused) = (0, 0);
+    let cache = &mut t.cache;
+    let [a, b] = &mut t.stacks;
+    let (cur, last) = if t.cur == 0 { (a, &*b) } else { (b, &*a) };
+    while n < depth {
+        let ra = match installed
+            .unwinder
+            .unwind_frame(at, &mut regs, cache, &mut read_stack)
+        {
+            Ok(Some(ra)) => ra,
+            Ok(None) => break,
+            Err(_) => {
+                stopped_at = at.address();
+                break;
+            }
         };
-        if in_shim && shim.contains(&addr) {
-            continue;
+        let Some(next) = FrameAddress::from_return_address(ra) else {
+            break;
+        };
+        at = next;
+        if n == 0 && shim.contains(&ra) {
+            continue; // the hook's own frames
         }
-        in_shim = false;
-        if n == out.len() {
-            return n;
+        // The caller's stack pointer when it made this call: the frame's CFA, where `ra` lies
+        // at CFA - 8.
+        let cfa = regs.sp();
+        // The previous stack of this thread, from the frame at this CFA outward, may still be
+        // there: then its return addresses are reused instead of unwound again.
+        while j < m && last.cfas[j] < cfa {
+            j += 1;
         }
-        out[n] = addr;
+        if j < m && last.cfas[j] == cfa && last.frames[j] == ra && outer_intact(last, j, m, sp, hi)
+        {
+            let k = (m - j).min(depth - n);
+            cur.frames[n..n + k].copy_from_slice(&last.frames[j..j + k]);
+            cur.cfas[n..n + k].copy_from_slice(&last.cfas[j..j + k]);
+            reused = k as u64;
+            n += k;
+            break;
+        }
+        cur.frames[n] = ra;
+        cur.cfas[n] = cfa;
+        unwound += 1;
         n += 1;
-        last = addr;
     }
+    t.unwound += unwound;
+    t.reused += reused;
     // Stopped in code no module covers: a library loaded since the last scan, or JIT code.
-    if last != 0 && !installed.covers(last) {
+    if stopped_at != 0 && !installed.covers(stopped_at) {
         crate::modules::STALE.store(true, Ordering::Relaxed);
     }
     n
+}
+
+/// True when every return address of the previous stack from frame `j` to `m` is still in its
+/// slot (at its CFA - 8): the calls above that frame are the same ones, so are their addresses.
+/// A function that returned and was called again from the same call site at the same depth
+/// leaves the same address: the stack it records is the same either way.
+fn outer_intact(last: &Stack, j: usize, m: usize, sp: u64, hi: u64) -> bool {
+    (j..m).all(|x| {
+        let slot = last.cfas[x].wrapping_sub(8);
+        slot >= sp
+            && slot.checked_add(8).is_some_and(|end| end <= hi)
+            && slot.is_multiple_of(8)
+            // SAFETY: an aligned word between the current stack pointer and the top of this
+            // thread's stack, which is mapped and readable.
+            && unsafe { (slot as *const u64).read() } == last.frames[x]
+    })
 }
 
 /// The trie node of the stack in `t.frames[..n]` (0 when it cannot be interned). The outer frames
@@ -225,20 +306,18 @@ pub fn intern(t: &mut ThreadUnwind, trie: &crate::trie::Trie, n: usize) -> u32 {
         t.last_len = 0;
     }
     let m = t.last_len;
+    let (cur, last) = t.pair();
     let mut shared = 0;
-    while shared < n && shared < m && t.frames[n - 1 - shared] == t.last[m - 1 - shared] {
+    while shared < n && shared < m && cur.frames[n - 1 - shared] == last.frames[m - 1 - shared] {
+        cur.nodes[n - 1 - shared] = last.nodes[m - 1 - shared];
         shared += 1;
     }
-    let mut nodes = [0u32; MAX_DEPTH];
-    for j in 0..shared {
-        nodes[n - 1 - j] = t.last_nodes[m - 1 - j];
-    }
-    let mut parent = if shared > 0 { nodes[n - shared] } else { 0 };
+    let mut parent = if shared > 0 { cur.nodes[n - shared] } else { 0 };
     for i in (0..n - shared).rev() {
-        match trie.intern(parent, t.frames[i]) {
+        match trie.intern(parent, cur.frames[i]) {
             Some(id) => {
                 parent = id;
-                nodes[i] = id;
+                cur.nodes[i] = id;
             }
             None => {
                 t.last_len = 0;
@@ -246,12 +325,8 @@ pub fn intern(t: &mut ThreadUnwind, trie: &crate::trie::Trie, n: usize) -> u32 {
             }
         }
     }
-    t.last[..n].copy_from_slice(&t.frames[..n]);
-    t.last_nodes[..n].copy_from_slice(&nodes[..n]);
+    let leaf = if n == 0 { 0 } else { cur.nodes[0] };
     t.last_len = n;
-    if n == 0 {
-        0
-    } else {
-        nodes[0]
-    }
+    t.cur ^= 1;
+    leaf
 }

@@ -2,8 +2,9 @@
 # End-to-end overhead of `allocscope record`: wall time of malloc-heavy programs untraced, under
 # `allocscope record`, and under heaptrack (when installed), run alternately, N rounds each.
 # Prints the median per mode, the ratio to untraced, and the trace's bytes per event.
-# Modes: plain (untraced), record, record-nolat (record --no-latency: one clock read per call),
-# heaptrack (when installed).
+# Modes: plain (untraced), record (with stacks, the default --stack-depth 64), record-nostack
+# (--stack-depth 0), record-nolat (--stack-depth 0 --no-latency: one clock read per call),
+# heaptrack (when installed, with its stacks).
 #
 # Usage: benches/record_overhead.sh [ROUNDS]   (default 5)
 # Env:   ALLOCSCOPE=path/to/allocscope (default: target/release/allocscope, built if missing)
@@ -37,15 +38,16 @@ run() {
     case $mode in
         plain)
             t0=$(now_ns); "$@" > /dev/null; t1=$(now_ns) ;;
-        record|record-nolat)
+        record|record-nostack|record-nolat)
             local extra=()
-            [[ $mode == record-nolat ]] && extra=(--no-latency)
+            [[ $mode == record-nostack ]] && extra=(--stack-depth 0)
+            [[ $mode == record-nolat ]] && extra=(--stack-depth 0 --no-latency)
             t0=$(now_ns)
             "$ALLOCSCOPE" record "${extra[@]}" -o "$WORK/out/t.atrace" -- "$@" > /dev/null 2> "$WORK/out/summary"
             t1=$(now_ns)
             # events and bytes over every process of the run
             awk '/ events, / { for (i = 1; i <= NF; i++) { if ($(i+1) == "events,") ev += $i; if ($(i+1) == "trace" && $(i+2) == "bytes,") by += $i } }
-                 END { printf "%d %d\n", ev, by }' "$WORK/out/summary" >> "$WORK/bpe.$name" ;;
+                 END { printf "%d %d\n", ev, by }' "$WORK/out/summary" >> "$WORK/bpe.$name.$mode" ;;
         heaptrack)
             t0=$(now_ns); heaptrack -o "$WORK/out/ht" "$@" > /dev/null 2>&1; t1=$(now_ns) ;;
     esac
@@ -54,12 +56,12 @@ run() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-MODES="plain record record-nolat"
+MODES="plain record record-nostack record-nolat"
 command -v heaptrack > /dev/null && MODES="$MODES heaptrack"
 
 bench() {
     local name=$1; shift
-    rm -f "$WORK"/times.* "$WORK/bpe.$name"
+    rm -f "$WORK"/times.* "$WORK"/bpe."$name".*
     for ((r = 0; r < ROUNDS; r++)); do
         for m in $MODES; do
             run "$m" "$name" "$@" >> "$WORK/times.$m"
@@ -73,7 +75,10 @@ bench() {
         printf '%-10s %-10s median %8.3f s  ratio %5.2fx\n' "$name" "$m" \
             "$(echo "$med / 1000000000" | bc -l)" "$(echo "$med / $base" | bc -l)"
     done
-    awk -v n="$name" '{ ev += $1; by += $2 } END { if (ev) printf "%-10s record     %d events/run, %.2f bytes/event\n", n, ev / NR, by / ev }' "$WORK/bpe.$name"
+    for m in $MODES; do
+        [[ -f $WORK/bpe.$name.$m ]] || continue
+        awk -v n="$name" -v m="$m" '{ ev += $1; by += $2 } END { if (ev) printf "%-10s %-14s %d events/run, %.3f bytes/event\n", n, m, ev / NR, by / ev }' "$WORK/bpe.$name.$m"
+    done
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"

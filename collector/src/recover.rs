@@ -46,6 +46,10 @@ pub enum Finished {
     StillRunning,
 }
 
+/// How far below the first record left in the rings a call in flight may have taken its seq (the
+/// writer holds back what follows an unfinished call, so its hole is near the end).
+const IN_FLIGHT_WINDOW: u64 = 1 << 16;
+
 /// Ring files (and the stack trie file) of each (pid, image) in `spool`: what a process image
 /// leaves there.
 fn ring_files(spool: &Path) -> HashMap<(u32, u64), Vec<PathBuf>> {
@@ -193,13 +197,35 @@ fn finish_one(
     }
     // (A finished trace with events left in its rings: late frees of a process killed after its
     // exit path began.)
-    if let (Some(lo), Some(hi)) = (
-        records.first().map(|r| r.seq),
-        records.last().map(|r| r.seq),
-    ) {
-        let seen = seqs_in_trace(&reader, lo, hi).map_err(err)?;
-        records.retain(|r| !seen.contains(&r.seq));
-    }
+    //
+    // The seqs near the end that neither the trace nor the rings hold were taken by calls that
+    // had not returned when the process died (at most one per thread): the end status lists them.
+    let trace_hi = reader.chunks().iter().map(|c| c.last_seq).max();
+    let hi = records.last().map(|r| r.seq).max(trace_hi).unwrap_or(0);
+    let lo = records
+        .first()
+        .map_or(hi, |r| r.seq.min(hi))
+        .saturating_sub(IN_FLIGHT_WINDOW);
+    let seen = seqs_in_trace(&reader, lo, hi).map_err(err)?;
+    records.retain(|r| !seen.contains(&r.seq));
+    let in_flight: Vec<u64> = if trace_hi.is_some() || !records.is_empty() {
+        let mut held: HashSet<u64> = seen;
+        held.extend(records.iter().map(|r| r.seq));
+        let first = lo.min(held.iter().copied().min().unwrap_or(lo));
+        (first..=hi).filter(|s| !held.contains(s)).collect()
+    } else {
+        Vec::new()
+    };
+    // More holes than threads could have made is not calls in flight: left for readers to report.
+    let rings = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "ring"))
+        .count();
+    let in_flight = if in_flight.len() <= rings.max(1) {
+        in_flight
+    } else {
+        Vec::new()
+    };
     // Stack nodes the process had not written yet: after those the trace holds.
     let nodes_in_trace = reader.stacks().0.len();
     let nodes: Vec<(u32, u64)> = files
@@ -237,6 +263,7 @@ fn finish_one(
         },
     };
     end.recovered_events += batch.len() as u64;
+    end.in_flight = in_flight;
     let resumed = TraceWriter::resume(path, WriterOptions::default()).map_err(err)?;
     let mut w = resumed.writer;
     if !nodes.is_empty() {

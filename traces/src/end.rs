@@ -48,6 +48,10 @@ pub struct EndStatus {
     /// Detail for the user (why recording stopped, ...). One line.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// Sequence numbers taken by calls that had not returned when the process died (at most one
+    /// per thread): no event holds them, and readers do not count them as missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_flight: Vec<u64>,
 }
 
 impl EndStatus {
@@ -91,6 +95,13 @@ impl EndStatus {
                 .to_string(),
             Ending::Stopped => "recording stopped early".to_string(),
         };
+        if !self.in_flight.is_empty() {
+            s.push_str(&format!(
+                "; {} call{} had not returned",
+                self.in_flight.len(),
+                if self.in_flight.len() == 1 { "" } else { "s" }
+            ));
+        }
         if self.recovered_events > 0 {
             s.push_str(&format!(
                 "; {} events were recovered from its buffers",

@@ -213,6 +213,8 @@ struct SeqCheck {
     gaps: u64,
     missing: u64,
     ranges: Vec<(u64, u64)>,
+    /// Seqs the end status says no event holds (calls in flight when the process died), sorted.
+    excused: Vec<u64>,
 }
 
 impl SeqCheck {
@@ -230,9 +232,11 @@ impl SeqCheck {
             Some((last, _)) => last + 1,
             None => 0,
         };
-        if ev.seq > expected {
+        let excused = self.excused.partition_point(|&s| s < ev.seq)
+            - self.excused.partition_point(|&s| s < expected);
+        if ev.seq > expected + excused as u64 {
             self.gaps += 1;
-            self.missing += ev.seq - expected;
+            self.missing += ev.seq - expected - excused as u64;
             if self.ranges.len() < SHOWN_RANGES {
                 self.ranges.push((expected, ev.seq - 1));
             }
@@ -300,7 +304,17 @@ impl<'r> Events<'r> {
             slots: Vec::new(),
             current: None,
             bound: 0,
-            check: SeqCheck::default(),
+            check: SeqCheck {
+                excused: {
+                    let mut v = reader
+                        .end_status()
+                        .map(|e| e.in_flight.clone())
+                        .unwrap_or_default();
+                    v.sort_unstable();
+                    v
+                },
+                ..SeqCheck::default()
+            },
             halted: false,
             tail: None,
         }

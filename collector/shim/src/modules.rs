@@ -5,8 +5,10 @@
 //!
 //! Found with `dl_iterate_phdr` from the program headers the loader keeps in memory: PT_LOAD
 //! segments give the ranges, PT_GNU_EH_FRAME the `.eh_frame_hdr` section (whose header points to
-//! `.eh_frame`), PT_NOTE the GNU build-id. The unwind sections are copied: a module that is
-//! unloaded later (dlclose) must not leave an unwinder reading unmapped memory. Called only from
+//! `.eh_frame`), PT_NOTE the GNU build-id. The unwind sections of the modules loaded before the
+//! recorder's constructor ran (the program and its dependency tree: they are never unloaded) are
+//! read where the loader mapped them; those of modules loaded later are copied, since a module
+//! unloaded (dlclose) must not leave an unwinder reading unmapped memory. Called only from
 //! shim code (constructor, after `dlopen`/`dlclose`), never from a hook.
 
 use std::ffi::CStr;
@@ -26,11 +28,37 @@ pub struct LoadedModule {
     /// Every PT_LOAD segment's runtime range (for the unwinder's module range).
     pub span: (u64, u64),
     /// `.eh_frame_hdr`: stated address and bytes.
-    pub eh_frame_hdr: Option<(u64, Vec<u8>)>,
+    pub eh_frame_hdr: Option<(u64, Section)>,
     /// `.eh_frame`: stated address and bytes (to the end of its segment: the header's table
     /// indexes into it, so a longer slice is harmless).
-    pub eh_frame: Option<(u64, Vec<u8>)>,
+    pub eh_frame: Option<(u64, Section)>,
 }
+
+/// Bytes of a section: where the loader mapped them (a module that is never unloaded), or a copy.
+#[derive(Clone, Debug)]
+pub enum Section {
+    Mapped(&'static [u8]),
+    Copied(Vec<u8>),
+}
+
+impl Default for Section {
+    fn default() -> Section {
+        Section::Copied(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Section {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Section::Mapped(b) => b,
+            Section::Copied(v) => v,
+        }
+    }
+}
+
+/// The modules loaded before the constructor (path, load bias): never unloaded.
+static PERMANENT: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
 
 /// The bytes of `[start, end)` of this process's memory.
 ///
@@ -45,7 +73,10 @@ unsafe fn copy_memory(start: u64, end: u64) -> Vec<u8> {
 ///
 /// # Safety
 /// `info` is a valid `dl_phdr_info` handed to a `dl_iterate_phdr` callback that is running.
-unsafe fn module_of(info: &libc::dl_phdr_info) -> Option<LoadedModule> {
+unsafe fn module_of(
+    info: &libc::dl_phdr_info,
+    permanent: Option<&[(String, u64)]>,
+) -> Option<LoadedModule> {
     let bias = info.dlpi_addr;
     // SAFETY: the loader's program header table of this module, `dlpi_phnum` entries.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
@@ -66,6 +97,19 @@ unsafe fn module_of(info: &libc::dl_phdr_info) -> Option<LoadedModule> {
             .unwrap_or_default()
     } else {
         name
+    };
+    // None: the constructor's scan, where every module is one of the program's own.
+    let mapped = permanent.is_none_or(|list| list.iter().any(|(p, b)| *p == path && *b == bias));
+    let section = |start: u64, end: u64| {
+        if mapped {
+            // SAFETY: a readable part of a loaded segment of a module that is never unloaded.
+            Section::Mapped(unsafe {
+                std::slice::from_raw_parts(start as *const u8, (end - start) as usize)
+            })
+        } else {
+            // SAFETY: a readable part of a loaded segment.
+            Section::Copied(unsafe { copy_memory(start, end) })
+        }
     };
     let loads: Vec<&libc::Elf64_Phdr> =
         phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD).collect();
@@ -94,8 +138,7 @@ unsafe fn module_of(info: &libc::dl_phdr_info) -> Option<LoadedModule> {
             m.build_id = build_id(&unsafe { copy_memory(start, end) }).unwrap_or_default();
         }
         if p.p_type == libc::PT_GNU_EH_FRAME && end > start + 4 {
-            // SAFETY: the eh_frame_hdr segment is mapped and readable.
-            let hdr = unsafe { copy_memory(start, end) };
+            let hdr = section(start, end);
             let eh_frame_at = read_encoded(hdr[1], &hdr[4..], start + 4);
             let segment = eh_frame_at.and_then(|at| {
                 loads
@@ -104,8 +147,8 @@ unsafe fn module_of(info: &libc::dl_phdr_info) -> Option<LoadedModule> {
                     .map(|l| (at, bias + l.p_vaddr + l.p_filesz))
             });
             if let Some((at, seg_end)) = segment {
-                // SAFETY: [at, seg_end) lies inside a loaded PT_LOAD segment's file-backed part.
-                m.eh_frame = Some((at - bias, unsafe { copy_memory(at, seg_end) }));
+                // [at, seg_end) lies inside a loaded PT_LOAD segment's file-backed part.
+                m.eh_frame = Some((at - bias, section(at, seg_end)));
                 m.eh_frame_hdr = Some((start - bias, hdr));
             }
         }
@@ -113,15 +156,18 @@ unsafe fn module_of(info: &libc::dl_phdr_info) -> Option<LoadedModule> {
     Some(m)
 }
 
+/// What `collect` fills, and the permanent modules (None: every module found is one).
+type ScanData<'a> = (Vec<LoadedModule>, Option<&'a [(String, u64)]>);
+
 unsafe extern "C" fn collect(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
     data: *mut libc::c_void,
 ) -> libc::c_int {
-    // SAFETY: `data` is the Vec passed by `scan` for this call, `info` is valid during the call.
-    let (out, info) = unsafe { (&mut *(data as *mut Vec<LoadedModule>), &*info) };
+    // SAFETY: `data` is the pair passed by `scan` for this call, `info` is valid during the call.
+    let ((out, permanent), info) = unsafe { (&mut *(data as *mut ScanData), &*info) };
     // SAFETY: called from dl_iterate_phdr with a valid record.
-    if let Some(m) = unsafe { module_of(info) } {
+    if let Some(m) = unsafe { module_of(info, *permanent) } {
         out.push(m);
     }
     0
@@ -129,9 +175,19 @@ unsafe extern "C" fn collect(
 
 /// Every module loaded now.
 pub fn scan() -> Vec<LoadedModule> {
-    let mut out: Vec<LoadedModule> = Vec::new();
-    // SAFETY: `collect` matches the callback type and only uses `data` as the Vec given here.
-    unsafe { libc::dl_iterate_phdr(Some(collect), (&mut out as *mut Vec<LoadedModule>).cast()) };
+    let Ok(mut permanent) = PERMANENT.lock() else {
+        return Vec::new();
+    };
+    let first = permanent.is_empty();
+    let list = (!first).then_some(&permanent[..]);
+    let mut data: ScanData = (Vec::new(), list);
+    // SAFETY: `collect` matches the callback type and only uses `data` as the pair given here.
+    unsafe { libc::dl_iterate_phdr(Some(collect), (&mut data as *mut ScanData).cast()) };
+    let out = data.0;
+    if first {
+        // The constructor's scan: these modules are the program's own and stay loaded.
+        *permanent = out.iter().map(|m| (m.path.clone(), m.bias)).collect();
+    }
     out
 }
 

@@ -28,7 +28,7 @@ use framehop::{
 
 use crate::modules::LoadedModule;
 
-type Unw = UnwinderX86_64<Vec<u8>, MustNotAllocateDuringUnwind>;
+type Unw = UnwinderX86_64<crate::modules::Section, MustNotAllocateDuringUnwind>;
 
 /// An unwinder and the executable ranges of its modules, sorted (to tell an address no module
 /// covers: a library loaded since the last scan).

@@ -22,6 +22,31 @@ use crate::error::ReplayError;
 pub const ARENA_BYTES: u64 = 64 << 20;
 /// Go's first arena hint on linux/amd64 (`0x00c0 << 32`).
 pub const ARENA_HINT_ADDR: u64 = 0x00c0 << 32;
+/// The model's heap address space: the most heap (HeapSys) it grows to, from the arena hint.
+/// 256 GiB: more than a replay on real memory can hold on the machines it runs on, and it bounds
+/// what a size read from a trace can make the model allocate for itself (its page map costs 4
+/// bytes per 8 KiB page: 128 MiB at the limit). A request that does not fit is a failed call
+/// (malloc.rs; the baselines refuse it too, native.rs), as C's malloc answers NULL when it
+/// cannot map the memory.
+pub const MAX_HEAP_BYTES: u64 = 256 << 30;
+
+/// This machine's RAM plus swap, bytes (`sysinfo`; `u64::MAX` when it cannot be read). A
+/// replay on real memory that would map more cannot hold its heap: [`Arena::map`] refuses, and
+/// glibc under Linux's default overcommit refuses a single mapping larger than this.
+pub fn machine_memory_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        // SAFETY: sysinfo only writes the struct it is given, which lives on this stack frame.
+        let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable `struct sysinfo`.
+        if unsafe { libc::sysinfo(&mut info) } != 0 {
+            return u64::MAX;
+        }
+        (info.totalram as u64)
+            .saturating_add(info.totalswap as u64)
+            .saturating_mul(info.mem_unit.max(1) as u64)
+    })
+}
 
 /// The arenas mapped so far.
 pub struct Arena {
@@ -32,6 +57,8 @@ pub struct Arena {
     /// Whether object memory is really written (false: the model runs on addresses only, for
     /// tests that want to go fast or huge heaps in CI).
     pub touch_memory: bool,
+    /// Bytes of arenas mapped (`ARENA_BYTES` per non-null entry of `real`).
+    mapped_bytes: u64,
 }
 
 // SAFETY: the raw pointers are owned mappings, not shared with anything else; moving the
@@ -44,10 +71,13 @@ impl Arena {
             base_addr,
             real: Vec::new(),
             touch_memory,
+            mapped_bytes: 0,
         }
     }
 
-    /// Makes sure `[addr, addr+bytes)` is backed by mapped arenas.
+    /// Makes sure `[addr, addr+bytes)` is backed by mapped arenas. Refuses (`MachineMemory`)
+    /// to map more than the machine has: the replay writes its objects, so it could not hold
+    /// them.
     pub fn map(&mut self, addr: u64, bytes: u64) -> Result<(), ReplayError> {
         if !self.touch_memory || bytes == 0 {
             return Ok(());
@@ -56,6 +86,14 @@ impl Arena {
         let last = self.arena_index(addr + bytes - 1);
         if self.real.len() <= last {
             self.real.resize(last + 1, std::ptr::null_mut());
+        }
+        let new_arenas = self.real[first..=last]
+            .iter()
+            .filter(|p| p.is_null())
+            .count();
+        let machine_bytes = machine_memory_bytes();
+        if self.mapped_bytes + new_arenas as u64 * ARENA_BYTES > machine_bytes {
+            return Err(ReplayError::MachineMemory { machine_bytes });
         }
         for i in first..=last {
             if !self.real[i].is_null() {
@@ -81,6 +119,7 @@ impl Arena {
                 });
             }
             self.real[i] = p as *mut u8;
+            self.mapped_bytes += ARENA_BYTES;
         }
         Ok(())
     }
@@ -311,6 +350,26 @@ mod tests {
         a.release(end0 - 8192, 16384);
         assert_eq!(a.read_u64(end0), 0);
         assert!(a.real_addr(end0).is_some());
+    }
+
+    #[test]
+    fn never_maps_more_than_the_machine_has() {
+        let machine = machine_memory_bytes();
+        assert!(machine > 0);
+        if machine > MAX_HEAP_BYTES {
+            return; // a machine this large never meets the limit below the heap's own
+        }
+        let mut a = Arena::new(ARENA_HINT_ADDR, true);
+        let e = a.map(ARENA_HINT_ADDR, machine + ARENA_BYTES).unwrap_err();
+        assert!(
+            matches!(e, ReplayError::MachineMemory { machine_bytes } if machine_bytes == machine),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--no-touch"), "{e}");
+        assert!(a.real.iter().all(|p| p.is_null()), "nothing mapped");
+        // Addresses only: nothing is mapped, so nothing is refused.
+        let mut a = Arena::new(ARENA_HINT_ADDR, false);
+        a.map(ARENA_HINT_ADDR, machine + ARENA_BYTES).unwrap();
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub fn rounded(classes: &SizeClasses, cfg: &Config, size: u64, noscan: bool) -> 
     }
     if size > max_small {
         let page = classes.page_bytes() as u64;
-        return (SizeClass(0), size.div_ceil(page) * page);
+        return (SizeClass(0), size.div_ceil(page).saturating_mul(page));
     }
     if noscan && cfg.tiny && size < cfg.tiny_block {
         return (classes.class_for(cfg.tiny_block), size);

@@ -7,6 +7,12 @@
 //! chosen for size + 8); everything else is large (whole pages, its own span). The fast path is
 //! `nextFreeFast` on the P's cached span; the rest is in `#[cold]` functions.
 //!
+//! A request that no heap could hold fails as C's malloc fails: one larger than the model's
+//! address space (`arena::MAX_HEAP_BYTES`), or one the heap cannot grow for. Nothing
+//! is allocated; it is counted in `refused_allocs` and answered with [`ZEROBASE_ADDR`], which
+//! the engine treats as holding no memory (it neither writes nor frees it), as a program holds
+//! NULL.
+//!
 //! Frees follow the configured policy (config.rs): `gc` marks the object dead (it is still
 //! allocated) and a GC cycle started by the pacer makes the sweeper reclaim it; `immediate`
 //! frees the slot at once and runs no GC.
@@ -50,6 +56,8 @@ pub struct Heap {
     pub(crate) goal_bytes: u64,
     /// Requests of size 0 (`zerobase`, not counted by Go).
     pub zero_size_allocs: u64,
+    /// Requests the model could not satisfy (see the module comment): failed calls.
+    pub refused_allocs: u64,
     /// A mark phase is running (`gcBlackenEnabled`): new objects are allocated black.
     pub(crate) marking: bool,
     /// heapLive at which the running mark phase ends.
@@ -133,6 +141,7 @@ impl Heap {
             trigger_bytes: u64::MAX,
             goal_bytes: 0,
             zero_size_allocs: 0,
+            refused_allocs: 0,
             marking: false,
             mark_end_bytes: 0,
             cycle_start_live_bytes: 0,
@@ -204,7 +213,10 @@ impl Heap {
         let id = self.mcaches[p].alloc[spc.index()];
         let (id, i, refilled) = match self.mheap.spans[id.index()].next_free_fast() {
             Some(i) => (id, i, false),
-            None => self.next_free_slow(spc, p)?,
+            None => match self.next_free_slow(spc, p)? {
+                Some(found) => found,
+                None => return Ok(self.refuse()),
+            },
         };
         // Spans of the tiny span class (and only they) keep `tiny_refs`.
         let tiny_class = self.mheap.tiny_spc == Some(spc);
@@ -238,16 +250,23 @@ impl Heap {
         })
     }
 
+    /// `mcache.nextFree` and its refill; `None` when the heap cannot grow for a new span (a
+    /// failed call, see the module comment).
     #[cold]
     #[inline(never)]
     fn next_free_slow(
         &mut self,
         spc: SpanClass,
         p: usize,
-    ) -> Result<(SpanId, u32, bool), ReplayError> {
-        let r = self.mheap.next_free(&mut self.mcaches[p], spc, p)?;
-        self.mheap.stats.note_heap_peaks();
-        Ok(r)
+    ) -> Result<Option<(SpanId, u32, bool)>, ReplayError> {
+        match self.mheap.next_free(&mut self.mcaches[p], spc, p) {
+            Ok(r) => {
+                self.mheap.stats.note_heap_peaks();
+                Ok(Some(r))
+            }
+            Err(ReplayError::OutOfMemory { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `mallocgcTiny`.
@@ -286,7 +305,10 @@ impl Heap {
         let id = self.mcaches[p].alloc[spc.index()];
         let (id, i, refilled) = match self.mheap.spans[id.index()].next_free_fast() {
             Some(i) => (id, i, false),
-            None => self.next_free_slow(spc, p)?,
+            None => match self.next_free_slow(spc, p)? {
+                Some(found) => found,
+                None => return Ok(self.refuse()),
+            },
         };
         let block = self.tiny_block_bytes;
         let v = self.mheap.spans[id.index()].object_addr(i);
@@ -324,7 +346,14 @@ impl Heap {
         noscan: bool,
         p: usize,
     ) -> Result<u64, ReplayError> {
-        let id = self.mheap.alloc_large(size_bytes, noscan, p)?;
+        if size_bytes > crate::arena::MAX_HEAP_BYTES {
+            return Ok(self.refuse());
+        }
+        let id = match self.mheap.alloc_large(size_bytes, noscan, p) {
+            Ok(id) => id,
+            Err(ReplayError::OutOfMemory { .. }) => return Ok(self.refuse()),
+            Err(e) => return Err(e),
+        };
         let s = &mut self.mheap.spans[id.index()];
         s.set_live(0, true);
         if self.marking {
@@ -337,6 +366,13 @@ impl Heap {
             self.mheap.arena.zero(addr, bytes);
         }
         Ok(addr)
+    }
+
+    /// A failed call (see the module comment): nothing allocated.
+    #[cold]
+    fn refuse(&mut self) -> u64 {
+        self.refused_allocs += 1;
+        ZEROBASE_ADDR
     }
 
     /// Frees an object the trace no longer holds (see the module comment for the policies).

@@ -123,6 +123,8 @@ impl MHeap {
                 mc.tiny_allocs = 0;
             }
             self.uncache_span(old);
+            // Until a span is found the mcache holds none (a failed refill leaves it so).
+            mc.alloc[spc.index()] = EMPTY_SPAN;
         }
         let id = self.cache_span(spc, p)?;
         let sg = self.sweepgen;

@@ -144,6 +144,8 @@ type Phases = BTreeMap<String, BTreeMap<String, Reading>>;
 struct OneRun {
     elapsed_ns: u64,
     peak_rss_bytes: u64,
+    /// Allocations that failed (malloc.rs `refuse`, native.rs).
+    failed_allocs: u64,
     counters: Phases,
     timeline: Vec<TimelinePoint>,
     sets: Vec<LatencySet>,
@@ -170,6 +172,9 @@ pub struct AllocatorResult {
     /// Phase -> counter -> count or "not supported: ...", from the median run.
     pub counters: Phases,
     pub peak_rss_bytes: u64,
+    /// Allocations that failed as C's malloc fails (NULL), in the median run (malloc.rs,
+    /// native.rs).
+    pub failed_allocs: u64,
     pub timeline: Vec<TimelinePoint>,
     #[serde(skip)]
     pub sets: Vec<LatencySet>,
@@ -304,6 +309,7 @@ fn summarise(
     order.sort_by_key(|&i| runs[i].elapsed_ns);
     let mid = order[order.len() / 2];
     let counters = std::mem::take(&mut runs[mid].counters);
+    let failed_allocs = runs[mid].failed_allocs;
     let timeline = std::mem::take(&mut runs[mid].timeline);
     let mut sets = std::mem::take(&mut runs[0].sets);
     for r in &runs[1..] {
@@ -337,6 +343,7 @@ fn summarise(
         latency,
         counters,
         peak_rss_bytes,
+        failed_allocs,
         timeline,
         sets,
     }
@@ -360,6 +367,7 @@ fn native_run(
     Ok(OneRun {
         elapsed_ns: r.elapsed_ns,
         peak_rss_bytes: r.peak_rss_bytes,
+        failed_allocs: r.failed_allocs,
         counters: r.counters,
         timeline: r
             .rss_timeline
@@ -380,6 +388,7 @@ fn native_run(
 /// The model counters that name a path (see the module comment).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Probe {
+    refused: u64,
     gc: usize,
     marking: bool,
     swept: u64,
@@ -392,6 +401,7 @@ impl Probe {
     #[inline(always)]
     fn read(h: &Heap) -> Probe {
         Probe {
+            refused: h.refused_allocs,
             gc: h.gc_cycles.len(),
             marking: h.marking,
             swept: h.mheap.sweep.total_spans_swept,
@@ -402,11 +412,14 @@ impl Probe {
     }
 
     /// Index into `PATH_NAMES` of the path `op` took between `self` and `after`; None for a
-    /// zero-size allocation (`zerobase`, no path).
+    /// zero-size allocation (`zerobase`, no path) and a failed one (malloc.rs `refuse`).
     #[inline(always)]
     fn path(&self, after: &Probe, op: &Op, tiny_block_bytes: u64) -> Option<usize> {
         if op.kind == OpKind::Free {
             return Some(6);
+        }
+        if self.refused != after.refused {
+            return None;
         }
         if self.gc != after.gc || self.marking != after.marking || self.swept != after.swept {
             return Some(5);
@@ -521,6 +534,7 @@ fn go_run(
     let one = OneRun {
         elapsed_ns,
         peak_rss_bytes,
+        failed_allocs: heap.refused_allocs,
         counters: phases,
         timeline,
         sets,
@@ -611,6 +625,7 @@ fn go_run_threaded(
     let one = OneRun {
         elapsed_ns,
         peak_rss_bytes,
+        failed_allocs: heap.refused_allocs,
         counters: phases,
         timeline,
         sets,
@@ -732,6 +747,19 @@ pub fn table(m: &Measurements) -> String {
             r.peak_rss_bytes as f64 / (1 << 20) as f64,
             c("page_faults"),
             c("cycles")
+        );
+    }
+    let failed: Vec<String> = m
+        .allocators
+        .iter()
+        .filter(|r| r.failed_allocs > 0)
+        .map(|r| format!("{} {}", r.allocator, r.failed_allocs))
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(
+            s,
+            "  failed allocations (no allocator could satisfy them; NULL, nothing allocated): {}",
+            failed.join(", ")
         );
     }
     if let Some(go) = m.allocators.iter().find(|r| r.allocator == "go") {

@@ -13,7 +13,7 @@
 //! heap base and its random padding pages are not modelled, so addresses are reproducible);
 //! there are no manual (stack) spans, so stacks and globals enter only the pacer, as bytes.
 
-use crate::arena::{Arena, ARENA_BYTES};
+use crate::arena::{Arena, ARENA_BYTES, MAX_HEAP_BYTES};
 use crate::error::ReplayError;
 use crate::mcentral::MCentral;
 use crate::mspan::{MSpan, SpanHome, SpanId, SpanState};
@@ -244,10 +244,21 @@ impl MHeap {
     }
 
     /// `mheap.grow`: adds whole 4 MiB chunks (fresh memory counts as released) and maps them.
+    /// Past the model's address space (`MAX_HEAP_BYTES`) it fails, as Go's `sysReserve` does
+    /// (`OutOfMemory`; nothing changed).
     #[cold]
     fn grow(&mut self, npages: u64) -> Result<u64, ReplayError> {
         let nchunks = npages.div_ceil(CHUNK_PAGES);
-        let bytes = nchunks * CHUNK_PAGES * self.page_bytes;
+        let bytes = nchunks.saturating_mul(CHUNK_PAGES * self.page_bytes);
+        if bytes > MAX_HEAP_BYTES - self.stats.heap_sys_bytes {
+            return Err(ReplayError::OutOfMemory {
+                bytes,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "past the model's heap address space (arena::MAX_HEAP_BYTES)",
+                ),
+            });
+        }
         let addr = self.page_addr(self.pages.total_pages());
         self.arena.map(addr, bytes)?;
         self.pages.grow(nchunks);

@@ -61,6 +61,9 @@ pub struct Model {
     pub gc_cycles: Vec<GcCycle>,
     pub peak: Peak,
     pub zero_size_allocs: u64,
+    /// Allocations the model could not satisfy (malloc.rs `refuse`): failed calls, also
+    /// counted in `anomalies.failed_calls`.
+    pub refused_allocs: u64,
     pub spans_swept: u64,
     pub released_total_bytes: u64,
 }
@@ -74,6 +77,8 @@ pub struct ReplayReport {
     pub config: ConfigOut,
     pub go_memstats: GoMemStats,
     pub model: Model,
+    /// The trace's anomalies (engine.rs); `failed_calls` also counts the allocations the replay
+    /// could not satisfy (`model.refused_allocs`), as C's malloc would have failed them.
     pub anomalies: Anomalies,
     /// Flat name -> number map for compare / trend. Memory metrics are deterministic; `*_ns` and
     /// `*_per_s` are timings.
@@ -200,10 +205,14 @@ impl ReplayReport {
                 gc_cycles: heap.gc_cycles.clone(),
                 peak,
                 zero_size_allocs: heap.zero_size_allocs,
+                refused_allocs: heap.refused_allocs,
                 spans_swept: mh.sweep.total_spans_swept,
                 released_total_bytes: mh.scav.released_total_bytes,
             },
-            anomalies: compiled.anomalies.clone(),
+            anomalies: Anomalies {
+                failed_calls: compiled.anomalies.failed_calls + heap.refused_allocs,
+                ..compiled.anomalies.clone()
+            },
             metrics,
             measurements: None,
         }
@@ -307,6 +316,15 @@ impl ReplayReport {
                 s,
                 "  anomalies: {} failed calls, {} unknown frees, {} double frees, {} missed frees (skipped)",
                 a.failed_calls, a.unknown_frees, a.double_frees, a.missed_frees
+            );
+        }
+        if self.model.refused_allocs > 0 {
+            let _ = writeln!(
+                s,
+                "  {} of the failed calls are allocations the model's heap could not hold (its \
+                 address space is {} GiB): nothing was allocated, as malloc returns NULL",
+                self.model.refused_allocs,
+                crate::arena::MAX_HEAP_BYTES >> 30
             );
         }
         if let Some(m) = &self.measurements {

@@ -438,3 +438,55 @@ fn drawn_mark_latencies_are_deterministic_and_used() {
         a.model.gc_cycles
     );
 }
+
+/// Requests no heap could hold are failed calls, as C's malloc answers NULL (issue 17): nothing
+/// is allocated, they are counted, and the heap stays consistent and usable. (A table with
+/// 64 KiB pages keeps the page map of a full 256 GiB heap small: 16 MiB.)
+#[test]
+fn requests_past_the_address_space_are_failed_calls() {
+    use replayer::arena::MAX_HEAP_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("classes.csv");
+    std::fs::write(
+        &table,
+        "class,bytes_per_obj,bytes_per_span\n1,16,65536\n2,128,65536\n3,4096,65536\n",
+    )
+    .unwrap();
+    let c = Config {
+        size_classes: table.display().to_string(),
+        page_size: 65536,
+        touch_memory: false,
+        gogc: -1,
+        ..cfg()
+    };
+    let mut h = heap(&c);
+    // Larger than the address space: refused at once, whatever the size.
+    for size in [u64::MAX, u64::MAX - 65535, MAX_HEAP_BYTES + 1] {
+        assert_eq!(h.malloc(size, true, 0).unwrap(), ZEROBASE_ADDR, "{size}");
+    }
+    assert_eq!(h.memstats().heap_sys, 0);
+    // The whole address space in one object fits an empty heap; then nothing can grow.
+    let big = h.malloc(MAX_HEAP_BYTES, true, 0).unwrap();
+    assert_ne!(big, ZEROBASE_ADDR);
+    assert_eq!(h.memstats().heap_sys, MAX_HEAP_BYTES);
+    assert_eq!(h.malloc(100, true, 0).unwrap(), ZEROBASE_ADDR, "small");
+    assert_eq!(h.malloc(8, true, 0).unwrap(), ZEROBASE_ADDR, "tiny");
+    assert_eq!(h.malloc(70_000, false, 0).unwrap(), ZEROBASE_ADDR, "large");
+    h.check_invariants();
+    h.free(ZEROBASE_ADDR);
+    let m = h.memstats();
+    assert_eq!(
+        (m.mallocs, m.heap_objects),
+        (1, 1),
+        "refused calls allocate nothing"
+    );
+    assert_eq!(h.refused_allocs, 6);
+    // Once the big object is collected, the same requests are served.
+    h.free(big);
+    h.gc_cycle(0);
+    for size in [100, 8, 70_000] {
+        assert_ne!(h.malloc(size, true, 0).unwrap(), ZEROBASE_ADDR, "{size}");
+    }
+    assert_eq!(h.refused_allocs, 6);
+    h.check_invariants();
+}

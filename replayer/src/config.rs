@@ -35,7 +35,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReplayError;
-use crate::sizeclass::SizeClasses;
+use crate::sizeclass::{SizeClasses, GO_TINY_BLOCK_BYTES};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,7 +129,7 @@ impl Default for Config {
             size_classes: "go".into(),
             page_size: 8192,
             tiny: true,
-            tiny_block: 16,
+            tiny_block: GO_TINY_BLOCK_BYTES,
             pointers: Pointers::Noscan,
             procs: 1,
             thread_to_p: Vec::new(),
@@ -278,6 +278,15 @@ impl Config {
                 source,
             })?;
         SizeClasses::from_csv_text(&self.size_classes, &text, self.page_size)
+    }
+
+    /// The tiny block in bytes, 0 when the tiny allocator is off (`SizeClasses::place`).
+    pub fn tiny_block_bytes(&self) -> u64 {
+        if self.tiny {
+            self.tiny_block
+        } else {
+            0
+        }
     }
 
     /// The P a trace thread runs on.

@@ -19,9 +19,7 @@ use traces::{Event, PtrKind};
 use crate::config::{Config, Pointers};
 use crate::error::ReplayError;
 use crate::malloc::Heap;
-use crate::sizeclass::{
-    SizeClass, SizeClasses, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
-};
+use crate::sizeclass::{SizeClass, SizeClasses};
 
 /// A hasher for addresses (compile-time maps): one multiply, no DoS concern for trace input
 /// since a bad distribution only costs time.
@@ -162,26 +160,11 @@ impl Compiled {
 }
 
 /// The bytes a request occupies in the model: class size, whole pages, or its own size when it
-/// is packed by the tiny allocator. Returns (class, bytes).
+/// is packed by the tiny allocator. Returns (class, bytes). The placement rule is
+/// `SizeClasses::place` (sizeclass.rs).
 pub fn rounded(classes: &SizeClasses, cfg: &Config, size: u64, noscan: bool) -> (SizeClass, u64) {
-    let max_small = classes.max_small_bytes() as u64 - MALLOC_HEADER_BYTES;
-    if size == 0 {
-        return (SizeClass(0), 0);
-    }
-    if size > max_small {
-        let page = classes.page_bytes() as u64;
-        return (SizeClass(0), size.div_ceil(page).saturating_mul(page));
-    }
-    if noscan && cfg.tiny && size < cfg.tiny_block {
-        return (classes.class_for(cfg.tiny_block), size);
-    }
-    let with_header = if !noscan && size > MIN_SIZE_FOR_MALLOC_HEADER_BYTES {
-        size + MALLOC_HEADER_BYTES
-    } else {
-        size
-    };
-    let c = classes.class_for(with_header);
-    (c, classes.size_bytes(c) as u64)
+    let tiny = cfg.tiny_block_bytes();
+    classes.footprint(classes.place(size, noscan, tiny), size, tiny)
 }
 
 /// Compiles events (in sequence order) for `cfg`.

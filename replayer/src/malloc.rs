@@ -1,11 +1,12 @@
 //! The allocator's entry points: models `mallocgc` (malloc.go), and the free side: what becomes
 //! of an object the trace frees, under each free policy.
 //!
-//! `malloc` picks a path exactly as `mallocgc` does: size 0 returns `zerobase`; pointer-free
-//! objects under the tiny block size take the tiny path; objects up to 32768 - 8 bytes take the
-//! small path (pointer objects over 512 bytes get an 8-byte malloc header and their class is
-//! chosen for size + 8); everything else is large (whole pages, its own span). The fast path is
-//! `nextFreeFast` on the P's cached span; the rest is in `#[cold]` functions.
+//! `malloc` takes the path `mallocgc` takes, by the one placement rule (`SizeClasses::place`):
+//! size 0 returns `zerobase`; pointer-free objects under the tiny block size take the tiny path;
+//! objects up to 32768 - 8 bytes take the small path (pointer objects over 512 bytes get an
+//! 8-byte malloc header and their class is chosen for size + 8); everything else is large (whole
+//! pages, its own span). The fast path is `nextFreeFast` on the P's cached span; the rest is in
+//! `#[cold]` functions.
 //!
 //! A request that no heap could hold fails as C's malloc fails: one larger than the model's
 //! address space (`arena::MAX_HEAP_BYTES`), or one the heap cannot grow for. Nothing
@@ -23,14 +24,12 @@
 
 use crate::config::{Config, FreePolicy};
 use crate::error::ReplayError;
-use crate::mcache::{tiny_align, MCache, EMPTY_SPAN};
+use crate::mcache::{MCache, EMPTY_SPAN};
 use crate::mheap::MHeap;
 use crate::mspan::{SpanHome, SpanId};
 use crate::mstats::{BySize, GoMemStats, LargeStats};
 use crate::pacer::{HeapSizes, Pacer};
-use crate::sizeclass::{
-    SizeClass, SpanClass, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
-};
+use crate::sizeclass::{tiny_align, Placement, SizeClass, SpanClass, MALLOC_HEADER_BYTES};
 
 /// The address `mallocgc(0)` returns (`&zerobase`, outside the heap).
 pub const ZEROBASE_ADDR: u64 = 0x0000_0000_0060_0000;
@@ -46,8 +45,6 @@ pub struct Heap {
     pub policy: FreePolicy,
     /// Tiny block bytes, 0 = tiny allocator off.
     tiny_block_bytes: u64,
-    /// Largest request served by a size class (`maxSmallSize - mallocHeaderSize`).
-    max_small_request_bytes: u64,
     pub(crate) bg_sweep: bool,
     pub gc_cycles: Vec<GcCycle>,
     /// Set by the replay engine: index of the event being replayed.
@@ -82,7 +79,6 @@ impl Heap {
     pub fn new(cfg: &Config) -> Result<Heap, ReplayError> {
         cfg.validate()?;
         let classes = cfg.load_size_classes()?;
-        let max_small = classes.max_small_bytes() as u64 - MALLOC_HEADER_BYTES;
         let nspc = classes.num_span_classes();
         let tiny_spc = if cfg.tiny {
             let c = classes.class_for(cfg.tiny_block);
@@ -133,8 +129,7 @@ impl Heap {
             mcaches: (0..cfg.procs).map(|_| MCache::new(nspc)).collect(),
             pacer,
             policy: cfg.free_policy,
-            tiny_block_bytes: if cfg.tiny { cfg.tiny_block } else { 0 },
-            max_small_request_bytes: max_small,
+            tiny_block_bytes: cfg.tiny_block_bytes(),
             bg_sweep: cfg.bg_sweep,
             gc_cycles: Vec::new(),
             current_event: 0,
@@ -180,35 +175,30 @@ impl Heap {
     /// `mallocgc(size, typ, needzero=true)` on P `p`. Returns the object's address.
     #[inline]
     pub fn malloc(&mut self, size_bytes: u64, noscan: bool, p: usize) -> Result<u64, ReplayError> {
-        if size_bytes == 0 {
-            self.zero_size_allocs += 1;
-            return Ok(ZEROBASE_ADDR);
-        }
-        if size_bytes <= self.max_small_request_bytes {
-            if noscan {
-                if size_bytes < self.tiny_block_bytes {
-                    return self.malloc_tiny(size_bytes, p);
-                }
-                return self.malloc_small(size_bytes, true, false, p);
+        match self
+            .mheap
+            .classes
+            .place(size_bytes, noscan, self.tiny_block_bytes)
+        {
+            Placement::Small { class, header } => self.malloc_small(class, noscan, header, p),
+            Placement::Tiny => self.malloc_tiny(size_bytes, p),
+            Placement::Large => self.malloc_large(size_bytes, noscan, p),
+            Placement::Zero => {
+                self.zero_size_allocs += 1;
+                Ok(ZEROBASE_ADDR)
             }
-            if size_bytes <= MIN_SIZE_FOR_MALLOC_HEADER_BYTES {
-                return self.malloc_small(size_bytes, false, false, p);
-            }
-            return self.malloc_small(size_bytes + MALLOC_HEADER_BYTES, false, true, p);
         }
-        self.malloc_large(size_bytes, noscan, p)
     }
 
     /// `mallocgcSmallNoscan` / `mallocgcSmallScanNoHeader` / `mallocgcSmallScanHeader`.
     #[inline]
     fn malloc_small(
         &mut self,
-        size_bytes: u64,
+        class: SizeClass,
         noscan: bool,
         header: bool,
         p: usize,
     ) -> Result<u64, ReplayError> {
-        let class = self.mheap.classes.class_for(size_bytes);
         let spc = SpanClass::new(class, noscan);
         let id = self.mcaches[p].alloc[spc.index()];
         let (id, i, refilled) = match self.mheap.spans[id.index()].next_free_fast() {

@@ -3,8 +3,7 @@
 //!
 //! The tiny allocator (malloc.go `mallocgcTiny`) packs pointer-free objects smaller than the
 //! tiny block (16 bytes) into one block taken from the tiny span class (size class 2, noscan).
-//! The offset is aligned to 8 when `size & 7 == 0`, else 4 when `size & 3 == 0`, else 2 when
-//! `size & 1 == 0`. An object that fits (`off + size <= 16` and a block exists) goes in it and
+//! The offset is aligned by size (`sizeclass::tiny_align`). An object that fits (`off + size <= 16` and a block exists) goes in it and
 //! counts as a tiny allocation; otherwise a new zeroed block is taken, and it becomes the current
 //! block when `size < tinyoffset` or there is none (it keeps more free space).
 //!
@@ -56,21 +55,6 @@ impl MCache {
             tiny_allocs: 0,
         }
     }
-}
-
-/// The offset in the tiny block for an object of `size` bytes (`mallocgcTiny`'s alignment).
-#[inline]
-pub fn tiny_align(off: u64, size: u64) -> u64 {
-    let a = if size & 7 == 0 {
-        8
-    } else if size & 3 == 0 {
-        4
-    } else if size & 1 == 0 {
-        2
-    } else {
-        1
-    };
-    (off + a - 1) & !(a - 1)
 }
 
 impl MHeap {
@@ -194,20 +178,5 @@ impl MHeap {
         mc.tiny_offset = 0;
         self.stats.tiny_alloc_count += mc.tiny_allocs;
         mc.tiny_allocs = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiny_alignment_rules() {
-        assert_eq!(tiny_align(1, 8), 8);
-        assert_eq!(tiny_align(1, 12), 4);
-        assert_eq!(tiny_align(5, 12), 8);
-        assert_eq!(tiny_align(1, 6), 2);
-        assert_eq!(tiny_align(3, 5), 3);
-        assert_eq!(tiny_align(0, 8), 0);
     }
 }

@@ -46,6 +46,7 @@ use crate::measure::latency::{write_hlog_sets, LatencySet, Percentiles, CSV_HEAD
 use crate::measure::perf::{Counters, PhaseCounters, Reading};
 use crate::native::{self, rss_bytes, size_group, Measure, Native, OP_NAMES, SIZE_NAMES};
 use crate::report::ReplayReport;
+use crate::sizeclass::Placement;
 use crate::threaded::{self, Plan};
 
 /// Go model paths (latency group "path").
@@ -414,7 +415,7 @@ impl Probe {
     /// Index into `PATH_NAMES` of the path `op` took between `self` and `after`; None for a
     /// zero-size allocation (`zerobase`, no path) and a failed one (malloc.rs `refuse`).
     #[inline(always)]
-    fn path(&self, after: &Probe, op: &Op, tiny_block_bytes: u64) -> Option<usize> {
+    fn path(&self, after: &Probe, op: &Op, heap: &Heap, tiny_block_bytes: u64) -> Option<usize> {
         if op.kind == OpKind::Free {
             return Some(6);
         }
@@ -433,10 +434,11 @@ impl Probe {
         if self.refills != after.refills {
             return Some(2);
         }
-        match op.size_bytes {
-            0 => None,
-            s if op.noscan && s < tiny_block_bytes => Some(0),
-            _ => Some(1),
+        let classes = &heap.mheap.classes;
+        match classes.place(op.size_bytes, op.noscan, tiny_block_bytes) {
+            Placement::Zero => None,
+            Placement::Tiny => Some(0),
+            Placement::Small { .. } | Placement::Large => Some(1),
         }
     }
 }
@@ -447,14 +449,6 @@ fn go_sets() -> Vec<LatencySet> {
         LatencySet::new("size", &SIZE_NAMES),
         LatencySet::new("path", &PATH_NAMES),
     ]
-}
-
-fn tiny_block_bytes(cfg: &Config) -> u64 {
-    if cfg.tiny {
-        cfg.tiny_block
-    } else {
-        0
-    }
 }
 
 fn go_point(op: u64, heap: &Heap, rss0: u64) -> TimelinePoint {
@@ -479,7 +473,7 @@ fn go_run(
     pin_nth(&m.pin, 0).map_err(ReplayError::Config)?;
     let mut heap = Heap::new(cfg)?;
     heap.gc_counters = Some(PhaseCounters::open());
-    let tiny = tiny_block_bytes(cfg);
+    let tiny = cfg.tiny_block_bytes();
     let mut st = Stepper::new(compiled.slots, m.touch);
     let mut sets = go_sets();
     let mut timeline = Vec::new();
@@ -500,7 +494,7 @@ fn go_run(
             let ns = clock.elapsed_ns(t0, clock.now());
             sets[0].record(op.call.index(), ns);
             sets[1].record(size_group(op.size_bytes), ns);
-            if let Some(p) = before.path(&Probe::read(&heap), op, tiny) {
+            if let Some(p) = before.path(&Probe::read(&heap), op, &heap, tiny) {
                 sets[2].record(p, ns);
             }
         } else {
@@ -552,7 +546,7 @@ fn go_run_threaded(
 ) -> Result<(OneRun, Heap, RunStats), ReplayError> {
     let mut heap = Heap::new(cfg)?;
     heap.gc_counters = Some(PhaseCounters::open());
-    let tiny = tiny_block_bytes(cfg);
+    let tiny = cfg.tiny_block_bytes();
     let shared = Mutex::new((heap, Stepper::new(compiled.slots, m.touch)));
     let failed: Mutex<Option<ReplayError>> = Mutex::new(None);
     let rss0 = crate::native::rss_baseline();
@@ -585,7 +579,7 @@ fn go_run_threaded(
                     failed.lock().expect("lock").get_or_insert(e);
                 }
             }
-            let path = before.path(&Probe::read(heap), op, tiny);
+            let path = before.path(&Probe::read(heap), op, heap, tiny);
             drop(g);
             if m.time_calls {
                 let ns = clock.elapsed_ns(t0, clock.now());

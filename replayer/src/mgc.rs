@@ -37,9 +37,8 @@ use serde::Serialize;
 use crate::malloc::Heap;
 use crate::mcache::MCache;
 use crate::mspan::SpanState;
+use crate::pacer::GC_GOAL_UTILIZATION;
 
-/// `gcGoalUtilization`.
-const GC_GOAL_UTILIZATION: f64 = 0.25;
 /// How far past the goal a mark may run before assists have finished it (`maxOvershoot`).
 const MAX_OVERSHOOT: f64 = 1.1;
 

@@ -31,6 +31,7 @@ use crate::engine::{Call, Compiled, Op, OpKind};
 use crate::measure::clock::CycleClock;
 use crate::measure::latency::LatencySet;
 use crate::measure::perf::{Counters, Reading};
+use crate::sizeclass::{GO_MAX_SMALL_SIZE_BYTES, GO_TINY_BLOCK_BYTES};
 use crate::threaded::Plan;
 
 /// A baseline allocator.
@@ -94,13 +95,16 @@ impl Default for Measure {
 pub const OP_NAMES: [&str; 5] = ["malloc", "calloc", "realloc", "free", "aligned"];
 pub const SIZE_NAMES: [&str; 3] = ["tiny", "small", "large"];
 
-/// Size group index: tiny (< 16 B), small (up to 32 KiB), large.
+/// Size group index: tiny (under Go's 16-byte tiny block), small (up to Go's largest class,
+/// 32 KiB), large. Groups by size alone, so every allocator's calls fall in the same groups.
 #[inline]
 pub fn size_group(size_bytes: u64) -> usize {
-    match size_bytes {
-        0..=15 => 0,
-        16..=32768 => 1,
-        _ => 2,
+    if size_bytes < GO_TINY_BLOCK_BYTES {
+        0
+    } else if size_bytes <= GO_MAX_SMALL_SIZE_BYTES as u64 {
+        1
+    } else {
+        2
     }
 }
 

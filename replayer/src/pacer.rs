@@ -30,7 +30,8 @@ const TRIGGER_RATIO_DEN: u64 = 64;
 const MIN_TRIGGER_RATIO_NUM: u64 = 45;
 const MAX_TRIGGER_RATIO_NUM: u64 = 61;
 const MIN_RUNWAY_BYTES: u64 = 64 << 10;
-const GC_GOAL_UTILIZATION: f64 = 0.25;
+/// `gcGoalUtilization`: the share of CPU the background mark workers take during a mark.
+pub(crate) const GC_GOAL_UTILIZATION: f64 = 0.25;
 
 #[derive(Clone, Debug)]
 pub struct Pacer {

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use replayer::config::{Config, Pointers};
-use replayer::sizeclass::{SizeClass, SizeClasses, SpanClass};
+use replayer::sizeclass::{SizeClass, SizeClasses, SpanClass, GO_TINY_BLOCK_BYTES};
 use serde_json::Value;
 
 const PAGE: u64 = 8192;
@@ -251,18 +251,9 @@ fn workload(name: &'static str, rows: &[(u64, bool)], classes: &SizeClasses) -> 
     let mut spcs = Vec::new();
     for (i, &(size, noscan)) in rows.iter().enumerate() {
         csv.push_str(&format!("malloc,o{i},{size},{}\n", noscan as u8));
-        let with_header = if !noscan && size > 512 {
-            size + 8
-        } else {
-            size
-        };
-        let spc = if size > 32760 {
-            SpanClass::new(SizeClass(0), noscan)
-        } else if noscan && size < 16 {
-            SpanClass::new(classes.class_for(16), true)
-        } else {
-            SpanClass::new(classes.class_for(with_header), noscan)
-        };
+        let tiny = GO_TINY_BLOCK_BYTES;
+        let (class, _) = classes.footprint(classes.place(size, noscan, tiny), size, tiny);
+        let spc = SpanClass::new(class, noscan);
         if !spcs.contains(&spc) {
             spcs.push(spc);
         }

@@ -85,7 +85,13 @@ fn drained_csv(w: &Workload) -> String {
 fn compiled(csv: &str, cfg: &Config) -> Compiled {
     let events = replayer::csv_events(csv.as_bytes()).unwrap();
     let heap = Heap::new(cfg).unwrap();
-    compile(events.into_iter().map(Ok), cfg, &heap.mheap.classes, false).unwrap()
+    compile(
+        events.into_iter().map(Ok),
+        cfg,
+        heap.mheap().classes(),
+        false,
+    )
+    .unwrap()
 }
 
 fn configs() -> Vec<(&'static str, Config)> {

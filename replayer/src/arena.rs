@@ -31,7 +31,7 @@ pub const ARENA_HINT_ADDR: u64 = 0x00c0 << 32;
 pub const MAX_HEAP_BYTES: u64 = 256 << 30;
 
 /// This machine's RAM plus swap, bytes (`sysinfo`; `u64::MAX` when it cannot be read). A
-/// replay on real memory that would map more cannot hold its heap: [`Arena::map`] refuses, and
+/// replay on real memory that would map more cannot hold its heap: `Arena::map` refuses, and
 /// glibc under Linux's default overcommit refuses a single mapping larger than this.
 pub fn machine_memory_bytes() -> u64 {
     static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -56,7 +56,7 @@ pub struct Arena {
     real: Vec<*mut u8>,
     /// Whether object memory is really written (false: the model runs on addresses only, for
     /// tests that want to go fast or huge heaps in CI).
-    pub touch_memory: bool,
+    pub(crate) touch_memory: bool,
     /// Bytes of arenas mapped (`ARENA_BYTES` per non-null entry of `real`).
     mapped_bytes: u64,
 }
@@ -66,7 +66,7 @@ pub struct Arena {
 unsafe impl Send for Arena {}
 
 impl Arena {
-    pub fn new(base_addr: u64, touch_memory: bool) -> Arena {
+    pub(crate) fn new(base_addr: u64, touch_memory: bool) -> Arena {
         Arena {
             base_addr,
             real: Vec::new(),
@@ -78,7 +78,7 @@ impl Arena {
     /// Makes sure `[addr, addr+bytes)` is backed by mapped arenas. Refuses (`MachineMemory`)
     /// to map more than the machine has: the replay writes its objects, so it could not hold
     /// them.
-    pub fn map(&mut self, addr: u64, bytes: u64) -> Result<(), ReplayError> {
+    pub(crate) fn map(&mut self, addr: u64, bytes: u64) -> Result<(), ReplayError> {
         if !self.touch_memory || bytes == 0 {
             return Ok(());
         }
@@ -173,7 +173,7 @@ impl Arena {
     }
 
     /// `memclrNoHeapPointers`: zeroes `[addr, addr+len)`.
-    pub fn zero(&self, addr: u64, len: u64) {
+    pub(crate) fn zero(&self, addr: u64, len: u64) {
         if !self.touch_memory {
             return;
         }
@@ -188,7 +188,7 @@ impl Arena {
 
     /// Writes `stamp` into every byte of `[addr, addr+len)` (the `whole` touch policy: as
     /// glibc's trace_run, the program writes its whole object).
-    pub fn fill(&self, addr: u64, len: u64, stamp: u8) {
+    pub(crate) fn fill(&self, addr: u64, len: u64, stamp: u8) {
         if !self.touch_memory {
             return;
         }
@@ -204,7 +204,7 @@ impl Arena {
     }
 
     /// Writes a 64-bit word (a malloc header, a tiny block's first word).
-    pub fn write_u64(&self, addr: u64, value: u64) {
+    pub(crate) fn write_u64(&self, addr: u64, value: u64) {
         if !self.touch_memory {
             return;
         }
@@ -241,7 +241,7 @@ impl Arena {
 
     /// What a program does with a fresh object: writes its first byte and one byte in each
     /// later 4 KiB page, so page faults and TLB misses happen where they would.
-    pub fn touch(&self, addr: u64, len: u64, stamp: u8) {
+    pub(crate) fn touch(&self, addr: u64, len: u64, stamp: u8) {
         if !self.touch_memory || len == 0 {
             return;
         }
@@ -265,7 +265,7 @@ impl Arena {
     }
 
     /// Copies `len` bytes between objects (what `append`/`copy` does when a slice grows).
-    pub fn copy(&self, dst: u64, src: u64, len: u64) {
+    pub(crate) fn copy(&self, dst: u64, src: u64, len: u64) {
         if !self.touch_memory || len == 0 {
             return;
         }
@@ -297,7 +297,7 @@ impl Arena {
 
     /// `sysUnused`: gives `[addr, addr+len)` back to the OS (MADV_DONTNEED); the bytes read as
     /// zero afterwards.
-    pub fn release(&self, addr: u64, len: u64) {
+    pub(crate) fn release(&self, addr: u64, len: u64) {
         if !self.touch_memory {
             return;
         }

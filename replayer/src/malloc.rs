@@ -36,43 +36,37 @@ pub const ZEROBASE_ADDR: u64 = 0x0000_0000_0060_0000;
 /// What the model writes as a malloc header (stands for a `*_type`).
 pub const FAKE_TYPE_PTR: u64 = 0x0000_0000_0050_0000;
 
+use crate::mgc::Gc;
 pub use crate::mgc::GcCycle;
 
+/// The Go heap as a program sees it: the page heap and its central structures (`mheap`), one
+/// mcache per P, the pacer and the GC. Changed only through its methods (`malloc`, `free`,
+/// `advance_clock`, `gc_cycle`); the engine sets `current_event` before an allocation.
 pub struct Heap {
-    pub mheap: MHeap,
-    pub mcaches: Vec<MCache>,
-    pub pacer: Pacer,
-    pub policy: FreePolicy,
+    /// The page heap, spans, mcentrals, sweeper and scavenger state (mheap.rs).
+    pub(crate) mheap: MHeap,
+    /// One per P (mcache.rs); an allocation on P `p` uses `mcaches[p]`.
+    pub(crate) mcaches: Vec<MCache>,
+    /// The trigger and goal of the next cycle (pacer.rs).
+    pub(crate) pacer: Pacer,
+    /// The GC's own state: the running mark phase and the finished cycles (mgc.rs).
+    pub(crate) gc: Gc,
+    /// What a free does (config.rs).
+    pub(crate) policy: FreePolicy,
     /// Tiny block bytes, 0 = tiny allocator off.
     tiny_block_bytes: u64,
+    /// The background sweeper runs (config.rs `bg_sweep`; mgc.rs).
     pub(crate) bg_sweep: bool,
-    pub gc_cycles: Vec<GcCycle>,
-    /// Set by the replay engine: index of the event being replayed.
-    pub current_event: u64,
-    pub(crate) trigger_bytes: u64,
-    pub(crate) goal_bytes: u64,
-    /// Requests of size 0 (`zerobase`, not counted by Go).
-    pub zero_size_allocs: u64,
-    /// Requests the model could not satisfy (see the module comment): failed calls.
-    pub refused_allocs: u64,
-    /// A mark phase is running (`gcBlackenEnabled`): new objects are allocated black.
-    pub(crate) marking: bool,
-    /// heapLive at which the running mark phase ends.
-    pub(crate) mark_end_bytes: u64,
-    /// heapLive when the running cycle started.
-    pub(crate) cycle_start_live_bytes: u64,
-    pub(crate) cycle_start_event: u64,
+    /// Index of the op being replayed (set by the engine before an allocation; a cycle records
+    /// the op that started it).
+    pub(crate) current_event: u64,
     /// The trace's clock: ns since the recording started, of the op being replayed (0 when the
-    /// trace has no timestamps; set by the engine, `advance_clock`).
-    pub now_ns: u64,
-    /// Timed mark (mgc.rs): when the running mark phase ends (`u64::MAX` when none is timed).
-    pub(crate) mark_end_ns: u64,
-    pub(crate) mark_start_ns: u64,
-    /// Timed mark: the running mark's CPU work and scan work (heap scan + stacks + globals).
-    pub(crate) mark_cpu_ns: f64,
-    pub(crate) mark_scan_work_bytes: u64,
-    /// Perf counters accumulated over GC work (measured replays attach them; mgc.rs).
-    pub gc_counters: Option<crate::measure::perf::PhaseCounters>,
+    /// trace has no timestamps; set by `advance_clock`).
+    pub(crate) now_ns: u64,
+    /// Requests of size 0 (`zerobase`, not counted by Go).
+    pub(crate) zero_size_allocs: u64,
+    /// Requests the model could not satisfy (see the module comment): failed calls.
+    pub(crate) refused_allocs: u64,
 }
 
 impl Heap {
@@ -101,55 +95,54 @@ impl Heap {
         );
         mheap.tiny_spc = tiny_spc;
         mheap.scav.enabled = cfg.scavenger;
-        let gogc = if cfg.free_policy == FreePolicy::Immediate {
-            -1
-        } else {
-            cfg.gogc
-        };
-        let limit = if cfg.free_policy == FreePolicy::Immediate {
-            None
-        } else {
-            cfg.gomemlimit
-        };
-        let mut pacer = Pacer::new(gogc, limit, cfg.stacks_bytes, cfg.globals_bytes);
-        pacer.cons_mark = cfg.cons_mark;
-        pacer.idle_mark_utilization = cfg.idle_mark_utilization;
-        pacer.mark_object_cost_bytes = cfg.mark_object_cost_bytes;
-        pacer.mark_fixed_bytes = cfg.mark_fixed_bytes;
-        pacer.mark_latency_ns = cfg.mark_latency_ns;
-        pacer.mark_latencies_ns = cfg.mark_latencies_ns.clone();
-        pacer.mark_ns_per_object = cfg.mark_ns_per_object;
-        pacer.mark_ns_per_scan_byte = cfg.mark_ns_per_scan_byte;
-        pacer.mark_ns_per_root_byte = cfg.mark_ns_per_root_byte;
-        pacer.mark_assist_share = cfg.mark_assist_share;
-        pacer.procs = cfg.procs;
-        pacer.commit(true, 0);
+        let immediate = cfg.free_policy == FreePolicy::Immediate;
+        let pacer = Pacer::new(
+            if immediate { -1 } else { cfg.gogc },
+            if immediate { None } else { cfg.gomemlimit },
+            cfg.stacks_bytes,
+            cfg.globals_bytes,
+            cfg.procs,
+            cfg.mark.clone(),
+        );
         let mut h = Heap {
             mheap,
             mcaches: (0..cfg.procs).map(|_| MCache::new(nspc)).collect(),
             pacer,
+            gc: Gc::default(),
             policy: cfg.free_policy,
             tiny_block_bytes: cfg.tiny_block_bytes(),
             bg_sweep: cfg.bg_sweep,
-            gc_cycles: Vec::new(),
             current_event: 0,
-            trigger_bytes: u64::MAX,
-            goal_bytes: 0,
+            now_ns: 0,
             zero_size_allocs: 0,
             refused_allocs: 0,
-            marking: false,
-            mark_end_bytes: 0,
-            cycle_start_live_bytes: 0,
-            cycle_start_event: 0,
-            now_ns: 0,
-            mark_end_ns: u64::MAX,
-            mark_start_ns: 0,
-            mark_cpu_ns: 0.0,
-            mark_scan_work_bytes: 0,
-            gc_counters: None,
         };
         h.update_trigger();
         Ok(h)
+    }
+
+    /// The page heap (read only: tests and reports look at spans, pages and statistics).
+    pub fn mheap(&self) -> &MHeap {
+        &self.mheap
+    }
+
+    /// The GC cycles run so far.
+    pub fn gc_cycles(&self) -> &[GcCycle] {
+        &self.gc.cycles
+    }
+
+    /// Requests the model could not satisfy (failed calls; see the module comment).
+    pub fn refused_allocs(&self) -> u64 {
+        self.refused_allocs
+    }
+
+    /// Attaches perf counters that accumulate over the model's GC work (a measured replay's
+    /// `gc` phase; mgc.rs), or takes them back (`None`).
+    pub fn set_gc_counters(
+        &mut self,
+        counters: Option<crate::measure::perf::PhaseCounters>,
+    ) -> Option<crate::measure::perf::PhaseCounters> {
+        std::mem::replace(&mut self.gc.counters, counters)
     }
 
     pub(crate) fn heap_sizes(&self) -> HeapSizes {
@@ -161,15 +154,10 @@ impl Heap {
         }
     }
 
+    /// The pacer's trigger and goal for the heap as it is now (`gcControllerState.trigger`).
     pub(crate) fn update_trigger(&mut self) {
-        if self.pacer.enabled() {
-            let (t, g) = self.pacer.trigger(&self.heap_sizes());
-            self.trigger_bytes = t;
-            self.goal_bytes = g;
-        } else {
-            self.trigger_bytes = u64::MAX;
-            self.goal_bytes = 0;
-        }
+        let sizes = self.heap_sizes();
+        self.pacer.update(&sizes);
     }
 
     /// `mallocgc(size, typ, needzero=true)` on P `p`. Returns the object's address.
@@ -210,7 +198,7 @@ impl Heap {
         };
         // Spans of the tiny span class (and only they) keep `tiny_refs`.
         let tiny_class = self.mheap.tiny_spc == Some(spc);
-        let marking = self.marking;
+        let marking = self.gc.marking;
         let s = &mut self.mheap.spans[id.index()];
         let addr = s.object_addr(i);
         let elem = s.elem_bytes;
@@ -279,7 +267,7 @@ impl Heap {
                 // already live (`live_bits[i] == (tiny_refs[i] > 0)`).
                 s.set_live(i, true);
             }
-            if self.marking {
+            if self.gc.marking {
                 // The new pointer into the block is shaded by the write barrier.
                 s.set_marked(i);
             }
@@ -307,7 +295,7 @@ impl Heap {
         let s = &mut self.mheap.spans[id.index()];
         s.tiny_refs[i as usize] = 1;
         s.set_live(i, true);
-        if self.marking {
+        if self.gc.marking {
             s.set_marked(i);
         }
         let mc = &mut self.mcaches[p];
@@ -346,7 +334,7 @@ impl Heap {
         };
         let s = &mut self.mheap.spans[id.index()];
         s.set_live(0, true);
-        if self.marking {
+        if self.gc.marking {
             s.set_marked(0);
         }
         let (addr, bytes, needzero) = (s.base_addr, s.elem_bytes, s.needzero);
@@ -481,8 +469,8 @@ impl Heap {
             frees,
             heap_objects: mallocs - frees,
             tiny_allocs: tiny,
-            num_gc: self.gc_cycles.len() as u64,
-            next_gc: self.goal_bytes,
+            num_gc: self.gc.cycles.len() as u64,
+            next_gc: self.pacer.goal_bytes(),
             by_size,
             large: LargeStats {
                 mallocs: st.large_alloc_count,

@@ -31,20 +31,20 @@ pub const MAX_SPAN_CLASSES: usize = 256;
 pub struct MCache {
     /// Cached span per span class (inline: the allocation fast path indexes it directly).
     /// Classes the table does not have stay `EMPTY_SPAN`.
-    pub alloc: [SpanId; MAX_SPAN_CLASSES],
+    pub(crate) alloc: [SpanId; MAX_SPAN_CLASSES],
     /// Address of the current tiny block (0 = none).
-    pub tiny_addr: u64,
+    pub(crate) tiny_addr: u64,
     /// Span and object index of the current tiny block (saves a span lookup per tiny object).
-    pub tiny_span: SpanId,
-    pub tiny_index: u32,
+    pub(crate) tiny_span: SpanId,
+    pub(crate) tiny_index: u32,
     /// Bytes of the tiny block already used.
-    pub tiny_offset: u64,
+    pub(crate) tiny_offset: u64,
     /// Tiny objects packed into existing blocks since the last flush (`tinyAllocs`).
-    pub tiny_allocs: u64,
+    pub(crate) tiny_allocs: u64,
 }
 
 impl MCache {
-    pub fn new(num_span_classes: usize) -> MCache {
+    pub(crate) fn new(num_span_classes: usize) -> MCache {
         assert!(num_span_classes <= MAX_SPAN_CLASSES);
         MCache {
             alloc: [EMPTY_SPAN; MAX_SPAN_CLASSES],
@@ -63,7 +63,7 @@ impl MHeap {
     /// `checkGCTrigger`).
     #[cold]
     #[inline(never)]
-    pub fn next_free(
+    pub(crate) fn next_free(
         &mut self,
         mc: &mut MCache,
         spc: SpanClass,
@@ -89,7 +89,12 @@ impl MHeap {
     }
 
     /// `mcache.refill`: give back the full span, cache one with free objects.
-    pub fn refill(&mut self, mc: &mut MCache, spc: SpanClass, p: usize) -> Result<(), ReplayError> {
+    pub(crate) fn refill(
+        &mut self,
+        mc: &mut MCache,
+        spc: SpanClass,
+        p: usize,
+    ) -> Result<(), ReplayError> {
         self.refill_count += 1;
         let old = mc.alloc[spc.index()];
         if old != EMPTY_SPAN {
@@ -126,7 +131,7 @@ impl MHeap {
     /// `mcache.allocLarge`: a span of whole pages for one object.
     #[cold]
     #[inline(never)]
-    pub fn alloc_large(
+    pub(crate) fn alloc_large(
         &mut self,
         size_bytes: u64,
         noscan: bool,
@@ -142,20 +147,14 @@ impl MHeap {
         self.stats.heap_alloc_bytes += bytes;
         self.sweep.heap_live_bytes += bytes;
         let sg = self.sweepgen;
-        {
-            let s = &mut self.spans[id.index()];
-            s.freeindex = 1;
-            s.alloc_count = 1;
-            s.alloc_bits[0] = 1;
-            s.large_requested_bytes = size_bytes;
-        }
+        self.spans[id.index()].init_large();
         self.push_span(id, SpanHome::Full(crate::mcentral::swept_index(sg)));
         Ok(id)
     }
 
     /// `mcache.releaseAll`: every cached span goes back to its mcentral; the tiny block is
     /// dropped.
-    pub fn release_all(&mut self, mc: &mut MCache) {
+    pub(crate) fn release_all(&mut self, mc: &mut MCache) {
         let sg = self.sweepgen;
         for i in 0..mc.alloc.len() {
             let id = mc.alloc[i];

@@ -403,8 +403,8 @@ impl Probe {
     fn read(h: &Heap) -> Probe {
         Probe {
             refused: h.refused_allocs,
-            gc: h.gc_cycles.len(),
-            marking: h.marking,
+            gc: h.gc.cycles.len(),
+            marking: h.gc.marking,
             swept: h.mheap.sweep.total_spans_swept,
             refills: h.mheap.refill_count,
             span_allocs: h.mheap.span_alloc_count,
@@ -458,7 +458,7 @@ fn go_point(op: u64, heap: &Heap, rss0: u64) -> TimelinePoint {
         heap_alloc: Some(st.heap_alloc_bytes),
         heap_inuse: Some(st.heap_inuse_bytes),
         heap_sys: Some(st.heap_sys_bytes),
-        num_gc: Some(heap.gc_cycles.len() as u64),
+        num_gc: Some(heap.gc.cycles.len() as u64),
         rss_bytes: rss_bytes().saturating_sub(rss0),
     }
 }
@@ -472,7 +472,7 @@ fn go_run(
 ) -> Result<(OneRun, Heap, RunStats), ReplayError> {
     pin_nth(&m.pin, 0).map_err(ReplayError::Config)?;
     let mut heap = Heap::new(cfg)?;
-    heap.gc_counters = Some(PhaseCounters::open());
+    heap.set_gc_counters(Some(PhaseCounters::open()));
     let tiny = cfg.tiny_block_bytes();
     let mut st = Stepper::new(compiled.slots, m.touch);
     let mut sets = go_sets();
@@ -513,7 +513,7 @@ fn go_run(
         phases.insert("warmup".into(), w.since(&snap_start));
         phases.insert("steady".into(), snap_end.since(w));
     }
-    if let Some(g) = heap.gc_counters.take() {
+    if let Some(g) = heap.set_gc_counters(None) {
         phases.insert("gc".into(), g.total());
     }
     let peak_rss_bytes = timeline
@@ -545,7 +545,7 @@ fn go_run_threaded(
     clock: &CycleClock,
 ) -> Result<(OneRun, Heap, RunStats), ReplayError> {
     let mut heap = Heap::new(cfg)?;
-    heap.gc_counters = Some(PhaseCounters::open());
+    heap.set_gc_counters(Some(PhaseCounters::open()));
     let tiny = cfg.tiny_block_bytes();
     let shared = Mutex::new((heap, Stepper::new(compiled.slots, m.touch)));
     let failed: Mutex<Option<ReplayError>> = Mutex::new(None);
@@ -607,7 +607,7 @@ fn go_run_threaded(
     }
     let mut phases = Phases::new();
     phases.insert("total".into(), snap_end.since(&snap_start));
-    if let Some(g) = heap.gc_counters.take() {
+    if let Some(g) = heap.set_gc_counters(None) {
         phases.insert("gc".into(), g.total());
     }
     let timeline = vec![go_point(compiled.ops.len() as u64, &heap, rss0)];

@@ -202,7 +202,7 @@ impl ReplayReport {
                     released: released_pages + cache_scav,
                     largest_free_run: mh.pages.largest_free_run(),
                 },
-                gc_cycles: heap.gc_cycles.clone(),
+                gc_cycles: heap.gc.cycles.clone(),
                 peak,
                 zero_size_allocs: heap.zero_size_allocs,
                 refused_allocs: heap.refused_allocs,

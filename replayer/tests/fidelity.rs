@@ -650,12 +650,15 @@ fn calibrated(bin: &Path, dir: &Path, base: &Config, costs: &MarkCosts) -> Confi
         assist_share * 100.0
     );
     Config {
-        mark_latencies_ns: latencies,
-        mark_assist_share: assist_share,
-        idle_mark_utilization: (costs.workers / base.procs as f64 - 0.25).clamp(0.0, 1.0),
-        mark_ns_per_object: costs.ns_per_object,
-        mark_ns_per_scan_byte: costs.ns_per_scan_byte,
-        mark_ns_per_root_byte: costs.ns_per_root_byte,
+        mark: replayer::pacer::MarkCosts {
+            mark_latencies_ns: latencies,
+            mark_assist_share: assist_share,
+            idle_mark_utilization: (costs.workers / base.procs as f64 - 0.25).clamp(0.0, 1.0),
+            mark_ns_per_object: costs.ns_per_object,
+            mark_ns_per_scan_byte: costs.ns_per_scan_byte,
+            mark_ns_per_root_byte: costs.ns_per_root_byte,
+            ..base.mark.clone()
+        },
         ..base.clone()
     }
 }
@@ -686,6 +689,7 @@ fn calibrate_this_machine() -> Result<(), Setup> {
     };
     let costs = measured_costs(&bin, dir.path(), procs);
     let cal = calibrated(&bin, dir.path(), &base, &costs);
+    let cal = cal.mark;
     let mut latencies = cal.mark_latencies_ns.clone();
     latencies.sort_unstable();
     println!("# Go's marks on this machine (GOMAXPROCS={procs}), measured by allocscope's fidelity calibration");

@@ -64,7 +64,7 @@ pub struct Snapshot {
     values: BTreeMap<&'static str, Result<u64, String>>,
 }
 
-/// A counter's value in a report: a count, or "not supported: <reason>".
+/// A counter's value in a report: a count, or `"not supported: <reason>"`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Reading {

@@ -307,13 +307,6 @@ impl Arena {
             unsafe { libc::madvise(p as *mut libc::c_void, n, libc::MADV_DONTNEED) };
         });
     }
-
-    /// Real address of a model address (for reports and tests).
-    pub fn real_addr(&self, addr: u64) -> Option<usize> {
-        let i = self.arena_index(addr);
-        let base = *self.real.get(i)?;
-        (!base.is_null()).then(|| base as usize + ((addr - self.base_addr) % ARENA_BYTES) as usize)
-    }
 }
 
 impl Drop for Arena {
@@ -349,7 +342,6 @@ mod tests {
         a.touch(end0 - 1, 2, 7);
         a.release(end0 - 8192, 16384);
         assert_eq!(a.read_u64(end0), 0);
-        assert!(a.real_addr(end0).is_some());
     }
 
     #[test]

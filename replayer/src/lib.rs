@@ -61,6 +61,21 @@
 //! | `Gc` (`mgc.rs`) | the running mark phase, finished cycles | `gc_start`, `gc_mark_termination` |
 //! | `SweepState` (`sweep.rs`) | heapLive, what is left to sweep, sweep pacing | sweep.rs, `refill`, `release_all`, mark termination |
 //!
+//! # Checks, in three tiers
+//!
+//! As the Go runtime and mimalloc check theirs, the model checks its invariants at three costs:
+//! - `assert!`, in every build: what would corrupt memory or silently give wrong figures if it
+//!   broke (an object index past the span, an arena address not mapped, a sweep that raises an
+//!   allocation count), Go's `throw`;
+//! - `debug_assert!` on hot and slow paths: cheap local facts (an object handed out is not
+//!   live, a span pushed on a list is on none, the pacer's trigger is at most its goal);
+//! - the `check-invariants` feature (`cargo test -p replayer --features check-invariants`,
+//!   which `./test` runs): after each slow-path operation (an mcache refill, a large
+//!   allocation, an immediate free, a sweep) the structures it changed are walked, and after
+//!   each GC phase change (cycle start, mark termination) and at the end of a run the whole
+//!   heap is ([`Heap::check_invariants`]: spans, page map and page allocator, page caches,
+//!   mcentral lists, mcaches, sweep counts, statistics, pacer).
+//!
 //! # Modules
 //!
 //! One module per Go structure, each opening with what it models, its invariants and where it
@@ -88,6 +103,17 @@
 //! model and the baselines of [`native`] with latency, perf counters ([`measure`]), repeats and
 //! threads ([`threaded`]).
 #![deny(unsafe_code)]
+
+/// Tier-3 check (see "Checks, in three tiers"): evaluates the expression only when the
+/// `check-invariants` feature is on.
+macro_rules! expensive_check {
+    ($e:expr) => {
+        #[cfg(feature = "check-invariants")]
+        {
+            $e;
+        }
+    };
+}
 
 pub mod arena;
 pub mod config;

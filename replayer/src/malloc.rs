@@ -200,6 +200,7 @@ impl Heap {
         let tiny_class = self.mheap.tiny_spc == Some(spc);
         let marking = self.gc.marking;
         let s = &mut self.mheap.spans[id.index()];
+        debug_assert!(i < s.nelems && !s.is_live(i), "object {i} handed out twice");
         let addr = s.object_addr(i);
         let elem = s.elem_bytes;
         let needzero = s.needzero;
@@ -237,9 +238,12 @@ impl Heap {
         spc: SpanClass,
         p: usize,
     ) -> Result<Option<(SpanId, u32, bool)>, ReplayError> {
+        #[cfg(feature = "check-invariants")]
+        let old = self.mcaches[p].alloc[spc.index()];
         match self.mheap.next_free(&mut self.mcaches[p], spc, p) {
             Ok(r) => {
                 self.mheap.stats.note_heap_peaks();
+                expensive_check!(self.check_after_slow_path(&[old, r.0], p));
                 Ok(Some(r))
             }
             Err(ReplayError::OutOfMemory { .. }) => Ok(None),
@@ -253,6 +257,7 @@ impl Heap {
         let block = self.tiny_block_bytes;
         let mc = &mut self.mcaches[p];
         let off = tiny_align(mc.tiny_offset, size_bytes);
+        debug_assert!(mc.tiny_offset <= block || mc.tiny_addr == 0);
         if off + size_bytes <= block && mc.tiny_addr != 0 {
             let x = mc.tiny_addr + off;
             mc.tiny_offset = off + size_bytes;
@@ -339,6 +344,7 @@ impl Heap {
         }
         let (addr, bytes, needzero) = (s.base_addr, s.elem_bytes, s.needzero);
         self.mheap.stats.note_heap_peaks();
+        expensive_check!(self.check_after_slow_path(&[id], p));
         self.maybe_gc(p);
         if needzero {
             self.mheap.arena.zero(addr, bytes);
@@ -402,6 +408,17 @@ impl Heap {
 
     /// The `immediate` policy: object `i` of span `id` is free now.
     fn free_now(&mut self, id: SpanId, i: u32) {
+        self.free_now_work(id, i);
+        expensive_check!({
+            let s = self.mheap.span(id);
+            if s.state == crate::mspan::SpanState::InUse {
+                s.check_invariants();
+            }
+            self.mheap.stats.check_invariants();
+        });
+    }
+
+    fn free_now_work(&mut self, id: SpanId, i: u32) {
         let sg = self.mheap.sweepgen;
         let s = &mut self.mheap.spans[id.index()];
         let elem = s.elem_bytes;
@@ -480,10 +497,43 @@ impl Heap {
         }
     }
 
+    /// Tier-3 check after a slow-path operation on P `p` that changed `spans`: those spans,
+    /// the P's page cache and mcache, and the page-level statistics.
+    #[cfg(feature = "check-invariants")]
+    fn check_after_slow_path(&self, spans: &[SpanId], p: usize) {
+        for &id in spans {
+            let s = self.mheap.span(id);
+            if id != EMPTY_SPAN && s.state == crate::mspan::SpanState::InUse {
+                s.check_invariants();
+            }
+        }
+        self.mheap.pcache[p].check_invariants();
+        self.mheap.stats.check_invariants();
+        for (spc, &c) in self.mcaches[p].alloc.iter().enumerate() {
+            if c != EMPTY_SPAN {
+                assert_eq!(self.mheap.span(c).spanclass as usize, spc);
+            }
+        }
+    }
+
     /// Walks every structure and panics on a broken invariant.
     pub fn check_invariants(&self) {
         self.mheap.check_invariants();
         self.mheap.check_central_invariants();
+        self.mheap.check_sweep_invariants();
+        self.pacer.check_invariants();
+        let m = self.memstats();
+        for b in &m.by_size {
+            assert!(
+                b.frees <= b.mallocs,
+                "{}-byte class: more frees than mallocs",
+                b.size
+            );
+        }
+        assert!(
+            m.large.frees <= m.large.mallocs,
+            "large: more frees than mallocs"
+        );
         for mc in &self.mcaches {
             for (spc, &id) in mc.alloc.iter().enumerate() {
                 if id != EMPTY_SPAN {
@@ -504,5 +554,66 @@ impl Heap {
             alloc_bytes, self.mheap.stats.heap_alloc_bytes,
             "heap_alloc vs spans"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heap() -> Heap {
+        Heap::new(&Config {
+            touch_memory: false,
+            ..Config::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    #[should_panic(expected = "spans left to sweep")]
+    fn the_walk_catches_a_miscounted_sweep() {
+        let mut h = heap();
+        h.malloc(100, true, 0).unwrap();
+        h.gc_cycle(0);
+        h.check_invariants();
+        h.mheap.sweep.remaining_spans += 1;
+        h.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "above goal")]
+    fn the_walk_catches_a_trigger_above_the_goal() {
+        let mut h = heap();
+        h.pacer.heap_marked_bytes = 64 << 20;
+        h.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "more frees than mallocs")]
+    fn the_walk_catches_more_frees_than_allocations() {
+        let mut h = heap();
+        h.malloc(100, true, 0).unwrap();
+        let class = |size| h.mheap.classes.class_for(size).0 as usize;
+        let (c100, c200) = (class(100), class(200));
+        h.mheap.stats.small_free_count[c100] += 2;
+        h.mheap.stats.small_alloc_count[c200] += 2;
+        h.check_invariants();
+    }
+
+    /// With the feature on, a slow-path operation walks the spans it changed: an object past
+    /// the span's end marked live (which no allocation looks at) is found at the next refill.
+    #[cfg(feature = "check-invariants")]
+    #[test]
+    #[should_panic(expected = "past nelems in use")]
+    fn a_refill_walks_the_span_it_gives_back() {
+        let mut h = heap();
+        let a = h.malloc(1024, true, 0).unwrap();
+        let id = h.mheap.span_of(a).unwrap();
+        let s = &mut h.mheap.spans[id.index()];
+        assert!(s.nelems < 60);
+        s.set_live(60, true);
+        for _ in 0..64 {
+            h.malloc(1024, true, 0).unwrap();
+        }
     }
 }

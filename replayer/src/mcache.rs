@@ -18,8 +18,6 @@ use crate::mheap::MHeap;
 use crate::mspan::{SpanHome, SpanId};
 use crate::sizeclass::{SizeClass, SpanClass};
 
-/// Go's tiny span's size class (`tinySizeClass`).
-pub const TINY_SIZE_CLASS: u8 = 2;
 /// Id of the empty span every fresh mcache slot points at (`emptymspan`).
 pub const EMPTY_SPAN: SpanId = SpanId(0);
 

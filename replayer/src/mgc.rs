@@ -149,6 +149,7 @@ impl Heap {
         self.gc_counters_enter();
         self.gc_start_work(p);
         self.gc_counters_leave();
+        expensive_check!(self.check_invariants());
     }
 
     fn gc_start_work(&mut self, p: usize) {
@@ -281,8 +282,7 @@ impl Heap {
             self.mheap.finish_sweep();
         }
         self.mheap.scavenge_background(self.pacer.non_heap_bytes);
-        #[cfg(feature = "check-invariants")]
-        self.check_invariants();
+        expensive_check!(self.check_invariants());
         let gc = &mut self.gc;
         gc.cycles.push(GcCycle {
             n: gc.cycles.len() as u64 + 1,

@@ -318,10 +318,10 @@ impl MHeap {
 
     pub fn check_invariants(&self) {
         let st = &self.stats;
-        assert_eq!(
-            st.heap_inuse_bytes + st.heap_free_bytes + st.heap_released_bytes,
-            st.heap_sys_bytes,
-            "heap_sys"
+        st.check_invariants();
+        assert!(
+            st.heap_sys_bytes <= MAX_HEAP_BYTES,
+            "heap past its address space"
         );
         let (free_pages, released_pages) = self.pages.free_and_released_pages();
         let cache_free: u64 = self

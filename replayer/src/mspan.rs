@@ -231,10 +231,6 @@ impl MSpan {
         self.spanclass & 1 == 1
     }
 
-    pub fn limit_addr(&self) -> u64 {
-        self.base_addr + self.nelems as u64 * self.elem_bytes
-    }
-
     /// `nextFreeFast`: the index of the next free object from the alloc cache (now taken), or
     /// `None` when the cache word is exhausted (the caller falls back to the slow path).
     #[inline]
@@ -352,11 +348,6 @@ impl MSpan {
         self.live_bits[(i / 64) as usize] >> (i % 64) & 1 == 1
     }
 
-    /// Objects the trace still holds.
-    pub fn live_count(&self) -> u32 {
-        self.live_bits.iter().map(|w| w.count_ones()).sum()
-    }
-
     /// The mark phase for this span: what is live now is what the GC would find.
     pub(crate) fn mark(&mut self) {
         self.mark_bits.copy_from_slice(&self.live_bits);
@@ -438,7 +429,11 @@ impl MSpan {
             self.base_addr
         );
         for i in self.nelems..(self.alloc_bits.len() as u32 * 64) {
-            assert!(!self.is_allocated(i) && !self.is_live(i));
+            assert!(
+                !self.is_allocated(i) && !self.is_live(i),
+                "span {:#x}: object {i} past nelems in use",
+                self.base_addr
+            );
         }
     }
 }

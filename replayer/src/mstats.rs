@@ -6,8 +6,9 @@
 //! [`crate::malloc::Heap::memstats`], which adds the counts still held by cached spans without
 //! disturbing the caches (`ReadMemStats` gets the same numbers by flushing the mcaches).
 //!
-//! Invariants: `heap_inuse + heap_free + heap_released == heap_sys` (checked in mheap);
-//! frees never exceed allocations per class.
+//! Invariants: `heap_inuse + heap_free + heap_released == heap_sys` and `heap_alloc <=
+//! heap_inuse` ([`MStats::check_invariants`]); frees never exceed allocations per class
+//! (`Heap::check_invariants`).
 //!
 //! Deliberate difference: `heap_alloc_bytes` is kept exactly at every allocation and sweep
 //! (Go derives it from the counters at read time; the values agree), so peaks are exact.
@@ -50,6 +51,22 @@ impl MStats {
             small_free_count: vec![0; nclasses],
             ..MStats::default()
         }
+    }
+
+    /// The page-level identity: in-use + free + released == HeapSys, and allocated bytes fit
+    /// in the in-use spans.
+    pub fn check_invariants(&self) {
+        assert_eq!(
+            self.heap_inuse_bytes + self.heap_free_bytes + self.heap_released_bytes,
+            self.heap_sys_bytes,
+            "heap_inuse + heap_free + heap_released vs heap_sys"
+        );
+        assert!(
+            self.heap_alloc_bytes <= self.heap_inuse_bytes,
+            "heap_alloc {} above heap_inuse {}",
+            self.heap_alloc_bytes,
+            self.heap_inuse_bytes
+        );
     }
 
     /// Records peaks of the page-level numbers (called where they change).

@@ -223,6 +223,35 @@ impl Pacer {
         } else {
             (u64::MAX, 0)
         };
+        debug_assert!(
+            !self.enabled() || self.trigger_bytes <= self.goal_bytes,
+            "trigger {} above goal {}",
+            self.trigger_bytes,
+            self.goal_bytes
+        );
+    }
+
+    /// The pacer's invariants (Go throws on the first): with GC on, trigger <= goal and the
+    /// live heap of the last mark is within the goal; the measured cons/mark is a finite,
+    /// non-negative ratio.
+    pub fn check_invariants(&self) {
+        if self.enabled() {
+            assert!(
+                self.trigger_bytes <= self.goal_bytes,
+                "trigger {} above goal {}",
+                self.trigger_bytes,
+                self.goal_bytes
+            );
+            assert!(
+                self.heap_marked_bytes <= self.goal_bytes,
+                "heapMarked {} above goal {}",
+                self.heap_marked_bytes,
+                self.goal_bytes
+            );
+        } else {
+            assert_eq!((self.trigger_bytes, self.goal_bytes), (u64::MAX, 0));
+        }
+        assert!(self.cons_mark.is_finite() && self.cons_mark >= 0.0);
     }
 
     /// True when a GC can ever start.

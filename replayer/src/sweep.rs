@@ -21,7 +21,8 @@
 //! sweeping, sg is swept, sg+1 was cached before sweeping began (needs sweeping), sg+3 is swept
 //! and cached.
 //!
-//! Invariant: `remaining_spans` counts in-use spans with sweepgen sg-2 or sg+1.
+//! Invariant (`MHeap::check_sweep_invariants`): `remaining_spans` counts in-use spans with
+//! sweepgen sg-2 or sg+1.
 
 use crate::mcentral::{swept_index, unswept_index};
 use crate::mheap::MHeap;
@@ -81,8 +82,13 @@ impl MHeap {
                 s.elem_bytes,
             )
         };
+        debug_assert!(
+            self.sweep.remaining_spans > 0,
+            "more spans swept than were unswept"
+        );
         self.sweep.remaining_spans -= 1;
         self.sweep.pages_swept += npages;
+        expensive_check!(self.spans[id.index()].check_invariants());
         self.sweep.total_spans_swept += 1;
         let class = spc.size_class();
         if class.0 != 0 {
@@ -210,6 +216,26 @@ impl MHeap {
                 }
             }
         }
+    }
+
+    /// `remaining_spans` counts the in-use spans still to sweep (sweepgen sg-2, or sg+1:
+    /// cached before the sweep began), and every in-use span is in one of the states of the
+    /// module comment.
+    pub fn check_sweep_invariants(&self) {
+        let sg = self.sweepgen;
+        let mut unswept = 0;
+        for (i, s) in self.spans.iter().enumerate().skip(1) {
+            if s.state != SpanState::InUse {
+                continue;
+            }
+            let g = s.sweepgen;
+            assert!(
+                g == sg - 2 || g == sg || g == sg + 1 || g == sg + 3,
+                "span {i}: sweepgen {g} with mheap sweepgen {sg}"
+            );
+            unswept += (g == sg - 2 || g == sg + 1) as u64;
+        }
+        assert_eq!(unswept, self.sweep.remaining_spans, "spans left to sweep");
     }
 
     /// Start of a cycle's sweep phase: every in-use span becomes unswept (the set roles swap

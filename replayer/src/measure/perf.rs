@@ -111,14 +111,6 @@ impl Counters {
             .collect();
         Snapshot { values }
     }
-
-    /// Names of the counters that could not be opened, with the reason.
-    pub fn unsupported(&self) -> Vec<(&'static str, String)> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.counter.as_ref().err().map(|e| (s.name, e.clone())))
-            .collect()
-    }
 }
 
 impl Snapshot {

@@ -56,7 +56,7 @@ pub enum OpKind {
     Realloc,
 }
 
-/// The C call an op came from (the latency groups of `native::OP_NAMES`, by index).
+/// The C call an op came from (the latency groups of `measured::native::OP_NAMES`, by index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Call {
@@ -83,7 +83,7 @@ impl Call {
         }
     }
 
-    /// Index into `native::OP_NAMES`.
+    /// Index into `measured::native::OP_NAMES`.
     #[inline]
     pub fn index(self) -> usize {
         self as usize
@@ -360,7 +360,7 @@ impl Touch {
 }
 
 /// The state of a replay between ops: the slot array and the running peak of HeapAlloc. Both
-/// the plain loop ([`run`]) and the measured ones (`measured.rs`) step through it, so they replay
+/// the plain loop ([`run`]) and the measured ones (`measured/`) step through it, so they replay
 /// exactly the same calls.
 pub struct Stepper {
     pub slots: Vec<Slot>,
@@ -473,7 +473,13 @@ mod tests {
     fn calls_map_to_the_latency_groups() {
         assert_eq!(Call::of(traces::Op::Reallocarray), Call::Realloc);
         assert_eq!(Call::of(traces::Op::Valloc), Call::Aligned);
-        assert_eq!(crate::native::OP_NAMES[Call::Calloc.index()], "calloc");
-        assert_eq!(crate::native::OP_NAMES[Call::Free.index()], "free");
+        assert_eq!(
+            crate::measured::native::OP_NAMES[Call::Calloc.index()],
+            "calloc"
+        );
+        assert_eq!(
+            crate::measured::native::OP_NAMES[Call::Free.index()],
+            "free"
+        );
     }
 }

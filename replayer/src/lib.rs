@@ -99,9 +99,10 @@
 //! | [`mstats`] | mstats.go: MemStats |
 //!
 //! [`engine`] compiles a trace to an op stream and runs it; [`report`] builds the JSON document
-//! and the text summary; [`config`] holds the knobs. [`measured`] runs the op stream through the
-//! model and the baselines of [`native`] with latency, perf counters ([`measure`]), repeats and
-//! threads ([`threaded`]).
+//! and the text summary; [`config`] holds the knobs. The measured replay is apart, in one
+//! folder: [`measured`] runs the op stream through the model and the baselines
+//! ([`measured::native`]: glibc, jemalloc, mimalloc) with per-call latency by path
+//! ([`measured::GoPath`]), perf counters, repeats and threads ([`measured::threaded`]).
 #![deny(unsafe_code)]
 
 /// Tier-3 check (see "Checks, in three tiers"): evaluates the expression only when the
@@ -122,13 +123,11 @@ pub mod error;
 pub mod malloc;
 pub mod mcache;
 pub mod mcentral;
-pub mod measure;
 pub mod measured;
 pub mod mgc;
 pub mod mheap;
 pub mod mspan;
 pub mod mstats;
-pub mod native;
 pub mod pacer;
 pub mod pagealloc;
 pub mod pagecache;
@@ -136,7 +135,6 @@ pub mod report;
 pub mod scavenge;
 pub mod sizeclass;
 pub mod sweep;
-pub mod threaded;
 
 pub use config::{Config, FreePolicy, Pointers};
 pub use error::ReplayError;
@@ -161,7 +159,7 @@ pub fn replay<E: std::fmt::Display>(
 }
 
 /// Measured replay of an `.atrace` file or a `.csv` workload (by extension) through the
-/// allocators of `opts` (measured.rs).
+/// allocators of `opts` (measured/).
 pub fn measure_path(
     path: &std::path::Path,
     cfg: &Config,

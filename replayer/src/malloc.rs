@@ -140,8 +140,8 @@ impl Heap {
     /// `gc` phase; mgc.rs), or takes them back (`None`).
     pub fn set_gc_counters(
         &mut self,
-        counters: Option<crate::measure::perf::PhaseCounters>,
-    ) -> Option<crate::measure::perf::PhaseCounters> {
+        counters: Option<crate::measured::perf::PhaseCounters>,
+    ) -> Option<crate::measured::perf::PhaseCounters> {
         std::mem::replace(&mut self.gc.counters, counters)
     }
 

@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use crate::malloc::Heap;
 use crate::mcache::MCache;
-use crate::measure::perf::PhaseCounters;
+use crate::measured::perf::PhaseCounters;
 use crate::mspan::SpanState;
 
 /// The GC's own state (Go's `work` and `gcBlackenEnabled`, mgc.go): the mark phase that is

@@ -83,7 +83,7 @@ pub struct ReplayReport {
     /// Flat name -> number map for compare / trend. Memory metrics are deterministic; `*_ns` and
     /// `*_per_s` are timings.
     pub metrics: BTreeMap<String, f64>,
-    /// Timings, latency, counters and RSS per allocator (measured replays; measured.rs).
+    /// Timings, latency, counters and RSS per allocator (measured replays; measured/).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measurements: Option<crate::measured::Measurements>,
 }

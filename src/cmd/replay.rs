@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use replayer::config::{parse_bytes, Config, FreePolicy, Pointers};
+use replayer::measured::native::{Measure, Touch};
 use replayer::measured::{self, Allocator, Options};
-use replayer::native::{Measure, Touch};
 
 #[derive(clap::Args)]
 pub struct Args {

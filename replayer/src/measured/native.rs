@@ -27,12 +27,12 @@ use serde::Serialize;
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use super::clock::CycleClock;
+use super::perf::{Counters, Reading};
+use super::threaded::Plan;
+use super::Latencies;
 use crate::engine::{Call, Compiled, Op, OpKind};
-use crate::measure::clock::CycleClock;
-use crate::measure::latency::LatencySet;
-use crate::measure::perf::{Counters, Reading};
 use crate::sizeclass::{GO_MAX_SMALL_SIZE_BYTES, GO_TINY_BLOCK_BYTES};
-use crate::threaded::Plan;
 
 /// A baseline allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -131,9 +131,7 @@ pub struct NativeRun {
     /// Allocations that failed (see the module comment).
     pub failed_allocs: u64,
     #[serde(skip)]
-    pub by_op: LatencySet,
-    #[serde(skip)]
-    pub by_size: LatencySet,
+    pub latencies: Latencies,
 }
 
 /// Replays `compiled` through `which`.
@@ -258,8 +256,7 @@ fn run_with<A: GlobalAlloc>(
     clock: &CycleClock,
 ) -> NativeRun {
     let mut slots = vec![EMPTY; compiled.slots as usize];
-    let mut by_op = LatencySet::new("op", &OP_NAMES);
-    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
+    let mut latencies = Latencies::new(false);
     let mut timeline = Vec::new();
     let mut failed_allocs = 0;
     let rss0 = rss_baseline();
@@ -281,8 +278,7 @@ fn run_with<A: GlobalAlloc>(
         let done = apply(a, op, cur, m.touch, i as u8);
         if m.time_calls {
             let ns = clock.elapsed_ns(t0, clock.now());
-            by_op.record(op.call.index(), ns);
-            by_size.record(size_group(done.bytes), ns);
+            latencies.record(op.call, done.bytes, None, ns);
         }
         failed_allocs += done.failed as u64;
         if op.kind != OpKind::Free {
@@ -323,8 +319,7 @@ fn run_with<A: GlobalAlloc>(
         rss_timeline: timeline,
         counters: phases,
         failed_allocs,
-        by_op,
-        by_size,
+        latencies,
     }
 }
 
@@ -399,18 +394,14 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
     let mut counters = Counters::open();
     let snap_start = counters.snapshot();
     let start = Instant::now();
-    let results: Result<Vec<(LatencySet, LatencySet, u64)>, String> = crate::threaded::run(
+    let results: Result<Vec<(Latencies, u64)>, String> = super::threaded::run(
         plan,
         &compiled.ops,
         |n| {
-            crate::measure::affinity::pin_nth(&m.pin, n)?;
-            Ok((
-                LatencySet::new("op", &OP_NAMES),
-                LatencySet::new("size", &SIZE_NAMES),
-                0,
-            ))
+            super::affinity::pin_nth(&m.pin, n)?;
+            Ok((Latencies::new(false), 0))
         },
-        |(by_op, by_size, failed), step, op| {
+        |(latencies, failed), step, op| {
             let cur = match op.kind {
                 OpKind::Alloc => EMPTY,
                 OpKind::Free => slots[op.slot as usize].take(),
@@ -420,8 +411,7 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
             let done = apply(a, op, cur, m.touch, step.op as u8);
             if m.time_calls {
                 let ns = clock.elapsed_ns(t0, clock.now());
-                by_op.record(op.call.index(), ns);
-                by_size.record(size_group(done.bytes), ns);
+                latencies.record(op.call, done.bytes, None, ns);
             }
             *failed += done.failed as u64;
             if op.kind != OpKind::Free {
@@ -440,12 +430,10 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
             unsafe { a.dealloc(s.ptr, s.layout) };
         }
     }
-    let mut by_op = LatencySet::new("op", &OP_NAMES);
-    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
+    let mut latencies = Latencies::new(false);
     let mut failed_allocs = 0;
-    for (o, s, failed) in results? {
-        by_op.merge(&o);
-        by_size.merge(&s);
+    for (l, failed) in results? {
+        latencies.merge(&l);
         failed_allocs += failed;
     }
     let mut phases = BTreeMap::new();
@@ -458,8 +446,7 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
         rss_timeline: Vec::new(),
         counters: phases,
         failed_allocs,
-        by_op,
-        by_size,
+        latencies,
     })
 }
 
@@ -592,7 +579,7 @@ mod tests {
             assert_eq!(r.failed_allocs, 4, "{}", which.name());
             assert!(r.peak_rss_bytes < 64 << 20, "{}", which.name());
         }
-        let plan = crate::threaded::plan(&compiled.ops, &[0; 9], compiled.slots);
+        let plan = crate::measured::threaded::plan(&compiled.ops, &[0; 9], compiled.slots);
         let r = run_threaded(Native::System, &compiled, &plan, &m, &clock).unwrap();
         assert_eq!(r.failed_allocs, 4);
     }
@@ -608,7 +595,7 @@ mod tests {
         for which in [Native::System, Native::Jemalloc, Native::Mimalloc] {
             let r = run(which, &compiled, &m, &clock);
             assert_eq!(r.ops, 8192);
-            let ops = r.by_op.summary();
+            let ops = r.latencies.by_op.summary();
             assert_eq!(
                 ops.iter().find(|(n, _)| *n == "malloc").unwrap().1.count,
                 4096

@@ -305,20 +305,7 @@ pub fn measure<E: std::fmt::Display>(
     };
     let mut report = ReplayReport::build(path, cfg, &heap, &compiled, &stats);
     for r in &results {
-        let prefix = match r.allocator {
-            "go" => String::new(),
-            other => format!("{other}_"),
-        };
-        let mut m = |k: &str, v: f64| {
-            report.metrics.insert(format!("{prefix}{k}"), v);
-        };
-        m("ns_per_op", round2(r.ns_per_op));
-        m("replay_ns", r.time_ns.median);
-        m("peak_rss", r.peak_rss_bytes as f64);
-        if r.timed_calls {
-            m("p50_ns", r.p50_ns);
-            m("p99_ns", r.p99_ns);
-        }
+        add_metrics(&mut report.metrics, r);
     }
     report.measurements = Some(Measurements {
         clock,
@@ -332,6 +319,25 @@ pub fn measure<E: std::fmt::Display>(
         allocators: results,
     });
     Ok(report)
+}
+
+/// The timing metrics of one allocator (the Go model's unprefixed, a baseline's with its name
+/// as prefix: `system_ns_per_op`).
+fn add_metrics(metrics: &mut BTreeMap<String, f64>, r: &AllocatorResult) {
+    let prefix = match r.allocator {
+        "go" => String::new(),
+        other => format!("{other}_"),
+    };
+    let mut m = |k: &str, v: f64| {
+        metrics.insert(format!("{prefix}{k}"), v);
+    };
+    m("ns_per_op", round2(r.ns_per_op));
+    m("replay_ns", r.time_ns.median);
+    m("peak_rss", r.peak_rss_bytes as f64);
+    if r.timed_calls {
+        m("p50_ns", r.p50_ns);
+        m("p99_ns", r.p99_ns);
+    }
 }
 
 fn summarise(

@@ -1,13 +1,16 @@
 //! Size-class waste computed from the trace under a class table (Go's by default).
 //!
-//! Every successful allocation is placed the way Go's `mallocgc` would place it:
+//! Every successful allocation is placed where Go's `mallocgc` would place it, by the replayer's
+//! one placement rule (`replayer::sizeclass::SizeClasses::place`, the rule the model allocates
+//! by):
 //! - size 0: no memory (Go returns `zerobase`);
-//! - tiny: pointer-free (noscan, the default for malloc traces) and under [`TINY_MAX_BYTES`]:
-//!   packed into 16-byte blocks, aligned by size (8, 4 or 2) as `mallocgc` does, one open block
-//!   per thread (Go has one per P). The waste is the block bytes not holding an object;
-//! - small: rounded up to its class (`class_for`); pointer objects over 512 B carry Go's 8-byte
-//!   malloc header, counted as waste;
-//! - large: above the table's largest class, rounded up to whole pages.
+//! - tiny: pointer-free (noscan, the default for malloc traces) and under Go's 16-byte tiny
+//!   block: packed into blocks, aligned by size as `mallocgcTiny` does (`sizeclass::tiny_align`),
+//!   one open block per thread (Go has one per P). The waste is the block bytes not holding an
+//!   object;
+//! - small: up to the largest class less the 8-byte malloc header, rounded up to its class;
+//!   pointer objects over 512 B carry Go's malloc header, counted as waste;
+//! - large: everything larger, rounded up to whole pages.
 //!
 //! Totals are over all allocations made (cumulative). Span tail waste (the bytes at the end of a
 //! span that no object fits in) is counted for the spans the peak number of live objects of each
@@ -17,15 +20,15 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use replayer::sizeclass::{
-    SizeClass, SizeClasses, SpanClass, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
+    self, tiny_align, SizeClass, SizeClasses, SpanClass, GO_TINY_BLOCK_BYTES, MALLOC_HEADER_BYTES,
 };
 use serde::Serialize;
 use traces::PtrKind;
 
-/// Go's `maxTinySize`: noscan objects smaller than this use the tiny allocator.
-pub const TINY_MAX_BYTES: u64 = 16;
-/// Size of a tiny block, bytes.
-pub const TINY_BLOCK_BYTES: u64 = 16;
+/// The tiny block, bytes (Go's; re-exported under the names frag.rs and latency.rs use).
+pub use replayer::sizeclass::GO_TINY_BLOCK_BYTES as TINY_BLOCK_BYTES;
+/// Noscan objects smaller than this use the tiny allocator: the tiny block.
+pub use replayer::sizeclass::GO_TINY_BLOCK_BYTES as TINY_MAX_BYTES;
 /// Distinct request sizes tracked for the "top wasting sizes" table; sizes past this count only
 /// in the totals (bounded memory).
 pub const MAX_TRACKED_SIZES: usize = 1 << 16;
@@ -97,58 +100,46 @@ impl Waste {
     /// bytes it occupies (for tiny objects, 0: their block is counted once by the caller).
     pub fn place(&mut self, size: u64, kind: PtrKind, thread: u32) -> Placement {
         let noscan = kind != PtrKind::Scan;
-        if size == 0 {
-            self.zero_allocs += 1;
-            return Placement::Zero;
-        }
-        let (placement, waste) = if noscan && size < TINY_MAX_BYTES {
-            self.tiny_allocs += 1;
-            self.tiny_requested_bytes += size;
-            let align = if size & 7 == 0 {
-                8
-            } else if size & 3 == 0 {
-                4
-            } else if size & 1 == 0 {
-                2
-            } else {
-                1
-            };
-            let next = &mut self.tiny_blocks;
-            let b = self.open_block.entry(thread).or_insert(TinyBlock {
-                id: 0,
-                used_bytes: TINY_BLOCK_BYTES,
-            });
-            let off = b.used_bytes.next_multiple_of(align);
-            if b.id != 0 && off + size <= TINY_BLOCK_BYTES {
-                b.used_bytes = off + size;
-            } else {
-                *next += 1;
-                *b = TinyBlock {
-                    id: *next,
-                    used_bytes: size,
-                };
+        let (placement, waste) = match self.classes.place(size, noscan, GO_TINY_BLOCK_BYTES) {
+            sizeclass::Placement::Zero => {
+                self.zero_allocs += 1;
+                return Placement::Zero;
             }
-            // Waste of tiny objects is attributed per block at the end (blocks * 16 - bytes).
-            (Placement::Tiny { block: b.id }, 0)
-        } else {
-            let header = if !noscan && size > MIN_SIZE_FOR_MALLOC_HEADER_BYTES {
-                MALLOC_HEADER_BYTES
-            } else {
-                0
-            };
-            let c = self.classes.class_for(size + header);
-            if c.0 != 0 {
-                self.header_bytes += header;
-                let acc = &mut self.per_class[c.0 as usize];
+            sizeclass::Placement::Tiny => {
+                self.tiny_allocs += 1;
+                self.tiny_requested_bytes += size;
+                let next = &mut self.tiny_blocks;
+                let b = self.open_block.entry(thread).or_insert(TinyBlock {
+                    id: 0,
+                    used_bytes: GO_TINY_BLOCK_BYTES,
+                });
+                let off = tiny_align(b.used_bytes, size);
+                if b.id != 0 && off + size <= GO_TINY_BLOCK_BYTES {
+                    b.used_bytes = off + size;
+                } else {
+                    *next += 1;
+                    *b = TinyBlock {
+                        id: *next,
+                        used_bytes: size,
+                    };
+                }
+                // Waste of tiny objects is attributed per block at the end (blocks * 16 - bytes).
+                (Placement::Tiny { block: b.id }, 0)
+            }
+            sizeclass::Placement::Small { class, header } => {
+                if header {
+                    self.header_bytes += MALLOC_HEADER_BYTES;
+                }
+                let acc = &mut self.per_class[class.0 as usize];
                 acc.allocs += 1;
                 acc.requested_bytes += size;
                 (
-                    Placement::Small { class: c.0 },
-                    self.classes.size_bytes(c) as u64 - size,
+                    Placement::Small { class: class.0 },
+                    self.classes.size_bytes(class) as u64 - size,
                 )
-            } else {
-                let page = self.classes.page_bytes() as u64;
-                let rounded = size.div_ceil(page).saturating_mul(page);
+            }
+            p @ sizeclass::Placement::Large => {
+                let (_, rounded) = self.classes.footprint(p, size, GO_TINY_BLOCK_BYTES);
                 self.large_allocs += 1;
                 self.large_requested_bytes += size;
                 self.large_rounded_bytes += rounded;
@@ -212,25 +203,19 @@ impl Waste {
                 theoretical_max_waste_pct: max_waste_pct,
             });
         }
-        let tiny_rounded = self.tiny_blocks * TINY_BLOCK_BYTES;
+        let tiny_rounded = self.tiny_blocks * GO_TINY_BLOCK_BYTES;
         let requested = small_requested + self.tiny_requested_bytes + self.large_requested_bytes;
         let rounded = small_rounded + tiny_rounded + self.large_rounded_bytes;
         let mut sizes: Vec<SizeWaste> = self
             .by_size
             .iter()
             .filter(|(_, (_, w))| *w > 0)
-            .map(|(&size, &(allocs, waste))| {
-                let c = t.class_for(size);
-                SizeWaste {
-                    request_bytes: size,
-                    allocs,
-                    waste_bytes: waste,
-                    rounded_to_bytes: if c.0 != 0 {
-                        t.size_bytes(c) as u64
-                    } else {
-                        size.div_ceil(page) * page
-                    },
-                }
+            .map(|(&size, &(allocs, waste))| SizeWaste {
+                request_bytes: size,
+                allocs,
+                waste_bytes: waste,
+                // As a pointer-free object outside the tiny allocator (sizes are tracked alone).
+                rounded_to_bytes: t.footprint(t.place(size, true, 0), size, 0).1,
             })
             .collect();
         sizes.sort_by(|a, b| {
@@ -351,4 +336,74 @@ pub struct WasteReport {
     pub waste_pct: f64,
     pub span_tail_waste_at_peak_bytes: u64,
     pub top_sizes: Vec<SizeWaste>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The waste places every request where the model allocates it (one rule: the replayer's
+    /// `SizeClasses::place`): the same per-class and large counts for the same requests. Before
+    /// the rule was shared, pointer-free requests of 32761..=32768 bytes were small here and
+    /// large in the model (and in Go).
+    #[test]
+    fn placement_is_the_models() {
+        let cfg = replayer::Config {
+            touch_memory: false,
+            gogc: -1,
+            ..replayer::Config::default()
+        };
+        let mut heap = replayer::Heap::new(&cfg).unwrap();
+        let mut waste = Waste::new(SizeClasses::go());
+        let mut sizes: Vec<u64> = (16..=40_000).step_by(7).collect();
+        sizes.extend([512, 513, 1024, 32760, 32761, 32767, 32768, 32769, 1 << 20]);
+        for &size in &sizes {
+            for kind in [PtrKind::Noscan, PtrKind::Scan] {
+                heap.malloc(size, kind != PtrKind::Scan, 0).unwrap();
+                waste.place(size, kind, 0);
+            }
+        }
+        let m = heap.memstats();
+        for (c, by_size) in m.by_size.iter().enumerate() {
+            assert_eq!(
+                waste.per_class[c + 1].allocs,
+                by_size.mallocs,
+                "{}-byte class",
+                by_size.size
+            );
+        }
+        assert_eq!(waste.large_allocs, m.large.mallocs);
+        assert_eq!(waste.large_rounded_bytes, m.large.bytes);
+        // Four whole pages, as Go's mallocgcLarge (not the 32768-byte class).
+        assert_eq!(
+            waste.place(32761, PtrKind::Noscan, 0),
+            Placement::Large {
+                rounded_bytes: 32768
+            }
+        );
+    }
+
+    #[test]
+    fn tiny_objects_pack_by_alignment_and_headers_count_as_waste() {
+        let mut w = Waste::new(SizeClasses::go());
+        // 1 at 0, 2 at 2, 4 at 4, 8 at 8: one block; 12 does not fit: a second block.
+        let blocks: Vec<Placement> = [1, 2, 4, 8, 12]
+            .iter()
+            .map(|&s| w.place(s, PtrKind::Noscan, 0))
+            .collect();
+        assert_eq!(blocks[..4], [Placement::Tiny { block: 1 }; 4]);
+        assert_eq!(blocks[4], Placement::Tiny { block: 2 });
+        // Another thread opens its own block.
+        assert_eq!(w.place(1, PtrKind::Noscan, 1), Placement::Tiny { block: 3 });
+        // A pointer object over 512 bytes takes the class of size + 8.
+        let c = w.classes.class_for(521);
+        assert_eq!(
+            w.place(513, PtrKind::Scan, 0),
+            Placement::Small { class: c.0 }
+        );
+        let r = w.report(&[], 10);
+        assert_eq!(r.malloc_header_bytes, MALLOC_HEADER_BYTES);
+        assert_eq!(r.tiny.blocks, 3);
+        assert_eq!(r.tiny.block_bytes, 3 * TINY_BLOCK_BYTES);
+    }
 }

@@ -89,7 +89,7 @@ fn compiled(csv: &str, cfg: &Config) -> Compiled {
         events.into_iter().map(Ok),
         None,
         cfg,
-        &heap.mheap.classes,
+        heap.mheap().classes(),
         false,
     )
     .unwrap()

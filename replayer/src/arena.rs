@@ -22,6 +22,31 @@ use crate::error::ReplayError;
 pub const ARENA_BYTES: u64 = 64 << 20;
 /// Go's first arena hint on linux/amd64 (`0x00c0 << 32`).
 pub const ARENA_HINT_ADDR: u64 = 0x00c0 << 32;
+/// The model's heap address space: the most heap (HeapSys) it grows to, from the arena hint.
+/// 256 GiB: more than a replay on real memory can hold on the machines it runs on, and it bounds
+/// what a size read from a trace can make the model allocate for itself (its page map costs 4
+/// bytes per 8 KiB page: 128 MiB at the limit). A request that does not fit is a failed call
+/// (malloc.rs; the baselines refuse it too, native.rs), as C's malloc answers NULL when it
+/// cannot map the memory.
+pub const MAX_HEAP_BYTES: u64 = 256 << 30;
+
+/// This machine's RAM plus swap, bytes (`sysinfo`; `u64::MAX` when it cannot be read). A
+/// replay on real memory that would map more cannot hold its heap: `Arena::map` refuses, and
+/// glibc under Linux's default overcommit refuses a single mapping larger than this.
+pub fn machine_memory_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        // SAFETY: sysinfo only writes the struct it is given, which lives on this stack frame.
+        let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable `struct sysinfo`.
+        if unsafe { libc::sysinfo(&mut info) } != 0 {
+            return u64::MAX;
+        }
+        (info.totalram as u64)
+            .saturating_add(info.totalswap as u64)
+            .saturating_mul(info.mem_unit.max(1) as u64)
+    })
+}
 
 /// The arenas mapped so far.
 pub struct Arena {
@@ -31,7 +56,9 @@ pub struct Arena {
     real: Vec<*mut u8>,
     /// Whether object memory is really written (false: the model runs on addresses only, for
     /// tests that want to go fast or huge heaps in CI).
-    pub touch_memory: bool,
+    pub(crate) touch_memory: bool,
+    /// Bytes of arenas mapped (`ARENA_BYTES` per non-null entry of `real`).
+    mapped_bytes: u64,
 }
 
 // SAFETY: the raw pointers are owned mappings, not shared with anything else; moving the
@@ -39,16 +66,19 @@ pub struct Arena {
 unsafe impl Send for Arena {}
 
 impl Arena {
-    pub fn new(base_addr: u64, touch_memory: bool) -> Arena {
+    pub(crate) fn new(base_addr: u64, touch_memory: bool) -> Arena {
         Arena {
             base_addr,
             real: Vec::new(),
             touch_memory,
+            mapped_bytes: 0,
         }
     }
 
-    /// Makes sure `[addr, addr+bytes)` is backed by mapped arenas.
-    pub fn map(&mut self, addr: u64, bytes: u64) -> Result<(), ReplayError> {
+    /// Makes sure `[addr, addr+bytes)` is backed by mapped arenas. Refuses (`MachineMemory`)
+    /// to map more than the machine has: the replay writes its objects, so it could not hold
+    /// them.
+    pub(crate) fn map(&mut self, addr: u64, bytes: u64) -> Result<(), ReplayError> {
         if !self.touch_memory || bytes == 0 {
             return Ok(());
         }
@@ -56,6 +86,14 @@ impl Arena {
         let last = self.arena_index(addr + bytes - 1);
         if self.real.len() <= last {
             self.real.resize(last + 1, std::ptr::null_mut());
+        }
+        let new_arenas = self.real[first..=last]
+            .iter()
+            .filter(|p| p.is_null())
+            .count();
+        let machine_bytes = machine_memory_bytes();
+        if self.mapped_bytes + new_arenas as u64 * ARENA_BYTES > machine_bytes {
+            return Err(ReplayError::MachineMemory { machine_bytes });
         }
         for i in first..=last {
             if !self.real[i].is_null() {
@@ -81,6 +119,7 @@ impl Arena {
                 });
             }
             self.real[i] = p as *mut u8;
+            self.mapped_bytes += ARENA_BYTES;
         }
         Ok(())
     }
@@ -134,7 +173,7 @@ impl Arena {
     }
 
     /// `memclrNoHeapPointers`: zeroes `[addr, addr+len)`.
-    pub fn zero(&self, addr: u64, len: u64) {
+    pub(crate) fn zero(&self, addr: u64, len: u64) {
         if !self.touch_memory {
             return;
         }
@@ -149,7 +188,7 @@ impl Arena {
 
     /// Writes `stamp` into every byte of `[addr, addr+len)` (the `whole` touch policy: as
     /// glibc's trace_run, the program writes its whole object).
-    pub fn fill(&self, addr: u64, len: u64, stamp: u8) {
+    pub(crate) fn fill(&self, addr: u64, len: u64, stamp: u8) {
         if !self.touch_memory {
             return;
         }
@@ -165,7 +204,7 @@ impl Arena {
     }
 
     /// Writes a 64-bit word (a malloc header, a tiny block's first word).
-    pub fn write_u64(&self, addr: u64, value: u64) {
+    pub(crate) fn write_u64(&self, addr: u64, value: u64) {
         if !self.touch_memory {
             return;
         }
@@ -202,7 +241,7 @@ impl Arena {
 
     /// What a program does with a fresh object: writes its first byte and one byte in each
     /// later 4 KiB page, so page faults and TLB misses happen where they would.
-    pub fn touch(&self, addr: u64, len: u64, stamp: u8) {
+    pub(crate) fn touch(&self, addr: u64, len: u64, stamp: u8) {
         if !self.touch_memory || len == 0 {
             return;
         }
@@ -226,7 +265,7 @@ impl Arena {
     }
 
     /// Copies `len` bytes between objects (what `append`/`copy` does when a slice grows).
-    pub fn copy(&self, dst: u64, src: u64, len: u64) {
+    pub(crate) fn copy(&self, dst: u64, src: u64, len: u64) {
         if !self.touch_memory || len == 0 {
             return;
         }
@@ -258,7 +297,7 @@ impl Arena {
 
     /// `sysUnused`: gives `[addr, addr+len)` back to the OS (MADV_DONTNEED); the bytes read as
     /// zero afterwards.
-    pub fn release(&self, addr: u64, len: u64) {
+    pub(crate) fn release(&self, addr: u64, len: u64) {
         if !self.touch_memory {
             return;
         }
@@ -267,13 +306,6 @@ impl Arena {
             // drops its pages, which no Rust reference points into.
             unsafe { libc::madvise(p as *mut libc::c_void, n, libc::MADV_DONTNEED) };
         });
-    }
-
-    /// Real address of a model address (for reports and tests).
-    pub fn real_addr(&self, addr: u64) -> Option<usize> {
-        let i = self.arena_index(addr);
-        let base = *self.real.get(i)?;
-        (!base.is_null()).then(|| base as usize + ((addr - self.base_addr) % ARENA_BYTES) as usize)
     }
 }
 
@@ -310,7 +342,26 @@ mod tests {
         a.touch(end0 - 1, 2, 7);
         a.release(end0 - 8192, 16384);
         assert_eq!(a.read_u64(end0), 0);
-        assert!(a.real_addr(end0).is_some());
+    }
+
+    #[test]
+    fn never_maps_more_than_the_machine_has() {
+        let machine = machine_memory_bytes();
+        assert!(machine > 0);
+        if machine > MAX_HEAP_BYTES {
+            return; // a machine this large never meets the limit below the heap's own
+        }
+        let mut a = Arena::new(ARENA_HINT_ADDR, true);
+        let e = a.map(ARENA_HINT_ADDR, machine + ARENA_BYTES).unwrap_err();
+        assert!(
+            matches!(e, ReplayError::MachineMemory { machine_bytes } if machine_bytes == machine),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--no-touch"), "{e}");
+        assert!(a.real.iter().all(|p| p.is_null()), "nothing mapped");
+        // Addresses only: nothing is mapped, so nothing is refused.
+        let mut a = Arena::new(ARENA_HINT_ADDR, false);
+        a.map(ARENA_HINT_ADDR, machine + ARENA_BYTES).unwrap();
     }
 
     #[test]

@@ -30,12 +30,15 @@
 //! touch_memory = true
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReplayError;
-use crate::sizeclass::SizeClasses;
+use crate::pacer::MarkCosts;
+use crate::sizeclass::{SizeClasses, GO_TINY_BLOCK_BYTES};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,7 +61,7 @@ pub enum Pointers {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     /// "go" or a CSV path.
     pub size_classes: String,
@@ -82,46 +85,20 @@ pub struct Config {
     pub stacks_bytes: u64,
     /// Global bytes the GC scans (pacer input).
     pub globals_bytes: u64,
-    /// Traces without timestamps only (with them, the mark is timed and cons/mark is measured
-    /// as Go measures it; mgc.rs). Go's cons/mark ratio (bytes allocated per byte of scan work
-    /// during a mark), fixed: it sets the trigger's runway and how long a mark phase lasts in
-    /// allocated bytes (pacer.rs, mgc.rs). With `mark_object_cost_bytes` and
-    /// `mark_fixed_bytes` it fits Go 1.27 on churn workloads at about 2 µs per allocation
-    /// (replayer/FIDELITY.md).
-    pub cons_mark: f64,
-    /// Share of CPU that idle Ps spend on marking during a GC (0 when the program keeps every P
-    /// busy; 0.5 fits one busy goroutine on two otherwise idle Ps). The timed mark marks with
-    /// `procs * (0.25 + idle_mark_utilization)` Ps.
-    pub idle_mark_utilization: f64,
-    /// Scan-work bytes one marked object costs beyond its scanned bytes (mgc.rs).
-    pub mark_object_cost_bytes: u64,
-    /// Bytes allocated during every mark phase regardless of scan work (the mark's fixed
-    /// costs in allocation terms; mgc.rs).
-    pub mark_fixed_bytes: u64,
-    /// Timed mark (traces with timestamps): wall time a mark phase takes beyond its CPU work
-    /// (stopping and starting the world, waking idle Ps, the ragged barriers). The defaults
-    /// here and below are what the fidelity tests' calibration measured with Go 1.27 on a
-    /// quiet 2-vCPU VM (median latency 0.35 ms; the same VM under other load: 6 to 7 ms) on
-    /// workloads the comparison itself does not use (replayer/FIDELITY.md). Measure your own
-    /// machine the same way when its marks matter (`calibrate_this_machine` prints the keys).
-    pub mark_latency_ns: u64,
-    /// Timed mark: when not empty, each cycle's latency is one of these (measured) values,
-    /// drawn in a fixed pseudo-random order (deterministic), instead of `mark_latency_ns`. On a
-    /// machine where Go's marks vary, the spread matters: Go's pacer keeps the largest
-    /// cons/mark of the last five cycles.
-    pub mark_latencies_ns: Vec<u64>,
-    /// Timed mark: CPU to mark one object.
-    pub mark_ns_per_object: f64,
-    /// Timed mark: CPU per byte of pointer-holding heap objects scanned.
-    pub mark_ns_per_scan_byte: f64,
-    /// Timed mark: CPU per byte of stacks and globals scanned.
-    pub mark_ns_per_root_byte: f64,
-    /// Timed mark: the share of marking CPU that allocating goroutines do as assists. Go counts
-    /// it in the utilization it measures cons/mark with (pacer.rs `observe_mark`).
-    pub mark_assist_share: f64,
+    /// What a mark costs and how long it lasts (pacer.rs; its keys are flat in the file).
+    #[serde(flatten)]
+    pub mark: MarkCosts,
     /// Really write object memory (false: addresses only).
     pub touch_memory: bool,
+    /// Keys of a file that no field takes: `validate` rejects them (serde cannot deny unknown
+    /// fields beside a flattened struct). Always empty in a `Config` built in code.
+    #[serde(flatten, skip_serializing)]
+    pub unknown_keys: UnknownKeys,
 }
+
+/// The keys of a configuration file that name no setting (`Config::unknown_keys`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct UnknownKeys(BTreeMap<String, IgnoredAny>);
 
 impl Default for Config {
     fn default() -> Self {
@@ -129,7 +106,7 @@ impl Default for Config {
             size_classes: "go".into(),
             page_size: 8192,
             tiny: true,
-            tiny_block: 16,
+            tiny_block: GO_TINY_BLOCK_BYTES,
             pointers: Pointers::Noscan,
             procs: 1,
             thread_to_p: Vec::new(),
@@ -141,17 +118,9 @@ impl Default for Config {
             green_tea: false,
             stacks_bytes: 8192,
             globals_bytes: 0,
-            cons_mark: 0.1,
-            idle_mark_utilization: 0.5,
-            mark_object_cost_bytes: 64,
-            mark_fixed_bytes: 0,
-            mark_latency_ns: 350_000,
-            mark_latencies_ns: Vec::new(),
-            mark_ns_per_object: 8.5,
-            mark_ns_per_scan_byte: 0.8,
-            mark_ns_per_root_byte: 0.2,
-            mark_assist_share: 0.3,
+            mark: MarkCosts::default(),
             touch_memory: true,
+            unknown_keys: UnknownKeys::default(),
         }
     }
 }
@@ -253,6 +222,19 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ReplayError> {
         let bad = |m: String| Err(ReplayError::Config(m));
+        if let Some(key) = self.unknown_keys.0.keys().next() {
+            let known = serde_json::to_value(Config::default()).expect("Config serialises");
+            let known: Vec<&str> = known
+                .as_object()
+                .expect("an object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return bad(format!(
+                "unknown field `{key}`, expected one of {}",
+                known.join(", ")
+            ));
+        }
         if !self.page_size.is_power_of_two() || self.page_size < 4096 {
             return bad(format!(
                 "page_size {} must be a power of two >= 4096",
@@ -278,24 +260,7 @@ impl Config {
                 self.tiny_block
             ));
         }
-        if !(self.cons_mark.is_finite() && self.cons_mark >= 0.0) {
-            return bad("cons_mark must be a non-negative number".into());
-        }
-        if !(0.0..=1.0).contains(&self.idle_mark_utilization) {
-            return bad("idle_mark_utilization must be between 0 and 1".into());
-        }
-        if !(0.0..=1.0).contains(&self.mark_assist_share) {
-            return bad("mark_assist_share must be between 0 and 1".into());
-        }
-        for (name, v) in [
-            ("mark_ns_per_object", self.mark_ns_per_object),
-            ("mark_ns_per_scan_byte", self.mark_ns_per_scan_byte),
-            ("mark_ns_per_root_byte", self.mark_ns_per_root_byte),
-        ] {
-            if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
-                return bad(format!("{name} must be a number of nanoseconds, 0..1e6"));
-            }
-        }
+        self.mark.validate().map_err(ReplayError::Config)?;
         Ok(())
     }
 
@@ -310,6 +275,15 @@ impl Config {
                 source,
             })?;
         SizeClasses::from_csv_text(&self.size_classes, &text, self.page_size)
+    }
+
+    /// The tiny block in bytes, 0 when the tiny allocator is off (`SizeClasses::place`).
+    pub fn tiny_block_bytes(&self) -> u64 {
+        if self.tiny {
+            self.tiny_block
+        } else {
+            0
+        }
     }
 
     /// The P a trace thread runs on.
@@ -356,6 +330,21 @@ mod tests {
             "{e}"
         );
         assert!(Config::from_toml_str("page_size = 4096\n").is_err());
+        // The mark's keys are flat in the file and in the JSON, as every other key.
+        let c = Config::from_toml_str("cons_mark = 0.2\nmark_latencies_ns = [1, 2]\n").unwrap();
+        assert_eq!(c.mark.cons_mark, 0.2);
+        assert_eq!(c.mark.mark_latencies_ns, [1, 2]);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["cons_mark"], 0.2);
+        assert!(v.get("mark").is_none() && v.get("unknown_keys").is_none());
+        let back: Config = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+        let e = Config::from_toml_str("mark_latency = 5\n").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `mark_latency`"),
+            "{e}"
+        );
+        assert!(Config::from_toml_str("mark_assist_share = 2.0\n").is_err());
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
         assert_eq!(parse_bytes("123"), Ok(123));
         assert!(parse_bytes("12 parsecs").is_err());

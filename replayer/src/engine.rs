@@ -20,9 +20,7 @@ use traces::{Event, PtrKind};
 use crate::config::{Config, Pointers};
 use crate::error::ReplayError;
 use crate::malloc::Heap;
-use crate::sizeclass::{
-    SizeClass, SizeClasses, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
-};
+use crate::sizeclass::{SizeClass, SizeClasses};
 
 /// What an op does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +34,7 @@ pub enum OpKind {
     Realloc,
 }
 
-/// The C call an op came from (the latency groups of `native::OP_NAMES`, by index).
+/// The C call an op came from (the latency groups of `measured::native::OP_NAMES`, by index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Call {
@@ -63,7 +61,7 @@ impl Call {
         }
     }
 
-    /// Index into `native::OP_NAMES`.
+    /// Index into `measured::native::OP_NAMES`.
     #[inline]
     pub fn index(self) -> usize {
         self as usize
@@ -137,26 +135,11 @@ impl Compiled {
 }
 
 /// The bytes a request occupies in the model: class size, whole pages, or its own size when it
-/// is packed by the tiny allocator. Returns (class, bytes).
+/// is packed by the tiny allocator. Returns (class, bytes). The placement rule is
+/// `SizeClasses::place` (sizeclass.rs).
 pub fn rounded(classes: &SizeClasses, cfg: &Config, size: u64, noscan: bool) -> (SizeClass, u64) {
-    let max_small = classes.max_small_bytes() as u64 - MALLOC_HEADER_BYTES;
-    if size == 0 {
-        return (SizeClass(0), 0);
-    }
-    if size > max_small {
-        let page = classes.page_bytes() as u64;
-        return (SizeClass(0), size.div_ceil(page) * page);
-    }
-    if noscan && cfg.tiny && size < cfg.tiny_block {
-        return (classes.class_for(cfg.tiny_block), size);
-    }
-    let with_header = if !noscan && size > MIN_SIZE_FOR_MALLOC_HEADER_BYTES {
-        size + MALLOC_HEADER_BYTES
-    } else {
-        size
-    };
-    let c = classes.class_for(with_header);
-    (c, classes.size_bytes(c) as u64)
+    let tiny = cfg.tiny_block_bytes();
+    classes.footprint(classes.place(size, noscan, tiny), size, tiny)
 }
 
 /// Compiles events (in sequence order) for `cfg`. `forked_from` is the trace header's: in a fork
@@ -407,7 +390,7 @@ impl Touch {
 }
 
 /// The state of a replay between ops: the slot array and the running peak of HeapAlloc. Both
-/// the plain loop ([`run`]) and the measured ones (`measured.rs`) step through it, so they replay
+/// the plain loop ([`run`]) and the measured ones (`measured/`) step through it, so they replay
 /// exactly the same calls.
 pub struct Stepper {
     pub slots: Vec<Slot>,
@@ -520,7 +503,13 @@ mod tests {
     fn calls_map_to_the_latency_groups() {
         assert_eq!(Call::of(traces::Op::Reallocarray), Call::Realloc);
         assert_eq!(Call::of(traces::Op::Valloc), Call::Aligned);
-        assert_eq!(crate::native::OP_NAMES[Call::Calloc.index()], "calloc");
-        assert_eq!(crate::native::OP_NAMES[Call::Free.index()], "free");
+        assert_eq!(
+            crate::measured::native::OP_NAMES[Call::Calloc.index()],
+            "calloc"
+        );
+        assert_eq!(
+            crate::measured::native::OP_NAMES[Call::Free.index()],
+            "free"
+        );
     }
 }

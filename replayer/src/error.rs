@@ -22,6 +22,11 @@ pub enum ReplayError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "replaying on real memory needs more than the {machine_bytes} bytes of RAM and swap this \
+         machine has (replay --no-touch models addresses only)"
+    )]
+    MachineMemory { machine_bytes: u64 },
     #[error("strict mode: {what} at event {event}")]
     Strict { what: &'static str, event: u64 },
     /// The events could not be read (the source says why; [`ReplayError::in_file`] names the

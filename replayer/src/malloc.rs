@@ -1,11 +1,18 @@
 //! The allocator's entry points: models `mallocgc` (malloc.go), and the free side: what becomes
 //! of an object the trace frees, under each free policy.
 //!
-//! `malloc` picks a path exactly as `mallocgc` does: size 0 returns `zerobase`; pointer-free
-//! objects under the tiny block size take the tiny path; objects up to 32768 - 8 bytes take the
-//! small path (pointer objects over 512 bytes get an 8-byte malloc header and their class is
-//! chosen for size + 8); everything else is large (whole pages, its own span). The fast path is
-//! `nextFreeFast` on the P's cached span; the rest is in `#[cold]` functions.
+//! `malloc` takes the path `mallocgc` takes, by the one placement rule (`SizeClasses::place`):
+//! size 0 returns `zerobase`; pointer-free objects under the tiny block size take the tiny path;
+//! objects up to 32768 - 8 bytes take the small path (pointer objects over 512 bytes get an
+//! 8-byte malloc header and their class is chosen for size + 8); everything else is large (whole
+//! pages, its own span). The fast path is `nextFreeFast` on the P's cached span; the rest is in
+//! `#[cold]` functions.
+//!
+//! A request that no heap could hold fails as C's malloc fails: one larger than the model's
+//! address space (`arena::MAX_HEAP_BYTES`), or one the heap cannot grow for. Nothing
+//! is allocated; it is counted in `refused_allocs` and answered with [`ZEROBASE_ADDR`], which
+//! the engine treats as holding no memory (it neither writes nor frees it), as a program holds
+//! NULL.
 //!
 //! Frees follow the configured policy (config.rs): `gc` marks the object dead (it is still
 //! allocated) and a GC cycle started by the pacer makes the sweeper reclaim it; `immediate`
@@ -17,64 +24,55 @@
 
 use crate::config::{Config, FreePolicy};
 use crate::error::ReplayError;
-use crate::mcache::{tiny_align, MCache, EMPTY_SPAN};
+use crate::mcache::{MCache, EMPTY_SPAN};
 use crate::mheap::MHeap;
 use crate::mspan::{SpanHome, SpanId};
 use crate::mstats::{BySize, GoMemStats, LargeStats};
 use crate::pacer::{HeapSizes, Pacer};
-use crate::sizeclass::{
-    SizeClass, SpanClass, MALLOC_HEADER_BYTES, MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
-};
+use crate::sizeclass::{tiny_align, Placement, SizeClass, SpanClass, MALLOC_HEADER_BYTES};
 
 /// The address `mallocgc(0)` returns (`&zerobase`, outside the heap).
 pub const ZEROBASE_ADDR: u64 = 0x0000_0000_0060_0000;
 /// What the model writes as a malloc header (stands for a `*_type`).
 pub const FAKE_TYPE_PTR: u64 = 0x0000_0000_0050_0000;
 
+use crate::mgc::Gc;
 pub use crate::mgc::GcCycle;
 
+/// The Go heap as a program sees it: the page heap and its central structures (`mheap`), one
+/// mcache per P, the pacer and the GC. Changed only through its methods (`malloc`, `free`,
+/// `advance_clock`, `gc_cycle`); the engine sets `current_event` before an allocation.
 pub struct Heap {
-    pub mheap: MHeap,
-    pub mcaches: Vec<MCache>,
-    pub pacer: Pacer,
-    pub policy: FreePolicy,
+    /// The page heap, spans, mcentrals, sweeper and scavenger state (mheap.rs).
+    pub(crate) mheap: MHeap,
+    /// One per P (mcache.rs); an allocation on P `p` uses `mcaches[p]`.
+    pub(crate) mcaches: Vec<MCache>,
+    /// The trigger and goal of the next cycle (pacer.rs).
+    pub(crate) pacer: Pacer,
+    /// The GC's own state: the running mark phase and the finished cycles (mgc.rs).
+    pub(crate) gc: Gc,
+    /// What a free does (config.rs).
+    pub(crate) policy: FreePolicy,
     /// Tiny block bytes, 0 = tiny allocator off.
     tiny_block_bytes: u64,
-    /// Largest request served by a size class (`maxSmallSize - mallocHeaderSize`).
-    max_small_request_bytes: u64,
+    /// The background sweeper runs (config.rs `bg_sweep`; mgc.rs).
     pub(crate) bg_sweep: bool,
-    pub gc_cycles: Vec<GcCycle>,
-    /// Set by the replay engine: index of the event being replayed.
-    pub current_event: u64,
-    pub(crate) trigger_bytes: u64,
-    pub(crate) goal_bytes: u64,
-    /// Requests of size 0 (`zerobase`, not counted by Go).
-    pub zero_size_allocs: u64,
-    /// A mark phase is running (`gcBlackenEnabled`): new objects are allocated black.
-    pub(crate) marking: bool,
-    /// heapLive at which the running mark phase ends.
-    pub(crate) mark_end_bytes: u64,
-    /// heapLive when the running cycle started.
-    pub(crate) cycle_start_live_bytes: u64,
-    pub(crate) cycle_start_event: u64,
+    /// Index of the op being replayed (set by the engine before an allocation; a cycle records
+    /// the op that started it).
+    pub(crate) current_event: u64,
     /// The trace's clock: ns since the recording started, of the op being replayed (0 when the
-    /// trace has no timestamps; set by the engine, `advance_clock`).
-    pub now_ns: u64,
-    /// Timed mark (mgc.rs): when the running mark phase ends (`u64::MAX` when none is timed).
-    pub(crate) mark_end_ns: u64,
-    pub(crate) mark_start_ns: u64,
-    /// Timed mark: the running mark's CPU work and scan work (heap scan + stacks + globals).
-    pub(crate) mark_cpu_ns: f64,
-    pub(crate) mark_scan_work_bytes: u64,
-    /// Perf counters accumulated over GC work (measured replays attach them; mgc.rs).
-    pub gc_counters: Option<crate::measure::perf::PhaseCounters>,
+    /// trace has no timestamps; set by `advance_clock`).
+    pub(crate) now_ns: u64,
+    /// Requests of size 0 (`zerobase`, not counted by Go).
+    pub(crate) zero_size_allocs: u64,
+    /// Requests the model could not satisfy (see the module comment): failed calls.
+    pub(crate) refused_allocs: u64,
 }
 
 impl Heap {
     pub fn new(cfg: &Config) -> Result<Heap, ReplayError> {
         cfg.validate()?;
         let classes = cfg.load_size_classes()?;
-        let max_small = classes.max_small_bytes() as u64 - MALLOC_HEADER_BYTES;
         let nspc = classes.num_span_classes();
         let tiny_spc = if cfg.tiny {
             let c = classes.class_for(cfg.tiny_block);
@@ -97,55 +95,54 @@ impl Heap {
         );
         mheap.tiny_spc = tiny_spc;
         mheap.scav.enabled = cfg.scavenger;
-        let gogc = if cfg.free_policy == FreePolicy::Immediate {
-            -1
-        } else {
-            cfg.gogc
-        };
-        let limit = if cfg.free_policy == FreePolicy::Immediate {
-            None
-        } else {
-            cfg.gomemlimit
-        };
-        let mut pacer = Pacer::new(gogc, limit, cfg.stacks_bytes, cfg.globals_bytes);
-        pacer.cons_mark = cfg.cons_mark;
-        pacer.idle_mark_utilization = cfg.idle_mark_utilization;
-        pacer.mark_object_cost_bytes = cfg.mark_object_cost_bytes;
-        pacer.mark_fixed_bytes = cfg.mark_fixed_bytes;
-        pacer.mark_latency_ns = cfg.mark_latency_ns;
-        pacer.mark_latencies_ns = cfg.mark_latencies_ns.clone();
-        pacer.mark_ns_per_object = cfg.mark_ns_per_object;
-        pacer.mark_ns_per_scan_byte = cfg.mark_ns_per_scan_byte;
-        pacer.mark_ns_per_root_byte = cfg.mark_ns_per_root_byte;
-        pacer.mark_assist_share = cfg.mark_assist_share;
-        pacer.procs = cfg.procs;
-        pacer.commit(true, 0);
+        let immediate = cfg.free_policy == FreePolicy::Immediate;
+        let pacer = Pacer::new(
+            if immediate { -1 } else { cfg.gogc },
+            if immediate { None } else { cfg.gomemlimit },
+            cfg.stacks_bytes,
+            cfg.globals_bytes,
+            cfg.procs,
+            cfg.mark.clone(),
+        );
         let mut h = Heap {
             mheap,
             mcaches: (0..cfg.procs).map(|_| MCache::new(nspc)).collect(),
             pacer,
+            gc: Gc::default(),
             policy: cfg.free_policy,
-            tiny_block_bytes: if cfg.tiny { cfg.tiny_block } else { 0 },
-            max_small_request_bytes: max_small,
+            tiny_block_bytes: cfg.tiny_block_bytes(),
             bg_sweep: cfg.bg_sweep,
-            gc_cycles: Vec::new(),
             current_event: 0,
-            trigger_bytes: u64::MAX,
-            goal_bytes: 0,
-            zero_size_allocs: 0,
-            marking: false,
-            mark_end_bytes: 0,
-            cycle_start_live_bytes: 0,
-            cycle_start_event: 0,
             now_ns: 0,
-            mark_end_ns: u64::MAX,
-            mark_start_ns: 0,
-            mark_cpu_ns: 0.0,
-            mark_scan_work_bytes: 0,
-            gc_counters: None,
+            zero_size_allocs: 0,
+            refused_allocs: 0,
         };
         h.update_trigger();
         Ok(h)
+    }
+
+    /// The page heap (read only: tests and reports look at spans, pages and statistics).
+    pub fn mheap(&self) -> &MHeap {
+        &self.mheap
+    }
+
+    /// The GC cycles run so far.
+    pub fn gc_cycles(&self) -> &[GcCycle] {
+        &self.gc.cycles
+    }
+
+    /// Requests the model could not satisfy (failed calls; see the module comment).
+    pub fn refused_allocs(&self) -> u64 {
+        self.refused_allocs
+    }
+
+    /// Attaches perf counters that accumulate over the model's GC work (a measured replay's
+    /// `gc` phase; mgc.rs), or takes them back (`None`).
+    pub fn set_gc_counters(
+        &mut self,
+        counters: Option<crate::measured::perf::PhaseCounters>,
+    ) -> Option<crate::measured::perf::PhaseCounters> {
+        std::mem::replace(&mut self.gc.counters, counters)
     }
 
     pub(crate) fn heap_sizes(&self) -> HeapSizes {
@@ -157,59 +154,53 @@ impl Heap {
         }
     }
 
+    /// The pacer's trigger and goal for the heap as it is now (`gcControllerState.trigger`).
     pub(crate) fn update_trigger(&mut self) {
-        if self.pacer.enabled() {
-            let (t, g) = self.pacer.trigger(&self.heap_sizes());
-            self.trigger_bytes = t;
-            self.goal_bytes = g;
-        } else {
-            self.trigger_bytes = u64::MAX;
-            self.goal_bytes = 0;
-        }
+        let sizes = self.heap_sizes();
+        self.pacer.update(&sizes);
     }
 
     /// `mallocgc(size, typ, needzero=true)` on P `p`. Returns the object's address.
     #[inline]
     pub fn malloc(&mut self, size_bytes: u64, noscan: bool, p: usize) -> Result<u64, ReplayError> {
-        if size_bytes == 0 {
-            self.zero_size_allocs += 1;
-            return Ok(ZEROBASE_ADDR);
-        }
-        if size_bytes <= self.max_small_request_bytes {
-            if noscan {
-                if size_bytes < self.tiny_block_bytes {
-                    return self.malloc_tiny(size_bytes, p);
-                }
-                return self.malloc_small(size_bytes, true, false, p);
+        match self
+            .mheap
+            .classes
+            .place(size_bytes, noscan, self.tiny_block_bytes)
+        {
+            Placement::Small { class, header } => self.malloc_small(class, noscan, header, p),
+            Placement::Tiny => self.malloc_tiny(size_bytes, p),
+            Placement::Large => self.malloc_large(size_bytes, noscan, p),
+            Placement::Zero => {
+                self.zero_size_allocs += 1;
+                Ok(ZEROBASE_ADDR)
             }
-            if size_bytes <= MIN_SIZE_FOR_MALLOC_HEADER_BYTES {
-                return self.malloc_small(size_bytes, false, false, p);
-            }
-            return self.malloc_small(size_bytes + MALLOC_HEADER_BYTES, false, true, p);
         }
-        self.malloc_large(size_bytes, noscan, p)
     }
 
     /// `mallocgcSmallNoscan` / `mallocgcSmallScanNoHeader` / `mallocgcSmallScanHeader`.
     #[inline]
     fn malloc_small(
         &mut self,
-        size_bytes: u64,
+        class: SizeClass,
         noscan: bool,
         header: bool,
         p: usize,
     ) -> Result<u64, ReplayError> {
-        let class = self.mheap.classes.class_for(size_bytes);
         let spc = SpanClass::new(class, noscan);
         let id = self.mcaches[p].alloc[spc.index()];
         let (id, i, refilled) = match self.mheap.spans[id.index()].next_free_fast() {
             Some(i) => (id, i, false),
-            None => self.next_free_slow(spc, p)?,
+            None => match self.next_free_slow(spc, p)? {
+                Some(found) => found,
+                None => return Ok(self.refuse()),
+            },
         };
         // Spans of the tiny span class (and only they) keep `tiny_refs`.
         let tiny_class = self.mheap.tiny_spc == Some(spc);
-        let marking = self.marking;
+        let marking = self.gc.marking;
         let s = &mut self.mheap.spans[id.index()];
+        debug_assert!(i < s.nelems && !s.is_live(i), "object {i} handed out twice");
         let addr = s.object_addr(i);
         let elem = s.elem_bytes;
         let needzero = s.needzero;
@@ -238,16 +229,26 @@ impl Heap {
         })
     }
 
+    /// `mcache.nextFree` and its refill; `None` when the heap cannot grow for a new span (a
+    /// failed call, see the module comment).
     #[cold]
     #[inline(never)]
     fn next_free_slow(
         &mut self,
         spc: SpanClass,
         p: usize,
-    ) -> Result<(SpanId, u32, bool), ReplayError> {
-        let r = self.mheap.next_free(&mut self.mcaches[p], spc, p)?;
-        self.mheap.stats.note_heap_peaks();
-        Ok(r)
+    ) -> Result<Option<(SpanId, u32, bool)>, ReplayError> {
+        #[cfg(feature = "check-invariants")]
+        let old = self.mcaches[p].alloc[spc.index()];
+        match self.mheap.next_free(&mut self.mcaches[p], spc, p) {
+            Ok(r) => {
+                self.mheap.stats.note_heap_peaks();
+                expensive_check!(self.check_after_slow_path(&[old, r.0], p));
+                Ok(Some(r))
+            }
+            Err(ReplayError::OutOfMemory { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `mallocgcTiny`.
@@ -256,6 +257,7 @@ impl Heap {
         let block = self.tiny_block_bytes;
         let mc = &mut self.mcaches[p];
         let off = tiny_align(mc.tiny_offset, size_bytes);
+        debug_assert!(mc.tiny_offset <= block || mc.tiny_addr == 0);
         if off + size_bytes <= block && mc.tiny_addr != 0 {
             let x = mc.tiny_addr + off;
             mc.tiny_offset = off + size_bytes;
@@ -270,7 +272,7 @@ impl Heap {
                 // already live (`live_bits[i] == (tiny_refs[i] > 0)`).
                 s.set_live(i, true);
             }
-            if self.marking {
+            if self.gc.marking {
                 // The new pointer into the block is shaded by the write barrier.
                 s.set_marked(i);
             }
@@ -286,7 +288,10 @@ impl Heap {
         let id = self.mcaches[p].alloc[spc.index()];
         let (id, i, refilled) = match self.mheap.spans[id.index()].next_free_fast() {
             Some(i) => (id, i, false),
-            None => self.next_free_slow(spc, p)?,
+            None => match self.next_free_slow(spc, p)? {
+                Some(found) => found,
+                None => return Ok(self.refuse()),
+            },
         };
         let block = self.tiny_block_bytes;
         let v = self.mheap.spans[id.index()].object_addr(i);
@@ -295,7 +300,7 @@ impl Heap {
         let s = &mut self.mheap.spans[id.index()];
         s.tiny_refs[i as usize] = 1;
         s.set_live(i, true);
-        if self.marking {
+        if self.gc.marking {
             s.set_marked(i);
         }
         let mc = &mut self.mcaches[p];
@@ -324,19 +329,34 @@ impl Heap {
         noscan: bool,
         p: usize,
     ) -> Result<u64, ReplayError> {
-        let id = self.mheap.alloc_large(size_bytes, noscan, p)?;
+        if size_bytes > crate::arena::MAX_HEAP_BYTES {
+            return Ok(self.refuse());
+        }
+        let id = match self.mheap.alloc_large(size_bytes, noscan, p) {
+            Ok(id) => id,
+            Err(ReplayError::OutOfMemory { .. }) => return Ok(self.refuse()),
+            Err(e) => return Err(e),
+        };
         let s = &mut self.mheap.spans[id.index()];
         s.set_live(0, true);
-        if self.marking {
+        if self.gc.marking {
             s.set_marked(0);
         }
         let (addr, bytes, needzero) = (s.base_addr, s.elem_bytes, s.needzero);
         self.mheap.stats.note_heap_peaks();
+        expensive_check!(self.check_after_slow_path(&[id], p));
         self.maybe_gc(p);
         if needzero {
             self.mheap.arena.zero(addr, bytes);
         }
         Ok(addr)
+    }
+
+    /// A failed call (see the module comment): nothing allocated.
+    #[cold]
+    fn refuse(&mut self) -> u64 {
+        self.refused_allocs += 1;
+        ZEROBASE_ADDR
     }
 
     /// Frees an object the trace no longer holds (see the module comment for the policies).
@@ -388,6 +408,17 @@ impl Heap {
 
     /// The `immediate` policy: object `i` of span `id` is free now.
     fn free_now(&mut self, id: SpanId, i: u32) {
+        self.free_now_work(id, i);
+        expensive_check!({
+            let s = self.mheap.span(id);
+            if s.state == crate::mspan::SpanState::InUse {
+                s.check_invariants();
+            }
+            self.mheap.stats.check_invariants();
+        });
+    }
+
+    fn free_now_work(&mut self, id: SpanId, i: u32) {
         let sg = self.mheap.sweepgen;
         let s = &mut self.mheap.spans[id.index()];
         let elem = s.elem_bytes;
@@ -455,8 +486,8 @@ impl Heap {
             frees,
             heap_objects: mallocs - frees,
             tiny_allocs: tiny,
-            num_gc: self.gc_cycles.len() as u64,
-            next_gc: self.goal_bytes,
+            num_gc: self.gc.cycles.len() as u64,
+            next_gc: self.pacer.goal_bytes(),
             by_size,
             large: LargeStats {
                 mallocs: st.large_alloc_count,
@@ -466,10 +497,43 @@ impl Heap {
         }
     }
 
+    /// Tier-3 check after a slow-path operation on P `p` that changed `spans`: those spans,
+    /// the P's page cache and mcache, and the page-level statistics.
+    #[cfg(feature = "check-invariants")]
+    fn check_after_slow_path(&self, spans: &[SpanId], p: usize) {
+        for &id in spans {
+            let s = self.mheap.span(id);
+            if id != EMPTY_SPAN && s.state == crate::mspan::SpanState::InUse {
+                s.check_invariants();
+            }
+        }
+        self.mheap.pcache[p].check_invariants();
+        self.mheap.stats.check_invariants();
+        for (spc, &c) in self.mcaches[p].alloc.iter().enumerate() {
+            if c != EMPTY_SPAN {
+                assert_eq!(self.mheap.span(c).spanclass as usize, spc);
+            }
+        }
+    }
+
     /// Walks every structure and panics on a broken invariant.
     pub fn check_invariants(&self) {
         self.mheap.check_invariants();
         self.mheap.check_central_invariants();
+        self.mheap.check_sweep_invariants();
+        self.pacer.check_invariants();
+        let m = self.memstats();
+        for b in &m.by_size {
+            assert!(
+                b.frees <= b.mallocs,
+                "{}-byte class: more frees than mallocs",
+                b.size
+            );
+        }
+        assert!(
+            m.large.frees <= m.large.mallocs,
+            "large: more frees than mallocs"
+        );
         for mc in &self.mcaches {
             for (spc, &id) in mc.alloc.iter().enumerate() {
                 if id != EMPTY_SPAN {
@@ -490,5 +554,66 @@ impl Heap {
             alloc_bytes, self.mheap.stats.heap_alloc_bytes,
             "heap_alloc vs spans"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heap() -> Heap {
+        Heap::new(&Config {
+            touch_memory: false,
+            ..Config::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    #[should_panic(expected = "spans left to sweep")]
+    fn the_walk_catches_a_miscounted_sweep() {
+        let mut h = heap();
+        h.malloc(100, true, 0).unwrap();
+        h.gc_cycle(0);
+        h.check_invariants();
+        h.mheap.sweep.remaining_spans += 1;
+        h.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "above goal")]
+    fn the_walk_catches_a_trigger_above_the_goal() {
+        let mut h = heap();
+        h.pacer.heap_marked_bytes = 64 << 20;
+        h.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "more frees than mallocs")]
+    fn the_walk_catches_more_frees_than_allocations() {
+        let mut h = heap();
+        h.malloc(100, true, 0).unwrap();
+        let class = |size| h.mheap.classes.class_for(size).0 as usize;
+        let (c100, c200) = (class(100), class(200));
+        h.mheap.stats.small_free_count[c100] += 2;
+        h.mheap.stats.small_alloc_count[c200] += 2;
+        h.check_invariants();
+    }
+
+    /// With the feature on, a slow-path operation walks the spans it changed: an object past
+    /// the span's end marked live (which no allocation looks at) is found at the next refill.
+    #[cfg(feature = "check-invariants")]
+    #[test]
+    #[should_panic(expected = "past nelems in use")]
+    fn a_refill_walks_the_span_it_gives_back() {
+        let mut h = heap();
+        let a = h.malloc(1024, true, 0).unwrap();
+        let id = h.mheap.span_of(a).unwrap();
+        let s = &mut h.mheap.spans[id.index()];
+        assert!(s.nelems < 60);
+        s.set_live(60, true);
+        for _ in 0..64 {
+            h.malloc(1024, true, 0).unwrap();
+        }
     }
 }

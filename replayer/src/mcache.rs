@@ -3,8 +3,7 @@
 //!
 //! The tiny allocator (malloc.go `mallocgcTiny`) packs pointer-free objects smaller than the
 //! tiny block (16 bytes) into one block taken from the tiny span class (size class 2, noscan).
-//! The offset is aligned to 8 when `size & 7 == 0`, else 4 when `size & 3 == 0`, else 2 when
-//! `size & 1 == 0`. An object that fits (`off + size <= 16` and a block exists) goes in it and
+//! The offset is aligned by size (`sizeclass::tiny_align`). An object that fits (`off + size <= 16` and a block exists) goes in it and
 //! counts as a tiny allocation; otherwise a new zeroed block is taken, and it becomes the current
 //! block when `size < tinyoffset` or there is none (it keeps more free space).
 //!
@@ -19,8 +18,6 @@ use crate::mheap::MHeap;
 use crate::mspan::{SpanHome, SpanId};
 use crate::sizeclass::{SizeClass, SpanClass};
 
-/// Go's tiny span's size class (`tinySizeClass`).
-pub const TINY_SIZE_CLASS: u8 = 2;
 /// Id of the empty span every fresh mcache slot points at (`emptymspan`).
 pub const EMPTY_SPAN: SpanId = SpanId(0);
 
@@ -32,20 +29,20 @@ pub const MAX_SPAN_CLASSES: usize = 256;
 pub struct MCache {
     /// Cached span per span class (inline: the allocation fast path indexes it directly).
     /// Classes the table does not have stay `EMPTY_SPAN`.
-    pub alloc: [SpanId; MAX_SPAN_CLASSES],
+    pub(crate) alloc: [SpanId; MAX_SPAN_CLASSES],
     /// Address of the current tiny block (0 = none).
-    pub tiny_addr: u64,
+    pub(crate) tiny_addr: u64,
     /// Span and object index of the current tiny block (saves a span lookup per tiny object).
-    pub tiny_span: SpanId,
-    pub tiny_index: u32,
+    pub(crate) tiny_span: SpanId,
+    pub(crate) tiny_index: u32,
     /// Bytes of the tiny block already used.
-    pub tiny_offset: u64,
+    pub(crate) tiny_offset: u64,
     /// Tiny objects packed into existing blocks since the last flush (`tinyAllocs`).
-    pub tiny_allocs: u64,
+    pub(crate) tiny_allocs: u64,
 }
 
 impl MCache {
-    pub fn new(num_span_classes: usize) -> MCache {
+    pub(crate) fn new(num_span_classes: usize) -> MCache {
         assert!(num_span_classes <= MAX_SPAN_CLASSES);
         MCache {
             alloc: [EMPTY_SPAN; MAX_SPAN_CLASSES],
@@ -58,28 +55,13 @@ impl MCache {
     }
 }
 
-/// The offset in the tiny block for an object of `size` bytes (`mallocgcTiny`'s alignment).
-#[inline]
-pub fn tiny_align(off: u64, size: u64) -> u64 {
-    let a = if size & 7 == 0 {
-        8
-    } else if size & 3 == 0 {
-        4
-    } else if size & 1 == 0 {
-        2
-    } else {
-        1
-    };
-    (off + a - 1) & !(a - 1)
-}
-
 impl MHeap {
     /// `mcache.nextFree`: the slow path when the cached span's alloc cache is exhausted.
     /// Returns the span, the object's index in it, and whether a span was refilled (Go's
     /// `checkGCTrigger`).
     #[cold]
     #[inline(never)]
-    pub fn next_free(
+    pub(crate) fn next_free(
         &mut self,
         mc: &mut MCache,
         spc: SpanClass,
@@ -105,7 +87,12 @@ impl MHeap {
     }
 
     /// `mcache.refill`: give back the full span, cache one with free objects.
-    pub fn refill(&mut self, mc: &mut MCache, spc: SpanClass, p: usize) -> Result<(), ReplayError> {
+    pub(crate) fn refill(
+        &mut self,
+        mc: &mut MCache,
+        spc: SpanClass,
+        p: usize,
+    ) -> Result<(), ReplayError> {
         self.refill_count += 1;
         let old = mc.alloc[spc.index()];
         if old != EMPTY_SPAN {
@@ -123,6 +110,8 @@ impl MHeap {
                 mc.tiny_allocs = 0;
             }
             self.uncache_span(old);
+            // Until a span is found the mcache holds none (a failed refill leaves it so).
+            mc.alloc[spc.index()] = EMPTY_SPAN;
         }
         let id = self.cache_span(spc, p)?;
         let sg = self.sweepgen;
@@ -140,7 +129,7 @@ impl MHeap {
     /// `mcache.allocLarge`: a span of whole pages for one object.
     #[cold]
     #[inline(never)]
-    pub fn alloc_large(
+    pub(crate) fn alloc_large(
         &mut self,
         size_bytes: u64,
         noscan: bool,
@@ -156,20 +145,14 @@ impl MHeap {
         self.stats.heap_alloc_bytes += bytes;
         self.sweep.heap_live_bytes += bytes;
         let sg = self.sweepgen;
-        {
-            let s = &mut self.spans[id.index()];
-            s.freeindex = 1;
-            s.alloc_count = 1;
-            s.alloc_bits[0] = 1;
-            s.large_requested_bytes = size_bytes;
-        }
+        self.spans[id.index()].init_large();
         self.push_span(id, SpanHome::Full(crate::mcentral::swept_index(sg)));
         Ok(id)
     }
 
     /// `mcache.releaseAll`: every cached span goes back to its mcentral; the tiny block is
     /// dropped.
-    pub fn release_all(&mut self, mc: &mut MCache) {
+    pub(crate) fn release_all(&mut self, mc: &mut MCache) {
         let sg = self.sweepgen;
         for i in 0..mc.alloc.len() {
             let id = mc.alloc[i];
@@ -192,20 +175,5 @@ impl MHeap {
         mc.tiny_offset = 0;
         self.stats.tiny_alloc_count += mc.tiny_allocs;
         mc.tiny_allocs = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiny_alignment_rules() {
-        assert_eq!(tiny_align(1, 8), 8);
-        assert_eq!(tiny_align(1, 12), 4);
-        assert_eq!(tiny_align(5, 12), 8);
-        assert_eq!(tiny_align(1, 6), 2);
-        assert_eq!(tiny_align(3, 5), 3);
-        assert_eq!(tiny_align(0, 8), 0);
     }
 }

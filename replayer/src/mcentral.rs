@@ -28,9 +28,9 @@ pub struct SpanSet {
 #[derive(Clone, Debug, Default)]
 pub struct MCentral {
     /// `partial[sweepgen/2 % 2]` holds swept spans with free objects.
-    pub partial: [SpanSet; 2],
+    pub(crate) partial: [SpanSet; 2],
     /// `full[sweepgen/2 % 2]` holds swept spans with no free objects.
-    pub full: [SpanSet; 2],
+    pub(crate) full: [SpanSet; 2],
 }
 
 /// Which parity of set is the swept one for a sweepgen.
@@ -46,7 +46,7 @@ pub fn unswept_index(sweepgen: u64) -> u8 {
 
 impl MHeap {
     /// Pushes a span on one of its mcentral's sets.
-    pub fn push_span(&mut self, id: SpanId, home: SpanHome) {
+    pub(crate) fn push_span(&mut self, id: SpanId, home: SpanHome) {
         let s = &mut self.spans[id.index()];
         debug_assert_eq!(s.home, SpanHome::None);
         s.home = home;
@@ -60,7 +60,7 @@ impl MHeap {
     }
 
     /// Pops the oldest valid span from a set.
-    pub fn pop_span(&mut self, spc: SpanClass, home: SpanHome) -> Option<SpanId> {
+    pub(crate) fn pop_span(&mut self, spc: SpanClass, home: SpanHome) -> Option<SpanId> {
         loop {
             let c = &mut self.central[spc.index()];
             let (id, token) = match home {
@@ -78,7 +78,7 @@ impl MHeap {
     }
 
     /// Takes a span off whatever set holds it (its queue entry goes stale).
-    pub fn unlist_span(&mut self, id: SpanId) {
+    pub(crate) fn unlist_span(&mut self, id: SpanId) {
         let s = &mut self.spans[id.index()];
         debug_assert!(matches!(s.home, SpanHome::Partial(_) | SpanHome::Full(_)));
         s.home = SpanHome::None;
@@ -88,7 +88,7 @@ impl MHeap {
     /// `mcentral.cacheSpan`: a span of class `spc` with at least one free object, positioned for
     /// allocation.
     #[inline(never)]
-    pub fn cache_span(&mut self, spc: SpanClass, p: usize) -> Result<SpanId, ReplayError> {
+    pub(crate) fn cache_span(&mut self, spc: SpanClass, p: usize) -> Result<SpanId, ReplayError> {
         let span_bytes = self.classes.npages(spc.size_class()) as u64 * self.page_bytes;
         self.deduct_sweep_credit(span_bytes, 0);
         let sg = self.sweepgen;
@@ -110,7 +110,7 @@ impl MHeap {
                 let fi = self.spans[id.index()].next_free_index();
                 if fi != self.spans[id.index()].nelems {
                     // Go keeps the index found; `prime_alloc_cache` below reloads from it.
-                    self.spans[id.index()].freeindex = fi;
+                    self.spans[id.index()].set_freeindex(fi);
                     break 'search Some(id);
                 }
                 self.push_span(id, SpanHome::Full(swept_index(sg)));
@@ -129,7 +129,7 @@ impl MHeap {
     }
 
     /// `mcentral.uncacheSpan`: an mcache gives a span back.
-    pub fn uncache_span(&mut self, id: SpanId) {
+    pub(crate) fn uncache_span(&mut self, id: SpanId) {
         let sg = self.sweepgen;
         let s = &mut self.spans[id.index()];
         debug_assert_eq!(s.home, SpanHome::Cached);

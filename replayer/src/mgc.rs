@@ -36,12 +36,53 @@ use serde::Serialize;
 
 use crate::malloc::Heap;
 use crate::mcache::MCache;
+use crate::measured::perf::PhaseCounters;
 use crate::mspan::SpanState;
 
-/// `gcGoalUtilization`.
-const GC_GOAL_UTILIZATION: f64 = 0.25;
-/// How far past the goal a mark may run before assists have finished it (`maxOvershoot`).
-const MAX_OVERSHOOT: f64 = 1.1;
+/// The GC's own state (Go's `work` and `gcBlackenEnabled`, mgc.go): the mark phase that is
+/// running, if any, and the cycles finished. Written only here: `gc_start` opens a mark phase,
+/// `gc_mark_termination` closes it and records the cycle.
+pub struct Gc {
+    /// A mark phase is running (`gcBlackenEnabled`): new objects are allocated black. Read on
+    /// every allocation (malloc.rs).
+    pub(crate) marking: bool,
+    /// heapLive at which the running mark phase ends, bytes.
+    mark_end_bytes: u64,
+    /// heapLive when the running cycle started, bytes.
+    cycle_start_live_bytes: u64,
+    /// The op whose allocation started the running cycle.
+    cycle_start_event: u64,
+    /// Timed mark: when the running mark phase ends on the trace's clock (`u64::MAX` when none
+    /// is timed).
+    mark_end_ns: u64,
+    /// Timed mark: when it started.
+    mark_start_ns: u64,
+    /// Timed mark: its CPU work, ns, and its scan work (heap scan + stacks + globals), bytes.
+    mark_cpu_ns: f64,
+    mark_scan_work_bytes: u64,
+    /// The cycles finished, in order.
+    pub(crate) cycles: Vec<GcCycle>,
+    /// Perf counters accumulated over GC work (a measured replay attaches them,
+    /// `Heap::set_gc_counters`).
+    pub(crate) counters: Option<PhaseCounters>,
+}
+
+impl Default for Gc {
+    fn default() -> Gc {
+        Gc {
+            marking: false,
+            mark_end_bytes: 0,
+            cycle_start_live_bytes: 0,
+            cycle_start_event: 0,
+            mark_end_ns: u64::MAX,
+            mark_start_ns: 0,
+            mark_cpu_ns: 0.0,
+            mark_scan_work_bytes: 0,
+            cycles: Vec::new(),
+            counters: None,
+        }
+    }
+}
 
 /// One GC cycle, for reports.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -70,7 +111,7 @@ impl Heap {
     #[inline]
     pub fn advance_clock(&mut self, now_ns: u64, p: usize) {
         self.now_ns = now_ns;
-        if now_ns >= self.mark_end_ns {
+        if now_ns >= self.gc.mark_end_ns {
             self.gc_mark_termination(p);
         }
     }
@@ -79,11 +120,11 @@ impl Heap {
     #[inline]
     pub(crate) fn maybe_gc(&mut self, p: usize) {
         let live = self.mheap.sweep.heap_live_bytes;
-        if self.marking {
-            if live >= self.mark_end_bytes {
+        if self.gc.marking {
+            if live >= self.gc.mark_end_bytes {
                 self.gc_mark_termination(p);
             }
-        } else if live >= self.trigger_bytes {
+        } else if live >= self.pacer.trigger_bytes() {
             self.gc_start(p);
         }
     }
@@ -91,12 +132,12 @@ impl Heap {
     /// Runs one whole GC cycle now, with an instantaneous mark (`runtime.GC()` as a test sees
     /// it). A running mark phase is finished first.
     pub fn gc_cycle(&mut self, p: usize) {
-        if !self.marking {
+        if !self.gc.marking {
             self.gc_start(p);
         }
-        if self.marking {
+        if self.gc.marking {
             // A forced cycle does not measure cons/mark (as Go's endCycle for userForced).
-            self.mark_end_ns = u64::MAX;
+            self.gc.mark_end_ns = u64::MAX;
             self.gc_mark_termination(p);
         }
     }
@@ -108,14 +149,15 @@ impl Heap {
         self.gc_counters_enter();
         self.gc_start_work(p);
         self.gc_counters_leave();
+        expensive_check!(self.check_invariants());
     }
 
     fn gc_start_work(&mut self, p: usize) {
         self.mheap.finish_sweep();
         let live = self.mheap.sweep.heap_live_bytes;
         self.pacer.start_cycle(live);
-        self.cycle_start_live_bytes = live;
-        self.cycle_start_event = self.current_event;
+        self.gc.cycle_start_live_bytes = live;
+        self.gc.cycle_start_event = self.current_event;
         let mut scan_bytes = 0u64;
         let mut objects = 0u64;
         for s in self.mheap.spans.iter_mut().skip(1) {
@@ -129,33 +171,25 @@ impl Heap {
                 scan_bytes += n * s.elem_bytes;
             }
         }
+        let gc = &mut self.gc;
+        gc.marking = true;
         if self.now_ns > 0 {
             // The timed mark.
             self.pacer.timed = true;
             let cpu = self.pacer.mark_cpu_ns(objects, scan_bytes);
-            self.mark_cpu_ns = cpu;
-            self.mark_scan_work_bytes =
-                scan_bytes + self.pacer.stacks_bytes + self.pacer.globals_bytes;
-            self.mark_start_ns = self.now_ns;
-            let cycle = self.gc_cycles.len() as u64;
-            self.mark_end_ns = self
+            gc.mark_cpu_ns = cpu;
+            gc.mark_scan_work_bytes = self.pacer.timed_scan_work_bytes(scan_bytes);
+            gc.mark_start_ns = self.now_ns;
+            let cycle = gc.cycles.len() as u64;
+            gc.mark_end_ns = self
                 .now_ns
                 .saturating_add(self.pacer.mark_wall_ns(cpu, cycle));
-            self.mark_end_bytes = ((self.goal_bytes as f64 * MAX_OVERSHOOT) as u64).max(live);
-            self.marking = true;
+            gc.mark_end_bytes = self.pacer.overshoot_bytes(live);
             return;
         }
-        let scan_work = scan_bytes
-            + objects * self.pacer.mark_object_cost_bytes
-            + self.pacer.stacks_bytes
-            + self.pacer.globals_bytes;
-        let window = self.pacer.mark_fixed_bytes
-            + (self.pacer.cons_mark * (1.0 - GC_GOAL_UTILIZATION)
-                / (GC_GOAL_UTILIZATION + self.pacer.idle_mark_utilization)
-                * scan_work as f64) as u64;
-        self.marking = true;
-        self.mark_end_bytes = (live + window).min(self.goal_bytes.max(live));
-        if window == 0 || self.mark_end_bytes <= live {
+        let window = self.pacer.untimed_mark_bytes(objects, scan_bytes);
+        gc.mark_end_bytes = (live + window).min(self.pacer.goal_bytes().max(live));
+        if window == 0 || gc.mark_end_bytes <= live {
             self.gc_mark_termination(p);
         }
     }
@@ -173,39 +207,39 @@ impl Heap {
     /// over the model's GC work (cycle start with its mark snapshot, mark termination with the
     /// sweep, scavenge and pacing that follow). Nothing happens when no counters are attached.
     fn gc_counters_enter(&mut self) {
-        if let Some(c) = &mut self.gc_counters {
+        if let Some(c) = &mut self.gc.counters {
             c.enter();
         }
     }
 
     fn gc_counters_leave(&mut self) {
-        if let Some(c) = &mut self.gc_counters {
+        if let Some(c) = &mut self.gc.counters {
             c.leave();
         }
     }
 
     fn gc_mark_termination_work(&mut self, p: usize) {
-        self.marking = false;
+        self.gc.marking = false;
         let timed = self.pacer.timed;
         let live_at_end = self.mheap.sweep.heap_live_bytes;
         let mut mark_ns = 0;
-        if self.mark_end_ns != u64::MAX {
+        if self.gc.mark_end_ns != u64::MAX {
             // (Threads' clocks may disagree by a little: never a negative time.)
-            mark_ns = self.now_ns.saturating_sub(self.mark_start_ns);
+            mark_ns = self.now_ns.saturating_sub(self.gc.mark_start_ns);
             self.pacer.observe_mark(
-                live_at_end.saturating_sub(self.cycle_start_live_bytes),
+                live_at_end.saturating_sub(self.gc.cycle_start_live_bytes),
                 mark_ns,
-                self.mark_cpu_ns,
-                self.mark_scan_work_bytes,
+                self.gc.mark_cpu_ns,
+                self.gc.mark_scan_work_bytes,
             );
-            self.mark_end_ns = u64::MAX;
+            self.gc.mark_end_ns = u64::MAX;
         }
         // Go's lastHeapScan is the scannable bytes marked; the untimed mark adds its per-object
         // cost.
         let object_cost = if timed {
             0
         } else {
-            self.pacer.mark_object_cost_bytes
+            self.pacer.costs.mark_object_cost_bytes
         };
         let mut marked = 0u64;
         let mut scan = 0u64;
@@ -220,7 +254,7 @@ impl Heap {
                 scan += n * s.elem_bytes;
             }
         }
-        let last_goal = self.goal_bytes;
+        let last_goal = self.pacer.goal_bytes();
         self.pacer.heap_marked_bytes = marked;
         self.pacer.last_heap_scan_bytes = scan;
         self.mheap.sweep.heap_live_bytes = marked;
@@ -236,11 +270,11 @@ impl Heap {
         }
         self.pacer.commit(false, self.mheap.sweep.heap_live_bytes);
         self.update_trigger();
-        self.mheap.pace_sweeper(self.trigger_bytes);
+        self.mheap.pace_sweeper(self.pacer.trigger_bytes());
         self.mheap.pace_scavenger(
             self.pacer.memory_limit_bytes,
             self.pacer.non_heap_bytes,
-            self.goal_bytes,
+            self.pacer.goal_bytes(),
             last_goal,
             last_heap_inuse,
         );
@@ -248,18 +282,18 @@ impl Heap {
             self.mheap.finish_sweep();
         }
         self.mheap.scavenge_background(self.pacer.non_heap_bytes);
-        #[cfg(feature = "check-invariants")]
-        self.check_invariants();
-        self.gc_cycles.push(GcCycle {
-            n: self.gc_cycles.len() as u64 + 1,
-            event: self.cycle_start_event,
-            heap_live_before: self.cycle_start_live_bytes,
+        expensive_check!(self.check_invariants());
+        let gc = &mut self.gc;
+        gc.cycles.push(GcCycle {
+            n: gc.cycles.len() as u64 + 1,
+            event: gc.cycle_start_event,
+            heap_live_before: gc.cycle_start_live_bytes,
             heap_live_at_mark_end: live_at_end,
             mark_ns,
             cons_mark: self.pacer.cons_mark,
             heap_marked: marked,
-            goal: self.goal_bytes,
-            trigger: self.trigger_bytes,
+            goal: self.pacer.goal_bytes(),
+            trigger: self.pacer.trigger_bytes(),
         });
     }
 }

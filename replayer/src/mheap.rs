@@ -13,10 +13,10 @@
 //! heap base and its random padding pages are not modelled, so addresses are reproducible);
 //! there are no manual (stack) spans, so stacks and globals enter only the pacer, as bytes.
 
-use crate::arena::{Arena, ARENA_BYTES};
+use crate::arena::{Arena, ARENA_BYTES, MAX_HEAP_BYTES};
 use crate::error::ReplayError;
 use crate::mcentral::MCentral;
-use crate::mspan::{MSpan, SpanHome, SpanId, SpanState};
+use crate::mspan::{MSpan, SpanId, SpanState};
 use crate::mstats::MStats;
 use crate::pagealloc::{PageAlloc, CHUNK_PAGES};
 use crate::pagecache::{PageCache, PAGE_CACHE_PAGES};
@@ -26,40 +26,40 @@ use crate::sweep::SweepState;
 
 /// The global heap state.
 pub struct MHeap {
-    pub classes: SizeClasses,
+    pub(crate) classes: SizeClasses,
     /// Bytes per page.
-    pub page_bytes: u64,
+    pub(crate) page_bytes: u64,
     /// log2(page_bytes) (`_PageShift`).
     page_shift: u32,
     /// Model Green Tea GC's span layout (Go 1.26+ default).
-    pub green_tea: bool,
+    pub(crate) green_tea: bool,
     /// Model address of page 0.
-    pub base_addr: u64,
-    pub arena: Arena,
+    pub(crate) base_addr: u64,
+    pub(crate) arena: Arena,
     /// Span table; dead entries are reused through `free_ids`.
-    pub spans: Vec<MSpan>,
+    pub(crate) spans: Vec<MSpan>,
     free_ids: Vec<SpanId>,
     /// Span owning each page (`h.spans`), `SpanId::NONE` when free.
     page_span: Vec<SpanId>,
-    pub pages: PageAlloc,
+    pub(crate) pages: PageAlloc,
     /// Per-P page caches.
-    pub pcache: Vec<PageCache>,
+    pub(crate) pcache: Vec<PageCache>,
     /// Per arena: bytes from the arena start that have ever been handed out (`zeroedBase`).
     zeroed_base_bytes: Vec<u64>,
     /// One mcentral per span class.
-    pub central: Vec<MCentral>,
+    pub(crate) central: Vec<MCentral>,
     /// `mheap_.sweepgen`: +2 per GC cycle.
-    pub sweepgen: u64,
-    pub sweep: SweepState,
-    pub stats: MStats,
+    pub(crate) sweepgen: u64,
+    pub(crate) sweep: SweepState,
+    pub(crate) stats: MStats,
     /// The tiny allocator's span class, when it is on.
-    pub tiny_spc: Option<SpanClass>,
-    pub scav: Scavenger,
+    pub(crate) tiny_spc: Option<SpanClass>,
+    pub(crate) scav: Scavenger,
     /// `mcache.refill` calls so far (span fast path exhausted). Bumped on the slow path only;
     /// the measured replay reads it before and after a call to name the path taken.
-    pub refill_count: u64,
+    pub(crate) refill_count: u64,
     /// Spans allocated from the page heap so far (`allocSpan`); as `refill_count`.
-    pub span_alloc_count: u64,
+    pub(crate) span_alloc_count: u64,
 }
 
 impl MHeap {
@@ -123,13 +123,28 @@ impl MHeap {
         &self.spans[id.index()]
     }
 
-    #[inline]
-    pub fn span_mut(&mut self, id: SpanId) -> &mut MSpan {
-        &mut self.spans[id.index()]
+    /// The real memory behind the heap (tests read what the model wrote).
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+
+    /// `mheap_.sweepgen`: +2 per GC cycle.
+    pub fn sweepgen(&self) -> u64 {
+        self.sweepgen
+    }
+
+    /// The size-class table.
+    pub fn classes(&self) -> &SizeClasses {
+        &self.classes
     }
 
     /// `mheap.alloc`: reclaims first when sweeping is unfinished, then `allocSpan`.
-    pub fn alloc(&mut self, npages: u64, spc: SpanClass, p: usize) -> Result<SpanId, ReplayError> {
+    pub(crate) fn alloc(
+        &mut self,
+        npages: u64,
+        spc: SpanClass,
+        p: usize,
+    ) -> Result<SpanId, ReplayError> {
         if !self.sweep_done() {
             self.reclaim(npages);
         }
@@ -139,7 +154,7 @@ impl MHeap {
     /// `mheap.allocSpan`: finds pages (page cache for small requests, else first fit, growing
     /// the heap when needed) and initialises a span on them.
     #[inline(never)]
-    pub fn alloc_span(
+    pub(crate) fn alloc_span(
         &mut self,
         npages: u64,
         spc: SpanClass,
@@ -208,13 +223,7 @@ impl MHeap {
         let tiny_class = Some(spc) == self.tiny_spc;
         let sweepgen = self.sweepgen;
         let s = &mut self.spans[id.index()];
-        s.base_addr = base_addr;
-        s.npages = npages as u32;
-        s.state = SpanState::InUse;
-        s.spanclass = spc.0;
-        s.needzero = needzero;
-        s.sweepgen = sweepgen;
-        s.home = SpanHome::None;
+        s.init(base_addr, npages as u32, spc, needzero, sweepgen);
         s.init_objects(elem, nelems, tiny_class);
         id
     }
@@ -244,10 +253,21 @@ impl MHeap {
     }
 
     /// `mheap.grow`: adds whole 4 MiB chunks (fresh memory counts as released) and maps them.
+    /// Past the model's address space (`MAX_HEAP_BYTES`) it fails, as Go's `sysReserve` does
+    /// (`OutOfMemory`; nothing changed).
     #[cold]
     fn grow(&mut self, npages: u64) -> Result<u64, ReplayError> {
         let nchunks = npages.div_ceil(CHUNK_PAGES);
-        let bytes = nchunks * CHUNK_PAGES * self.page_bytes;
+        let bytes = nchunks.saturating_mul(CHUNK_PAGES * self.page_bytes);
+        if bytes > MAX_HEAP_BYTES - self.stats.heap_sys_bytes {
+            return Err(ReplayError::OutOfMemory {
+                bytes,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "past the model's heap address space (arena::MAX_HEAP_BYTES)",
+                ),
+            });
+        }
         let addr = self.page_addr(self.pages.total_pages());
         self.arena.map(addr, bytes)?;
         self.pages.grow(nchunks);
@@ -259,13 +279,10 @@ impl MHeap {
     }
 
     /// `mheap.freeSpan` (`freeSpanLocked`): the span's pages go back to the page allocator.
-    pub fn free_span(&mut self, id: SpanId) {
+    pub(crate) fn free_span(&mut self, id: SpanId) {
         let (base, npages) = {
             let s = &mut self.spans[id.index()];
-            debug_assert_eq!(s.state, SpanState::InUse);
-            debug_assert_eq!(s.home, SpanHome::None);
-            s.state = SpanState::Dead;
-            s.list_token = s.list_token.wrapping_add(1);
+            s.set_dead();
             (s.base_addr, s.npages as u64)
         };
         let page = self.addr_page(base);
@@ -281,7 +298,7 @@ impl MHeap {
     }
 
     /// Gives a P's page cache back to the page allocator (`pageCache.flush`).
-    pub fn flush_page_cache(&mut self, p: usize) {
+    pub(crate) fn flush_page_cache(&mut self, p: usize) {
         let block = self.pcache[p].take();
         self.pages.flush_cache(block);
     }
@@ -301,10 +318,10 @@ impl MHeap {
 
     pub fn check_invariants(&self) {
         let st = &self.stats;
-        assert_eq!(
-            st.heap_inuse_bytes + st.heap_free_bytes + st.heap_released_bytes,
-            st.heap_sys_bytes,
-            "heap_sys"
+        st.check_invariants();
+        assert!(
+            st.heap_sys_bytes <= MAX_HEAP_BYTES,
+            "heap past its address space"
         );
         let (free_pages, released_pages) = self.pages.free_and_released_pages();
         let cache_free: u64 = self

@@ -22,7 +22,7 @@
 
 /// Index of a span in the heap's span table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SpanId(pub u32);
+pub struct SpanId(pub(crate) u32);
 
 impl SpanId {
     pub const NONE: SpanId = SpanId(u32::MAX);
@@ -58,51 +58,57 @@ pub enum SpanHome {
 pub struct MSpan {
     // First line: allocation (`nextFreeFast`) and object addresses.
     /// Complement of `alloc_bits` from `freeindex` (see the module comment).
-    pub alloc_cache: u64,
-    /// Model address of the first byte.
-    pub base_addr: u64,
+    pub(crate) alloc_cache: u64,
+    /// Model address of the first byte. Set by `init` (mheap.rs `init_span`).
+    pub(crate) base_addr: u64,
     /// Bytes per object (the whole span for a large object).
-    pub elem_bytes: u64,
+    pub(crate) elem_bytes: u64,
     /// `divMul`: `u32::MAX / elem_bytes + 1`, so `(offset * div_mul) >> 32` is the object index
     /// for any offset inside the span (0 for large spans: their only object is index 0).
-    pub div_mul: u64,
+    pub(crate) div_mul: u64,
     /// Allocated objects (1 = in use).
-    pub alloc_bits: Vec<u64>,
-    /// Next object index to examine for allocation.
-    pub freeindex: u32,
+    pub(crate) alloc_bits: Vec<u64>,
+    /// Next object index to examine for allocation. Moved by allocation here, by
+    /// `set_freeindex` (mcentral.rs `cacheSpan`) and `init_large` (mcache.rs).
+    pub(crate) freeindex: u32,
     /// Objects that fit (1 for a large object).
-    pub nelems: u32,
+    pub(crate) nelems: u32,
     // Second line: the rest of the allocation and free paths.
     /// Objects the trace still holds.
-    pub live_bits: Vec<u64>,
+    pub(crate) live_bits: Vec<u64>,
     /// Objects allocated (as of the last sweep plus those handed out since).
-    pub alloc_count: u32,
+    pub(crate) alloc_count: u32,
     /// `spanclass`: size class << 1 | noscan (0/1 for large objects).
-    pub spanclass: u8,
+    pub(crate) spanclass: u8,
     /// The span's memory may hold garbage and must be zeroed before use.
-    pub needzero: bool,
-    pub state: SpanState,
-    pub home: SpanHome,
+    pub(crate) needzero: bool,
+    /// Set by `init` and `set_dead` (mheap.rs).
+    pub(crate) state: SpanState,
+    /// Which list holds the span: written by whoever moves it (mcentral.rs `push_span`,
+    /// `pop_span`, `unlist_span`, `uncache_span`; mcache.rs `refill`), as Go's span sets do.
+    pub(crate) home: SpanHome,
     /// Length in pages.
-    pub npages: u32,
+    pub(crate) npages: u32,
     /// Live sub-objects per 16-byte block, for spans of the tiny span class (empty otherwise).
-    pub tiny_refs: Vec<u8>,
+    pub(crate) tiny_refs: Vec<u8>,
     // Colder: marking, sweeping, mcentral lists, statistics.
     /// What the last GC found live (copied from `live_bits` at mark time).
-    pub mark_bits: Vec<u64>,
-    /// `sweepgen` relative to `mheap.sweepgen` (see sweep.rs).
-    pub sweepgen: u64,
+    pub(crate) mark_bits: Vec<u64>,
+    /// `sweepgen` relative to `mheap.sweepgen` (see sweep.rs). Written by the sweeper
+    /// (sweep.rs `sweep_span`) and when an mcache takes or gives back the span (mcache.rs
+    /// `refill`, mcentral.rs `uncache_span`), as in Go.
+    pub(crate) sweepgen: u64,
     /// `allocCountBeforeCache`: `alloc_count` when an mcache took the span, lowered by one for
-    /// each `immediate` free while cached, so `alloc_count - this` counts allocations.
-    pub alloc_count_before_cache: i64,
-    /// Bumped whenever the span leaves a span set, so stale queue entries are skipped.
-    pub list_token: u32,
-    /// Requested bytes of the large object (statistics).
-    pub large_requested_bytes: u64,
+    /// each `immediate` free while cached, so `alloc_count - this` counts allocations. Written
+    /// by mcache.rs (`refill`, `release_all`) and `free_now`.
+    pub(crate) alloc_count_before_cache: i64,
+    /// Bumped whenever the span leaves a span set, so stale queue entries are skipped
+    /// (mcentral.rs, `set_dead`).
+    pub(crate) list_token: u32,
 }
 
 impl MSpan {
-    pub fn new_dead() -> MSpan {
+    pub(crate) fn new_dead() -> MSpan {
         MSpan {
             base_addr: 0,
             npages: 0,
@@ -123,12 +129,54 @@ impl MSpan {
             alloc_count_before_cache: 0,
             home: SpanHome::None,
             list_token: 0,
-            large_requested_bytes: 0,
         }
     }
 
+    /// `initSpan` (mheap.go): the span holds `npages` pages from `base_addr` for span class
+    /// `spc`, in use, on no list, swept as of `sweepgen`; `init_objects` then lays out its
+    /// objects. Only `MHeap::init_span` calls it.
+    pub(crate) fn init(
+        &mut self,
+        base_addr: u64,
+        npages: u32,
+        spc: crate::sizeclass::SpanClass,
+        needzero: bool,
+        sweepgen: u64,
+    ) {
+        self.base_addr = base_addr;
+        self.npages = npages;
+        self.state = SpanState::InUse;
+        self.spanclass = spc.0;
+        self.needzero = needzero;
+        self.sweepgen = sweepgen;
+        self.home = SpanHome::None;
+    }
+
+    /// `freeSpanLocked`: the span is dead; entries of it still queued in span sets go stale.
+    pub(crate) fn set_dead(&mut self) {
+        debug_assert_eq!(self.state, SpanState::InUse);
+        debug_assert_eq!(self.home, SpanHome::None);
+        self.state = SpanState::Dead;
+        self.list_token = self.list_token.wrapping_add(1);
+    }
+
+    /// `mcache.allocLarge`: a large span's one object is allocated.
+    pub(crate) fn init_large(&mut self) {
+        debug_assert!(self.is_large() && self.nelems == 1 && self.alloc_count == 0);
+        self.freeindex = 1;
+        self.alloc_count = 1;
+        self.alloc_bits[0] = 1;
+    }
+
+    /// `mcentral.cacheSpan` keeps the index `nextFreeIndex` found: object `i` is free and every
+    /// object below it is allocated.
+    pub(crate) fn set_freeindex(&mut self, i: u32) {
+        debug_assert!(i < self.nelems && !self.is_allocated(i));
+        self.freeindex = i;
+    }
+
     /// `initSpan`'s allocation-state part: every object free, bitmaps cleared.
-    pub fn init_objects(&mut self, elem_bytes: u64, nelems: u32, tiny_class: bool) {
+    pub(crate) fn init_objects(&mut self, elem_bytes: u64, nelems: u32, tiny_class: bool) {
         let words = (nelems as usize).div_ceil(64);
         self.elem_bytes = elem_bytes;
         self.div_mul = if nelems > 1 {
@@ -153,7 +201,26 @@ impl MSpan {
             self.tiny_refs.resize(nelems as usize, 0);
         }
         self.alloc_count_before_cache = 0;
-        self.large_requested_bytes = 0;
+    }
+
+    /// Bytes per object (the whole span for a large object).
+    pub fn elem_bytes(&self) -> u64 {
+        self.elem_bytes
+    }
+
+    /// Model address of the first byte.
+    pub fn base_addr(&self) -> u64 {
+        self.base_addr
+    }
+
+    /// `sweepgen` relative to `mheap.sweepgen` (see sweep.rs).
+    pub fn sweepgen(&self) -> u64 {
+        self.sweepgen
+    }
+
+    /// Which list holds the span.
+    pub fn home(&self) -> SpanHome {
+        self.home
     }
 
     pub fn is_large(&self) -> bool {
@@ -164,14 +231,10 @@ impl MSpan {
         self.spanclass & 1 == 1
     }
 
-    pub fn limit_addr(&self) -> u64 {
-        self.base_addr + self.nelems as u64 * self.elem_bytes
-    }
-
     /// `nextFreeFast`: the index of the next free object from the alloc cache (now taken), or
     /// `None` when the cache word is exhausted (the caller falls back to the slow path).
     #[inline]
-    pub fn next_free_fast(&mut self) -> Option<u32> {
+    pub(crate) fn next_free_fast(&mut self) -> Option<u32> {
         let tz = self.alloc_cache.trailing_zeros();
         if tz < 64 {
             let result = self.freeindex + tz;
@@ -203,13 +266,13 @@ impl MSpan {
     }
 
     /// `refillAllocCache`: loads the complement of 64 alloc bits starting at object `64*word`.
-    pub fn refill_alloc_cache(&mut self, word: u32) {
+    pub(crate) fn refill_alloc_cache(&mut self, word: u32) {
         self.alloc_cache = !self.alloc_bits.get(word as usize).copied().unwrap_or(!0);
     }
 
     /// `nextFreeIndex`: the index of the next free object at or after `freeindex`, refilling
     /// the cache as needed; `nelems` when the span is full.
-    pub fn next_free_index(&mut self) -> u32 {
+    pub(crate) fn next_free_index(&mut self) -> u32 {
         let mut sfreeindex = self.freeindex;
         let snelems = self.nelems;
         if sfreeindex == snelems {
@@ -244,14 +307,14 @@ impl MSpan {
     }
 
     /// `mcache.nextFree`'s use of a span: takes the object `next_free_index` found.
-    pub fn take_at(&mut self, i: u32) -> u64 {
+    pub(crate) fn take_at(&mut self, i: u32) -> u64 {
         self.take(i);
         self.base_addr + i as u64 * self.elem_bytes
     }
 
     /// Positions `freeindex` and the alloc cache as `mcentral.cacheSpan` does before handing a
     /// span to an mcache.
-    pub fn prime_alloc_cache(&mut self) {
+    pub(crate) fn prime_alloc_cache(&mut self) {
         let fi = self.freeindex;
         self.refill_alloc_cache(fi / 64);
         self.alloc_cache >>= fi % 64;
@@ -271,7 +334,7 @@ impl MSpan {
     }
 
     #[inline]
-    pub fn set_live(&mut self, i: u32, live: bool) {
+    pub(crate) fn set_live(&mut self, i: u32, live: bool) {
         let w = &mut self.live_bits[(i / 64) as usize];
         if live {
             *w |= 1 << (i % 64);
@@ -285,19 +348,14 @@ impl MSpan {
         self.live_bits[(i / 64) as usize] >> (i % 64) & 1 == 1
     }
 
-    /// Objects the trace still holds.
-    pub fn live_count(&self) -> u32 {
-        self.live_bits.iter().map(|w| w.count_ones()).sum()
-    }
-
     /// The mark phase for this span: what is live now is what the GC would find.
-    pub fn mark(&mut self) {
+    pub(crate) fn mark(&mut self) {
         self.mark_bits.copy_from_slice(&self.live_bits);
     }
 
     /// Allocate-black: an object allocated during a mark phase survives it.
     #[inline]
-    pub fn set_marked(&mut self, i: u32) {
+    pub(crate) fn set_marked(&mut self, i: u32) {
         self.mark_bits[(i / 64) as usize] |= 1 << (i % 64);
     }
 
@@ -308,7 +366,7 @@ impl MSpan {
 
     /// The bitmap part of `sweep`: marked objects become the allocated ones, `freeindex` goes
     /// back to 0. Returns the number of objects freed.
-    pub fn sweep_bits(&mut self) -> u32 {
+    pub(crate) fn sweep_bits(&mut self) -> u32 {
         let nalloc = self.count_marked();
         assert!(
             nalloc <= self.alloc_count,
@@ -328,7 +386,7 @@ impl MSpan {
 
     /// The `immediate` policy's free: object `i` is free now; `freeindex` drops to it so the
     /// next allocation from this span can reuse it.
-    pub fn free_now(&mut self, i: u32) {
+    pub(crate) fn free_now(&mut self, i: u32) {
         debug_assert!(self.is_allocated(i));
         self.alloc_bits[(i / 64) as usize] &= !(1 << (i % 64));
         self.alloc_count -= 1;
@@ -371,7 +429,11 @@ impl MSpan {
             self.base_addr
         );
         for i in self.nelems..(self.alloc_bits.len() as u32 * 64) {
-            assert!(!self.is_allocated(i) && !self.is_live(i));
+            assert!(
+                !self.is_allocated(i) && !self.is_live(i),
+                "span {:#x}: object {i} past nelems in use",
+                self.base_addr
+            );
         }
     }
 }

@@ -6,8 +6,9 @@
 //! [`crate::malloc::Heap::memstats`], which adds the counts still held by cached spans without
 //! disturbing the caches (`ReadMemStats` gets the same numbers by flushing the mcaches).
 //!
-//! Invariants: `heap_inuse + heap_free + heap_released == heap_sys` (checked in mheap);
-//! frees never exceed allocations per class.
+//! Invariants: `heap_inuse + heap_free + heap_released == heap_sys` and `heap_alloc <=
+//! heap_inuse` ([`MStats::check_invariants`]); frees never exceed allocations per class
+//! (`Heap::check_invariants`).
 //!
 //! Deliberate difference: `heap_alloc_bytes` is kept exactly at every allocation and sweep
 //! (Go derives it from the counters at read time; the values agree), so peaks are exact.
@@ -17,35 +18,34 @@ use serde::Serialize;
 #[derive(Clone, Debug, Default)]
 pub struct MStats {
     /// Bytes in in-use spans (`heapInUse`).
-    pub heap_inuse_bytes: u64,
+    pub(crate) heap_inuse_bytes: u64,
     /// Bytes in free spans not released to the OS (`heapFree`).
-    pub heap_free_bytes: u64,
+    pub(crate) heap_free_bytes: u64,
     /// Bytes released to the OS, including fresh never-used memory (`heapReleased`).
-    pub heap_released_bytes: u64,
+    pub(crate) heap_released_bytes: u64,
     /// Bytes of heap address space mapped (`HeapSys`).
-    pub heap_sys_bytes: u64,
+    pub(crate) heap_sys_bytes: u64,
     /// Bytes of allocated objects, live or dead-but-unswept (`HeapAlloc`).
-    pub heap_alloc_bytes: u64,
+    pub(crate) heap_alloc_bytes: u64,
     /// Pages in in-use spans (`pagesInUse`).
-    pub pages_in_use: u64,
+    pub(crate) pages_in_use: u64,
     /// Objects per size class handed out by spans that have left an mcache (`smallAllocCount`).
-    pub small_alloc_count: Vec<u64>,
+    pub(crate) small_alloc_count: Vec<u64>,
     /// Objects per size class freed by sweeping (`smallFreeCount`).
-    pub small_free_count: Vec<u64>,
-    pub large_alloc_count: u64,
+    pub(crate) small_free_count: Vec<u64>,
+    pub(crate) large_alloc_count: u64,
     /// Bytes (whole pages) of large objects allocated.
-    pub large_alloc_bytes: u64,
-    pub large_free_count: u64,
-    pub large_free_bytes: u64,
+    pub(crate) large_alloc_bytes: u64,
+    pub(crate) large_free_count: u64,
+    pub(crate) large_free_bytes: u64,
     /// Tiny objects packed into an existing block (`tinyAllocCount`), flushed from mcaches.
-    pub tiny_alloc_count: u64,
-    pub peak_heap_inuse_bytes: u64,
-    pub peak_heap_sys_bytes: u64,
-    pub peak_heap_alloc_bytes: u64,
+    pub(crate) tiny_alloc_count: u64,
+    pub(crate) peak_heap_inuse_bytes: u64,
+    pub(crate) peak_heap_sys_bytes: u64,
 }
 
 impl MStats {
-    pub fn new(nclasses: usize) -> MStats {
+    pub(crate) fn new(nclasses: usize) -> MStats {
         MStats {
             small_alloc_count: vec![0; nclasses],
             small_free_count: vec![0; nclasses],
@@ -53,9 +53,25 @@ impl MStats {
         }
     }
 
+    /// The page-level identity: in-use + free + released == HeapSys, and allocated bytes fit
+    /// in the in-use spans.
+    pub fn check_invariants(&self) {
+        assert_eq!(
+            self.heap_inuse_bytes + self.heap_free_bytes + self.heap_released_bytes,
+            self.heap_sys_bytes,
+            "heap_inuse + heap_free + heap_released vs heap_sys"
+        );
+        assert!(
+            self.heap_alloc_bytes <= self.heap_inuse_bytes,
+            "heap_alloc {} above heap_inuse {}",
+            self.heap_alloc_bytes,
+            self.heap_inuse_bytes
+        );
+    }
+
     /// Records peaks of the page-level numbers (called where they change).
     #[inline]
-    pub fn note_heap_peaks(&mut self) {
+    pub(crate) fn note_heap_peaks(&mut self) {
         self.peak_heap_inuse_bytes = self.peak_heap_inuse_bytes.max(self.heap_inuse_bytes);
         self.peak_heap_sys_bytes = self.peak_heap_sys_bytes.max(self.heap_sys_bytes);
     }

@@ -28,9 +28,9 @@ const WORDS: usize = (CHUNK_PAGES / 64) as usize;
 /// Free-run summary of one chunk, in pages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub start: u32,
-    pub max: u32,
-    pub end: u32,
+    pub(crate) start: u32,
+    pub(crate) max: u32,
+    pub(crate) end: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -180,9 +180,9 @@ fn summarize_bits(alloc: &[u64; WORDS]) -> Summary {
 /// free (now marked in use here), `scav` = which of those were released.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheBlock {
-    pub base_page: u64,
-    pub free: u64,
-    pub scav: u64,
+    pub(crate) base_page: u64,
+    pub(crate) free: u64,
+    pub(crate) scav: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -199,7 +199,7 @@ impl PageAlloc {
     }
 
     /// `pageAlloc.grow`: adds `nchunks` chunks of free, released pages at the top.
-    pub fn grow(&mut self, nchunks: u64) {
+    pub(crate) fn grow(&mut self, nchunks: u64) {
         for _ in 0..nchunks {
             self.chunks.push(Chunk::new_free_scavenged());
         }
@@ -246,14 +246,14 @@ impl PageAlloc {
 
     /// `pageAlloc.alloc`: first fit; returns the first page and how many of the pages were
     /// released (they become in use and no longer released).
-    pub fn alloc(&mut self, n: u64) -> Option<(u64, u64)> {
+    pub(crate) fn alloc(&mut self, n: u64) -> Option<(u64, u64)> {
         let page = self.find(n)?;
         let scav = self.alloc_range(page, n);
         Some((page, scav))
     }
 
     /// Marks `[page, page+n)` in use; returns how many of them were released.
-    pub fn alloc_range(&mut self, page: u64, n: u64) -> u64 {
+    pub(crate) fn alloc_range(&mut self, page: u64, n: u64) -> u64 {
         let mut scav = 0;
         self.for_each_chunk(page, n, |c, from, k| {
             debug_assert!((from..from + k).all(|i| !c.in_use(i)), "double page alloc");
@@ -269,7 +269,7 @@ impl PageAlloc {
 
     /// `pageAlloc.free`: marks `[page, page+n)` free (their released state is kept: not
     /// released, since they were in use).
-    pub fn free(&mut self, page: u64, n: u64) {
+    pub(crate) fn free(&mut self, page: u64, n: u64) {
         self.for_each_chunk(page, n, |c, from, k| {
             debug_assert!((from..from + k).all(|i| c.in_use(i)), "free of free pages");
             Chunk::set_range(&mut c.alloc, from, k, false);
@@ -279,7 +279,7 @@ impl PageAlloc {
 
     /// `allocToCache`: the 64-page aligned block holding the first free page, with all of its
     /// free pages taken. `None` when no page is free.
-    pub fn alloc_to_cache(&mut self) -> Option<CacheBlock> {
+    pub(crate) fn alloc_to_cache(&mut self) -> Option<CacheBlock> {
         let first = self.find(1)?;
         let base_page = first & !63;
         let ci = (base_page / CHUNK_PAGES) as usize;
@@ -301,7 +301,7 @@ impl PageAlloc {
     }
 
     /// `pageCache.flush`: pages a cache did not use go back, with their released state.
-    pub fn flush_cache(&mut self, block: CacheBlock) {
+    pub(crate) fn flush_cache(&mut self, block: CacheBlock) {
         if block.free == 0 {
             return;
         }
@@ -318,7 +318,7 @@ impl PageAlloc {
 
     /// Releases up to `max_pages` free, unreleased pages, highest address first. Calls
     /// `release(page, n)` for each run released; returns the pages released.
-    pub fn scavenge(&mut self, max_pages: u64, mut release: impl FnMut(u64, u64)) -> u64 {
+    pub(crate) fn scavenge(&mut self, max_pages: u64, mut release: impl FnMut(u64, u64)) -> u64 {
         let mut done = 0;
         // The run of adjacent pages released so far, `[run_lo, run_lo + run_len)`: one
         // `release` call per run (one madvise), not per page.

@@ -13,7 +13,7 @@ pub const PAGE_CACHE_PAGES: u64 = 64;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PageCache {
-    pub block: CacheBlock,
+    pub(crate) block: CacheBlock,
 }
 
 impl PageCache {
@@ -23,7 +23,7 @@ impl PageCache {
 
     /// `pageCache.alloc`: the first page of `npages` free pages and how many of them were
     /// released, or `None` when no such run is in the cache.
-    pub fn alloc(&mut self, npages: u64) -> Option<(u64, u64)> {
+    pub(crate) fn alloc(&mut self, npages: u64) -> Option<(u64, u64)> {
         let b = &mut self.block;
         if b.free == 0 {
             return None;
@@ -41,7 +41,7 @@ impl PageCache {
     }
 
     /// Empties the cache, returning what it held (for `PageAlloc::flush_cache`).
-    pub fn take(&mut self) -> CacheBlock {
+    pub(crate) fn take(&mut self) -> CacheBlock {
         std::mem::take(&mut self.block)
     }
 

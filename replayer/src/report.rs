@@ -61,6 +61,9 @@ pub struct Model {
     pub gc_cycles: Vec<GcCycle>,
     pub peak: Peak,
     pub zero_size_allocs: u64,
+    /// Allocations the model could not satisfy (malloc.rs `refuse`): failed calls, also
+    /// counted in `anomalies.failed_calls`.
+    pub refused_allocs: u64,
     pub spans_swept: u64,
     pub released_total_bytes: u64,
 }
@@ -74,23 +77,21 @@ pub struct ReplayReport {
     pub config: ConfigOut,
     pub go_memstats: GoMemStats,
     pub model: Model,
+    /// The trace's anomalies (engine.rs); `failed_calls` also counts the allocations the replay
+    /// could not satisfy (`model.refused_allocs`), as C's malloc would have failed them.
     pub anomalies: Anomalies,
     /// Flat name -> number map for compare / trend. Memory metrics are deterministic; `*_ns` and
     /// `*_per_s` are timings.
     pub metrics: BTreeMap<String, f64>,
-    /// Timings, latency, counters and RSS per allocator (measured replays; measured.rs).
+    /// Timings, latency, counters and RSS per allocator (measured replays; measured/).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measurements: Option<crate::measured::Measurements>,
 }
 
-impl ReplayReport {
-    pub fn build(
-        path: &str,
-        cfg: &Config,
-        heap: &Heap,
-        compiled: &Compiled,
-        run: &RunStats,
-    ) -> ReplayReport {
+impl ClassDetail {
+    /// Every size class's spans and objects in use now (from the heap) and bytes requested and
+    /// rounded over the run (from the compiled trace); then large objects (class 0).
+    fn per_class(heap: &Heap, compiled: &Compiled) -> (Vec<ClassDetail>, ClassDetail) {
         let mh = &heap.mheap;
         let classes = &mh.classes;
         let n = classes.num_classes();
@@ -117,9 +118,18 @@ impl ReplayReport {
             requested_bytes: compiled.per_class[c].requested_bytes,
             rounded_bytes: compiled.per_class[c].rounded_bytes,
         };
-        let class_details: Vec<ClassDetail> = (1..n)
+        let small = (1..n)
             .map(|c| detail(c, classes.size_bytes(SizeClass(c as u8)) as u64))
             .collect();
+        (small, detail(0, 0))
+    }
+}
+
+impl Pages {
+    /// The page heap now: pages in use, free and released, counting those the Ps' page caches
+    /// hold as free or released (as Go does).
+    fn of(heap: &Heap) -> Pages {
+        let mh = &heap.mheap;
         let (free_pages, released_pages) = mh.pages.free_and_released_pages();
         let cache_free: u64 = mh
             .pcache
@@ -131,6 +141,75 @@ impl ReplayReport {
             .iter()
             .map(|c| c.block.scav.count_ones() as u64)
             .sum();
+        Pages {
+            in_use: mh.stats.pages_in_use,
+            free: free_pages + cache_free - released_pages - cache_scav,
+            released: released_pages + cache_scav,
+            largest_free_run: mh.pages.largest_free_run(),
+        }
+    }
+}
+
+/// The flat metrics map `compare` and `trend` read: memory figures (deterministic) and the
+/// run's timings.
+fn metrics(
+    peak: &Peak,
+    go: &GoMemStats,
+    compiled: &Compiled,
+    run: &RunStats,
+) -> BTreeMap<String, f64> {
+    let waste_pct = if compiled.rounded_bytes == 0 {
+        0.0
+    } else {
+        round4(
+            100.0 * (compiled.rounded_bytes - compiled.requested_bytes) as f64
+                / compiled.rounded_bytes as f64,
+        )
+    };
+    let mut metrics = BTreeMap::new();
+    let mut m = |k: &str, v: f64| {
+        metrics.insert(k.to_string(), v);
+    };
+    m("peak_heap", peak.heap_inuse as f64);
+    m("peak_heap_alloc", peak.heap_alloc as f64);
+    m("peak_heap_sys", peak.heap_sys as f64);
+    m("peak_live_requested", peak.live_requested as f64);
+    m("waste_pct", waste_pct);
+    m("num_gc", go.num_gc as f64);
+    m("heap_sys", go.heap_sys as f64);
+    m("heap_inuse", go.heap_inuse as f64);
+    m("heap_alloc", go.heap_alloc as f64);
+    m("heap_released", go.heap_released as f64);
+    m("mallocs", go.mallocs as f64);
+    m("frees", go.frees as f64);
+    m("tiny_allocs", go.tiny_allocs as f64);
+    m("requested_bytes", compiled.requested_bytes as f64);
+    m("rounded_bytes", compiled.rounded_bytes as f64);
+    m("replay_ns", run.elapsed_ns as f64);
+    if run.ops > 0 {
+        m("op_ns", round4(run.elapsed_ns as f64 / run.ops as f64));
+    }
+    if run.elapsed_ns > 0 {
+        m(
+            "events_per_s",
+            (compiled.events as f64 * 1e9 / run.elapsed_ns as f64).round(),
+        );
+    }
+    metrics
+}
+
+impl ReplayReport {
+    /// The report of a finished replay: the model's state (`heap`), what compiling the trace
+    /// found (`compiled`) and the run's own figures (`run`).
+    pub fn build(
+        path: &str,
+        cfg: &Config,
+        heap: &Heap,
+        compiled: &Compiled,
+        run: &RunStats,
+    ) -> ReplayReport {
+        let mh = &heap.mheap;
+        let (classes, large) = ClassDetail::per_class(heap, compiled);
         let st = &mh.stats;
         let peak = Peak {
             heap_inuse: st.peak_heap_inuse_bytes,
@@ -139,43 +218,6 @@ impl ReplayReport {
             live_requested: compiled.peak_live_requested_bytes,
         };
         let go = heap.memstats();
-        let waste_pct = if compiled.rounded_bytes == 0 {
-            0.0
-        } else {
-            round4(
-                100.0 * (compiled.rounded_bytes - compiled.requested_bytes) as f64
-                    / compiled.rounded_bytes as f64,
-            )
-        };
-        let mut metrics = BTreeMap::new();
-        let mut m = |k: &str, v: f64| {
-            metrics.insert(k.to_string(), v);
-        };
-        m("peak_heap", peak.heap_inuse as f64);
-        m("peak_heap_alloc", peak.heap_alloc as f64);
-        m("peak_heap_sys", peak.heap_sys as f64);
-        m("peak_live_requested", peak.live_requested as f64);
-        m("waste_pct", waste_pct);
-        m("num_gc", go.num_gc as f64);
-        m("heap_sys", go.heap_sys as f64);
-        m("heap_inuse", go.heap_inuse as f64);
-        m("heap_alloc", go.heap_alloc as f64);
-        m("heap_released", go.heap_released as f64);
-        m("mallocs", go.mallocs as f64);
-        m("frees", go.frees as f64);
-        m("tiny_allocs", go.tiny_allocs as f64);
-        m("requested_bytes", compiled.requested_bytes as f64);
-        m("rounded_bytes", compiled.rounded_bytes as f64);
-        m("replay_ns", run.elapsed_ns as f64);
-        if run.ops > 0 {
-            m("op_ns", round4(run.elapsed_ns as f64 / run.ops as f64));
-        }
-        if run.elapsed_ns > 0 {
-            m(
-                "events_per_s",
-                (compiled.events as f64 * 1e9 / run.elapsed_ns as f64).round(),
-            );
-        }
         ReplayReport {
             schema: 1,
             tool: format!("allocscope {}", env!("CARGO_PKG_VERSION")),
@@ -187,24 +229,24 @@ impl ReplayReport {
                 allocator: "go",
                 config: cfg.clone(),
             },
+            metrics: metrics(&peak, &go, compiled, run),
             go_memstats: go,
             model: Model {
-                classes: class_details,
-                large: detail(0, 0),
-                pages: Pages {
-                    in_use: st.pages_in_use,
-                    free: free_pages + cache_free - released_pages - cache_scav,
-                    released: released_pages + cache_scav,
-                    largest_free_run: mh.pages.largest_free_run(),
-                },
-                gc_cycles: heap.gc_cycles.clone(),
+                classes,
+                large,
+                pages: Pages::of(heap),
+                gc_cycles: heap.gc.cycles.clone(),
                 peak,
                 zero_size_allocs: heap.zero_size_allocs,
+                refused_allocs: heap.refused_allocs,
                 spans_swept: mh.sweep.total_spans_swept,
                 released_total_bytes: mh.scav.released_total_bytes,
             },
-            anomalies: compiled.anomalies.clone(),
-            metrics,
+            anomalies: {
+                let mut a = compiled.anomalies.clone();
+                a.trace.failed_calls += heap.refused_allocs;
+                a
+            },
             measurements: None,
         }
     }
@@ -255,6 +297,22 @@ impl ReplayReport {
             "  peak: HeapInuse {}  HeapAlloc {}  HeapSys {}  live requested {}",
             p.heap_inuse, p.heap_alloc, p.heap_sys, p.live_requested
         );
+        self.write_gc_marks(&mut s);
+        let _ = writeln!(
+            s,
+            "  size-class waste {:.2}% of allocated bytes",
+            self.metrics["waste_pct"]
+        );
+        self.write_busiest_classes(&mut s);
+        self.write_anomalies(&mut s);
+        if let Some(m) = &self.measurements {
+            s.push_str(&crate::measured::table(m));
+        }
+        s
+    }
+
+    /// How long the GC marks were (a timed mark) or that they were measured in bytes.
+    fn write_gc_marks(&self, s: &mut String) {
         let cycles = &self.model.gc_cycles;
         let mut marks: Vec<u64> = cycles.iter().map(|c| c.mark_ns).collect();
         marks.sort_unstable();
@@ -275,11 +333,10 @@ impl ReplayReport {
                 "  GC marks measured in bytes allocated (the trace has no timestamps)"
             );
         }
-        let _ = writeln!(
-            s,
-            "  size-class waste {:.2}% of allocated bytes",
-            self.metrics["waste_pct"]
-        );
+    }
+
+    /// The eight size classes with the most spans, with their occupancy.
+    fn write_busiest_classes(&self, s: &mut String) {
         let busiest: Vec<&ClassDetail> = {
             let mut v: Vec<&ClassDetail> =
                 self.model.classes.iter().filter(|c| c.spans > 0).collect();
@@ -301,14 +358,23 @@ impl ReplayReport {
                 );
             }
         }
+    }
+
+    /// The trace's anomalies and the calls the model failed.
+    fn write_anomalies(&self, s: &mut String) {
         let a = &self.anomalies.trace;
         if *a != traces::live::Anomalies::default() {
             let _ = writeln!(s, "  anomalies: {a} (skipped)");
         }
-        if let Some(m) = &self.measurements {
-            s.push_str(&crate::measured::table(m));
+        if self.model.refused_allocs > 0 {
+            let _ = writeln!(
+                s,
+                "  {} of the failed calls are allocations the model's heap could not hold (its \
+                 address space is {} GiB): nothing was allocated, as malloc returns NULL",
+                self.model.refused_allocs,
+                crate::arena::MAX_HEAP_BYTES >> 30
+            );
         }
-        s
     }
 }
 

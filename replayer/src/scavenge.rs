@@ -23,13 +23,13 @@ const REDUCE_EXTRA_PERCENT: f64 = 5.0;
 #[derive(Clone, Debug)]
 pub struct Scavenger {
     /// Background scavenging on (the after-growth scavenging always runs, as in Go).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `scavenge.gcPercentGoal`: retained bytes to aim for; `u64::MAX` = nothing to do.
-    pub gc_percent_goal_bytes: u64,
+    pub(crate) gc_percent_goal_bytes: u64,
     /// `scavenge.memoryLimitGoal`.
-    pub memory_limit_goal_bytes: u64,
+    pub(crate) memory_limit_goal_bytes: u64,
     /// Bytes released over the run.
-    pub released_total_bytes: u64,
+    pub(crate) released_total_bytes: u64,
 }
 
 impl Default for Scavenger {
@@ -50,7 +50,7 @@ impl MHeap {
     }
 
     /// `gcPaceScavenger`.
-    pub fn pace_scavenger(
+    pub(crate) fn pace_scavenger(
         &mut self,
         memory_limit_bytes: Option<u64>,
         non_heap_bytes: u64,
@@ -87,7 +87,7 @@ impl MHeap {
     }
 
     /// The background scavenger, run to completion (see the module comment).
-    pub fn scavenge_background(&mut self, non_heap_bytes: u64) {
+    pub(crate) fn scavenge_background(&mut self, non_heap_bytes: u64) {
         if !self.scav.enabled {
             return;
         }
@@ -110,7 +110,7 @@ impl MHeap {
 
     /// Synchronous scavenging after a heap growth (`allocSpan`): keep retained memory within the
     /// GOGC-based goal even though the heap just grew.
-    pub fn scavenge_after_growth(&mut self, growth_bytes: u64) {
+    pub(crate) fn scavenge_after_growth(&mut self, growth_bytes: u64) {
         let goal = self.scav.gc_percent_goal_bytes;
         if goal == u64::MAX || growth_bytes == 0 {
             return;
@@ -123,7 +123,7 @@ impl MHeap {
     }
 
     /// Releases at least `bytes` of free pages (whole pages), highest address first.
-    pub fn scavenge_bytes(&mut self, bytes: u64) -> u64 {
+    pub(crate) fn scavenge_bytes(&mut self, bytes: u64) -> u64 {
         let pages = bytes.div_ceil(self.page_bytes);
         let base = self.base_addr;
         let page_bytes = self.page_bytes;

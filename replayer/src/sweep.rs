@@ -21,7 +21,8 @@
 //! sweeping, sg is swept, sg+1 was cached before sweeping began (needs sweeping), sg+3 is swept
 //! and cached.
 //!
-//! Invariant: `remaining_spans` counts in-use spans with sweepgen sg-2 or sg+1.
+//! Invariant (`MHeap::check_sweep_invariants`): `remaining_spans` counts in-use spans with
+//! sweepgen sg-2 or sg+1.
 
 use crate::mcentral::{swept_index, unswept_index};
 use crate::mheap::MHeap;
@@ -34,13 +35,13 @@ pub const SWEEP_MIN_HEAP_DISTANCE_BYTES: u64 = 1 << 20;
 #[derive(Clone, Debug, Default)]
 pub struct SweepState {
     /// In-use spans still to sweep this cycle.
-    pub remaining_spans: u64,
+    pub(crate) remaining_spans: u64,
     /// `sweep.centralIndex`: next sweep class (span class * 2 + partial) for `sweep_one`.
     central_index: usize,
     /// `mheap.reclaimIndex`, in pages.
     reclaim_page: u64,
     /// `pagesSwept` this cycle.
-    pub pages_swept: u64,
+    pub(crate) pages_swept: u64,
     /// `sweepPagesPerByte` (0 = proportional sweeping off).
     pages_per_byte: f64,
     /// `pagesSweptBasis`.
@@ -48,9 +49,9 @@ pub struct SweepState {
     /// `sweepHeapLiveBasis`.
     heap_live_basis: u64,
     /// Current `gcController.heapLive` (kept here so sweeping can pace against it).
-    pub heap_live_bytes: u64,
+    pub(crate) heap_live_bytes: u64,
     /// Spans swept over the whole run.
-    pub total_spans_swept: u64,
+    pub(crate) total_spans_swept: u64,
 }
 
 impl MHeap {
@@ -60,7 +61,7 @@ impl MHeap {
 
     /// `sweepLocked.sweep`. With `preserve` the span is returned to the caller (mcentral) and
     /// not filed or freed. Returns true when the span was freed to the heap.
-    pub fn sweep_span(&mut self, id: SpanId, preserve: bool) -> bool {
+    pub(crate) fn sweep_span(&mut self, id: SpanId, preserve: bool) -> bool {
         let sg = self.sweepgen;
         let (spc, npages, nfreed, nalloc, nelems, elem) = {
             let s = &mut self.spans[id.index()];
@@ -81,8 +82,13 @@ impl MHeap {
                 s.elem_bytes,
             )
         };
+        debug_assert!(
+            self.sweep.remaining_spans > 0,
+            "more spans swept than were unswept"
+        );
         self.sweep.remaining_spans -= 1;
         self.sweep.pages_swept += npages;
+        expensive_check!(self.spans[id.index()].check_invariants());
         self.sweep.total_spans_swept += 1;
         let class = spc.size_class();
         if class.0 != 0 {
@@ -117,7 +123,7 @@ impl MHeap {
 
     /// `sweepone`: sweeps one unswept span from the mcentral sets, in span-class order (full
     /// before partial). Returns its pages, or `None` when nothing is left to sweep.
-    pub fn sweep_one(&mut self) -> Option<u64> {
+    pub(crate) fn sweep_one(&mut self) -> Option<u64> {
         if self.sweep_done() {
             return None;
         }
@@ -144,12 +150,12 @@ impl MHeap {
     }
 
     /// Sweeps everything that is listed (`finishsweep_m` / the background sweeper).
-    pub fn finish_sweep(&mut self) {
+    pub(crate) fn finish_sweep(&mut self) {
         while self.sweep_one().is_some() {}
     }
 
     /// `deductSweepCredit`: proportional sweeping before allocating `span_bytes`.
-    pub fn deduct_sweep_credit(&mut self, span_bytes: u64, caller_sweep_pages: u64) {
+    pub(crate) fn deduct_sweep_credit(&mut self, span_bytes: u64, caller_sweep_pages: u64) {
         if self.sweep.pages_per_byte == 0.0 {
             return;
         }
@@ -169,7 +175,7 @@ impl MHeap {
     }
 
     /// `gcPaceSweeper`: sets the sweep rate so sweeping ends before the heap reaches `trigger`.
-    pub fn pace_sweeper(&mut self, trigger_bytes: u64) {
+    pub(crate) fn pace_sweeper(&mut self, trigger_bytes: u64) {
         let live = self.sweep.heap_live_bytes;
         let mut distance =
             trigger_bytes as i64 - live as i64 - SWEEP_MIN_HEAP_DISTANCE_BYTES as i64;
@@ -188,7 +194,7 @@ impl MHeap {
 
     /// `mheap.reclaim`: before allocating `npages`, sweep unswept spans that have no marked
     /// object, in address order, until `npages` pages are freed or the heap is walked.
-    pub fn reclaim(&mut self, npages: u64) {
+    pub(crate) fn reclaim(&mut self, npages: u64) {
         let sg = self.sweepgen;
         let mut freed = 0;
         let total = self.pages.total_pages();
@@ -212,9 +218,29 @@ impl MHeap {
         }
     }
 
+    /// `remaining_spans` counts the in-use spans still to sweep (sweepgen sg-2, or sg+1:
+    /// cached before the sweep began), and every in-use span is in one of the states of the
+    /// module comment.
+    pub fn check_sweep_invariants(&self) {
+        let sg = self.sweepgen;
+        let mut unswept = 0;
+        for (i, s) in self.spans.iter().enumerate().skip(1) {
+            if s.state != SpanState::InUse {
+                continue;
+            }
+            let g = s.sweepgen;
+            assert!(
+                g == sg - 2 || g == sg || g == sg + 1 || g == sg + 3,
+                "span {i}: sweepgen {g} with mheap sweepgen {sg}"
+            );
+            unswept += (g == sg - 2 || g == sg + 1) as u64;
+        }
+        assert_eq!(unswept, self.sweep.remaining_spans, "spans left to sweep");
+    }
+
     /// Start of a cycle's sweep phase: every in-use span becomes unswept (the set roles swap
     /// through `sweepgen`), and the sweep counters reset.
-    pub fn begin_sweep_phase(&mut self) {
+    pub(crate) fn begin_sweep_phase(&mut self) {
         self.sweepgen += 2;
         let mut n = 0;
         for s in &self.spans {

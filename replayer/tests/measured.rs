@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use replayer::measured::native::{Measure, Native, Touch};
 use replayer::measured::{self, Allocator, Options};
-use replayer::native::{Measure, Native, Touch};
 use replayer::{Config, FreePolicy};
 
 /// Four threads; every object is freed by the next thread (a cross-thread free), slots and

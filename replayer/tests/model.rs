@@ -3,6 +3,7 @@
 use replayer::config::{Config, FreePolicy, Pointers};
 use replayer::malloc::{Heap, ZEROBASE_ADDR};
 use replayer::mspan::SpanHome;
+use replayer::pacer::MarkCosts;
 
 const PAGE: u64 = 8192;
 
@@ -100,15 +101,15 @@ fn tiny_packing_follows_alignment_and_replacement_rules() {
 fn malloc_header_and_zerobase() {
     let mut h = heap(&cfg());
     let x = h.malloc(1024, false, 0).unwrap();
-    let span = h.mheap.span(h.mheap.span_of(x).unwrap());
-    assert_eq!(span.elem_bytes, 1152);
+    let span = h.mheap().span(h.mheap().span_of(x).unwrap());
+    assert_eq!(span.elem_bytes(), 1152);
     assert_eq!(
-        x - span.base_addr,
+        x - span.base_addr(),
         8,
         "object starts after the 8-byte header"
     );
     assert_eq!(
-        h.mheap.arena.read_u64(x - 8),
+        h.mheap().arena().read_u64(x - 8),
         replayer::malloc::FAKE_TYPE_PTR
     );
     assert_eq!(h.malloc(0, true, 0).unwrap(), ZEROBASE_ADDR);
@@ -180,9 +181,9 @@ fn gc_policy_frees_only_after_a_cycle_and_sweep() {
     h.gc_cycle(0);
     assert_eq!(h.memstats().num_gc, 1);
     // The span was cached: releasing it at mark termination swept it.
-    let sp = h.mheap.span(h.mheap.span_of(a).unwrap());
-    assert_eq!(sp.sweepgen, h.mheap.sweepgen);
-    assert!(matches!(sp.home, SpanHome::Partial(_)));
+    let sp = h.mheap().span(h.mheap().span_of(a).unwrap());
+    assert_eq!(sp.sweepgen(), h.mheap().sweepgen());
+    assert!(matches!(sp.home(), SpanHome::Partial(_)));
     assert_eq!(h.memstats().frees, 1);
     assert_eq!(
         h.malloc(64, true, 0).unwrap(),
@@ -270,7 +271,7 @@ fn pointers_and_procs_from_config() {
     let a = h.malloc(16, false, 0).unwrap();
     let b = h.malloc(16, false, 1).unwrap();
     // Two Ps: two cached spans, each from its P's page cache block.
-    assert_ne!(h.mheap.span_of(a), h.mheap.span_of(b));
+    assert_ne!(h.mheap().span_of(a), h.mheap().span_of(b));
     assert_eq!(h.memstats().heap_inuse, 2 * PAGE);
     h.check_invariants();
 }
@@ -347,10 +348,13 @@ fn timed_cfg() -> Config {
     Config {
         procs: 2,
         touch_memory: false,
-        mark_latency_ns: 2_000_000,
-        mark_ns_per_object: 0.0,
-        mark_ns_per_scan_byte: 0.0,
-        mark_ns_per_root_byte: 0.0,
+        mark: MarkCosts {
+            mark_latency_ns: 2_000_000,
+            mark_ns_per_object: 0.0,
+            mark_ns_per_scan_byte: 0.0,
+            mark_ns_per_root_byte: 0.0,
+            ..MarkCosts::default()
+        },
         globals_bytes: 1 << 20,
         ..Config::default()
     }
@@ -423,9 +427,13 @@ fn without_timestamps_the_mark_is_measured_in_bytes() {
 #[test]
 fn drawn_mark_latencies_are_deterministic_and_used() {
     let csv = timed_churn(60_000, 4000, 4000);
+    let base = timed_cfg();
     let cfg = Config {
-        mark_latencies_ns: vec![500_000, 4_000_000],
-        ..timed_cfg()
+        mark: MarkCosts {
+            mark_latencies_ns: vec![500_000, 4_000_000],
+            ..base.mark.clone()
+        },
+        ..base
     };
     let a = replayer::replay_csv("a", csv.as_bytes(), &cfg, true).unwrap();
     let b = replayer::replay_csv("b", csv.as_bytes(), &cfg, true).unwrap();
@@ -437,4 +445,56 @@ fn drawn_mark_latencies_are_deterministic_and_used() {
         "{:?}",
         a.model.gc_cycles
     );
+}
+
+/// Requests no heap could hold are failed calls, as C's malloc answers NULL (issue 17): nothing
+/// is allocated, they are counted, and the heap stays consistent and usable. (A table with
+/// 64 KiB pages keeps the page map of a full 256 GiB heap small: 16 MiB.)
+#[test]
+fn requests_past_the_address_space_are_failed_calls() {
+    use replayer::arena::MAX_HEAP_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("classes.csv");
+    std::fs::write(
+        &table,
+        "class,bytes_per_obj,bytes_per_span\n1,16,65536\n2,128,65536\n3,4096,65536\n",
+    )
+    .unwrap();
+    let c = Config {
+        size_classes: table.display().to_string(),
+        page_size: 65536,
+        touch_memory: false,
+        gogc: -1,
+        ..cfg()
+    };
+    let mut h = heap(&c);
+    // Larger than the address space: refused at once, whatever the size.
+    for size in [u64::MAX, u64::MAX - 65535, MAX_HEAP_BYTES + 1] {
+        assert_eq!(h.malloc(size, true, 0).unwrap(), ZEROBASE_ADDR, "{size}");
+    }
+    assert_eq!(h.memstats().heap_sys, 0);
+    // The whole address space in one object fits an empty heap; then nothing can grow.
+    let big = h.malloc(MAX_HEAP_BYTES, true, 0).unwrap();
+    assert_ne!(big, ZEROBASE_ADDR);
+    assert_eq!(h.memstats().heap_sys, MAX_HEAP_BYTES);
+    assert_eq!(h.malloc(100, true, 0).unwrap(), ZEROBASE_ADDR, "small");
+    assert_eq!(h.malloc(8, true, 0).unwrap(), ZEROBASE_ADDR, "tiny");
+    assert_eq!(h.malloc(70_000, false, 0).unwrap(), ZEROBASE_ADDR, "large");
+    h.check_invariants();
+    h.free(ZEROBASE_ADDR);
+    let m = h.memstats();
+    assert_eq!(
+        (m.mallocs, m.heap_objects),
+        (1, 1),
+        "refused calls allocate nothing"
+    );
+    assert_eq!(h.refused_allocs(), 6);
+    // Once the big object is collected, the same requests are served.
+    h.free(big);
+    h.gc_cycle(0);
+    for size in [100, 8, 70_000] {
+        assert_ne!(h.malloc(size, true, 0).unwrap(), ZEROBASE_ADDR, "{size}");
+    }
+    assert_eq!(h.refused_allocs(), 6);
+    h.check_invariants();
 }

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use replayer::config::{parse_bytes, Config, FreePolicy, Pointers};
+use replayer::measured::native::{Measure, Touch};
 use replayer::measured::{self, Allocator, Options};
-use replayer::native::{Measure, Touch};
 
 use super::output::Outputs;
 use super::{digest, Problems, ReplayInput};

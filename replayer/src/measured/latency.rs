@@ -84,10 +84,6 @@ impl LatencySet {
         }
     }
 
-    pub fn reset(&mut self) {
-        self.hists.iter_mut().for_each(Histogram::reset);
-    }
-
     /// Percentiles of every histogram that recorded something, by name.
     pub fn summary(&self) -> Vec<(&'static str, Percentiles)> {
         self.names
@@ -105,12 +101,6 @@ impl LatencySet {
             all.add(h).expect("same bounds");
         }
         all
-    }
-
-    /// Writes one interval per non-empty histogram, tagged `<group>.<name>`, to an `.hlog` file
-    /// that HdrHistogram's tools (HistogramLogProcessor, HdrHistogramVisualizer) read.
-    pub fn write_hlog(&self, path: &Path, duration: Duration) -> std::io::Result<()> {
-        write_hlog_sets(path, &[self], duration)
     }
 
     /// Appends rows `group,name,count,mean_ns,p50_ns,...` to a percentile CSV.
@@ -202,7 +192,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lat.hlog");
-        set.write_hlog(&path, Duration::from_secs(2)).unwrap();
+        write_hlog_sets(&path, &[&set], Duration::from_secs(2)).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let mut tags = Vec::new();
         let mut de = Deserializer::new();

@@ -8,6 +8,13 @@
 //! loop starts, which leaves out the compiled op stream itself and what earlier runs in the same
 //! process kept cached.
 //!
+//! A request no allocator could satisfy fails as C's malloc fails (NULL), without calling the
+//! allocator: a size no `Layout` can describe, or one larger than the model's heap address space
+//! (`arena::MAX_HEAP_BYTES`) or than this machine's RAM and swap (glibc's answer under Linux's
+//! default overcommit; mimalloc would reserve it, then the replay would write it). An allocator
+//! that returns NULL fails the call too. Failed calls are counted (`failed_allocs`); a realloc
+//! that fails still releases the old object, which the trace says was released.
+//!
 //! This is the one place outside the arena that calls allocators directly, hence `unsafe`: every
 //! pointer handed back to an allocator came from that allocator with the layout stored beside it.
 #![allow(unsafe_code)]
@@ -20,11 +27,12 @@ use serde::Serialize;
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use super::clock::CycleClock;
+use super::perf::{Counters, Reading};
+use super::threaded::Plan;
+use super::Latencies;
 use crate::engine::{Call, Compiled, Op, OpKind};
-use crate::measure::clock::CycleClock;
-use crate::measure::latency::LatencySet;
-use crate::measure::perf::{Counters, Reading};
-use crate::threaded::Plan;
+use crate::sizeclass::{GO_MAX_SMALL_SIZE_BYTES, GO_TINY_BLOCK_BYTES};
 
 /// A baseline allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -87,13 +95,16 @@ impl Default for Measure {
 pub const OP_NAMES: [&str; 5] = ["malloc", "calloc", "realloc", "free", "aligned"];
 pub const SIZE_NAMES: [&str; 3] = ["tiny", "small", "large"];
 
-/// Size group index: tiny (< 16 B), small (up to 32 KiB), large.
+/// Size group index: tiny (under Go's 16-byte tiny block), small (up to Go's largest class,
+/// 32 KiB), large. Groups by size alone, so every allocator's calls fall in the same groups.
 #[inline]
 pub fn size_group(size_bytes: u64) -> usize {
-    match size_bytes {
-        0..=15 => 0,
-        16..=32768 => 1,
-        _ => 2,
+    if size_bytes < GO_TINY_BLOCK_BYTES {
+        0
+    } else if size_bytes <= GO_MAX_SMALL_SIZE_BYTES as u64 {
+        1
+    } else {
+        2
     }
 }
 
@@ -117,10 +128,10 @@ pub struct NativeRun {
     pub rss_timeline: Vec<RssPoint>,
     /// Counters over the whole loop and per phase ("warmup", "steady").
     pub counters: BTreeMap<String, BTreeMap<String, Reading>>,
+    /// Allocations that failed (see the module comment).
+    pub failed_allocs: u64,
     #[serde(skip)]
-    pub by_op: LatencySet,
-    #[serde(skip)]
-    pub by_size: LatencySet,
+    pub latencies: Latencies,
 }
 
 /// Replays `compiled` through `which`.
@@ -144,21 +155,39 @@ const EMPTY: Slot = Slot {
     layout: Layout::new::<u8>(),
 };
 
-fn layout_for(size_bytes: u64, align_log2: u8) -> Layout {
+/// The layout of a request, `None` for one that fails (see the module comment).
+fn layout_for(size_bytes: u64, align_log2: u8) -> Option<Layout> {
+    let limit = crate::arena::MAX_HEAP_BYTES.min(crate::arena::machine_memory_bytes());
+    if size_bytes > limit {
+        return None;
+    }
     // Zero-size requests get one byte: GlobalAlloc does not take zero sizes (malloc(0) returns a
     // unique pointer in C, so the allocator does the same work).
-    Layout::from_size_align(size_bytes.max(1) as usize, 1usize << align_log2)
-        .expect("size below isize::MAX, alignment a power of two")
+    Layout::from_size_align(size_bytes.max(1) as usize, 1usize << align_log2).ok()
+}
+
+/// What one op did: what `op.slot` holds afterwards, the bytes for the size group, and whether
+/// an allocation failed.
+struct Applied {
+    slot: Slot,
+    bytes: u64,
+    failed: bool,
 }
 
 /// Does one op. `cur` is what the op releases (the object for a free, the old one for a
-/// realloc; `EMPTY` for an allocation); returns what `op.slot` holds afterwards and the bytes
-/// for the size group.
+/// realloc; `EMPTY` for an allocation).
 #[inline]
-fn apply<A: GlobalAlloc>(a: &A, op: &Op, cur: Slot, touch_policy: Touch, stamp: u8) -> (Slot, u64) {
+fn apply<A: GlobalAlloc>(a: &A, op: &Op, cur: Slot, touch_policy: Touch, stamp: u8) -> Applied {
+    let done = |slot: Slot, failed: bool| Applied {
+        slot,
+        bytes: op.size_bytes,
+        failed,
+    };
     match op.kind {
         OpKind::Alloc => {
-            let layout = layout_for(op.size_bytes, op.align_log2);
+            let Some(layout) = layout_for(op.size_bytes, op.align_log2) else {
+                return done(EMPTY, true);
+            };
             let ptr = if op.call == Call::Calloc {
                 // SAFETY: the layout has a non-zero size and a valid alignment.
                 unsafe { a.alloc_zeroed(layout) }
@@ -167,35 +196,55 @@ fn apply<A: GlobalAlloc>(a: &A, op: &Op, cur: Slot, touch_policy: Touch, stamp: 
                 unsafe { a.alloc(layout) }
             };
             touch(ptr, op.size_bytes, touch_policy, stamp);
-            (Slot { ptr, layout }, op.size_bytes)
+            done(Slot { ptr, layout }, ptr.is_null())
         }
         OpKind::Free => {
-            if !cur.ptr.is_null() {
-                // SAFETY: `cur.ptr` came from `a` with `cur.layout` and was not freed since
-                // (a slot is emptied on every free, and the caller took it out of its slot).
-                unsafe { a.dealloc(cur.ptr, cur.layout) };
+            release(a, cur);
+            Applied {
+                slot: EMPTY,
+                bytes: cur.layout.size() as u64,
+                failed: false,
             }
-            (EMPTY, cur.layout.size() as u64)
         }
         OpKind::Realloc => {
-            let layout = layout_for(op.size_bytes, cur.layout.align().trailing_zeros() as u8);
+            let align_log2 = cur.layout.align().trailing_zeros() as u8;
+            let Some(layout) = layout_for(op.size_bytes, align_log2) else {
+                release(a, cur);
+                return done(EMPTY, true);
+            };
             let ptr = if cur.ptr.is_null() {
                 // SAFETY: as for Alloc.
                 unsafe { a.alloc(layout) }
             } else {
-                // SAFETY: `cur.ptr` came from `a` with `cur.layout`; the new size is non-zero
-                // and the alignment is unchanged.
+                // SAFETY: `cur.ptr` came from `a` with `cur.layout`; the new size is non-zero,
+                // and a valid `Layout` with the same alignment (so it does not overflow isize
+                // when rounded up to the alignment).
                 unsafe { a.realloc(cur.ptr, cur.layout, layout.size()) }
             };
+            if ptr.is_null() {
+                // realloc failed and left the old object where it was.
+                release(a, cur);
+                return done(EMPTY, true);
+            }
             let grown = op.size_bytes.saturating_sub(cur.layout.size() as u64);
-            if grown > 0 && !ptr.is_null() {
+            if grown > 0 {
                 // Only the new tail is fresh; the rest was copied.
                 // SAFETY: ptr spans op.size_bytes bytes; the tail starts inside it.
                 let tail = unsafe { ptr.add(cur.layout.size().min(op.size_bytes as usize)) };
                 touch(tail, grown, touch_policy, stamp);
             }
-            (Slot { ptr, layout }, op.size_bytes)
+            done(Slot { ptr, layout }, false)
         }
+    }
+}
+
+/// Frees what a slot held (nothing for an empty slot).
+#[inline]
+fn release<A: GlobalAlloc>(a: &A, cur: Slot) {
+    if !cur.ptr.is_null() {
+        // SAFETY: `cur.ptr` came from `a` with `cur.layout` and was not freed since (a slot is
+        // emptied on every free, and the caller took it out of its slot).
+        unsafe { a.dealloc(cur.ptr, cur.layout) };
     }
 }
 
@@ -207,9 +256,9 @@ fn run_with<A: GlobalAlloc>(
     clock: &CycleClock,
 ) -> NativeRun {
     let mut slots = vec![EMPTY; compiled.slots as usize];
-    let mut by_op = LatencySet::new("op", &OP_NAMES);
-    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
+    let mut latencies = Latencies::new(false);
     let mut timeline = Vec::new();
+    let mut failed_allocs = 0;
     let rss0 = rss_baseline();
     let mut counters = Counters::open();
     let warmup_end = (compiled.ops.len() as f64 * m.warmup_fraction) as usize;
@@ -226,14 +275,14 @@ fn run_with<A: GlobalAlloc>(
             OpKind::Realloc => std::mem::replace(&mut slots[op.aux as usize], EMPTY),
         };
         let t0 = if m.time_calls { clock.now() } else { 0 };
-        let (new, size) = apply(a, op, cur, m.touch, i as u8);
+        let done = apply(a, op, cur, m.touch, i as u8);
         if m.time_calls {
             let ns = clock.elapsed_ns(t0, clock.now());
-            by_op.record(op.call.index(), ns);
-            by_size.record(size_group(size), ns);
+            latencies.record(op.call, done.bytes, None, ns);
         }
+        failed_allocs += done.failed as u64;
         if op.kind != OpKind::Free {
-            slots[op.slot as usize] = new;
+            slots[op.slot as usize] = done.slot;
         }
         if m.timeline_every > 0 && (i as u64).is_multiple_of(m.timeline_every) {
             timeline.push(RssPoint {
@@ -269,8 +318,8 @@ fn run_with<A: GlobalAlloc>(
         peak_rss_bytes,
         rss_timeline: timeline,
         counters: phases,
-        by_op,
-        by_size,
+        failed_allocs,
+        latencies,
     }
 }
 
@@ -315,7 +364,8 @@ impl SharedSlot {
         let l = self.layout.load(Ordering::Relaxed);
         Slot {
             ptr,
-            layout: layout_for(l >> 8, l as u8),
+            layout: Layout::from_size_align((l >> 8) as usize, 1 << (l as u8))
+                .expect("the layout a live object was allocated with"),
         }
     }
 
@@ -344,31 +394,28 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
     let mut counters = Counters::open();
     let snap_start = counters.snapshot();
     let start = Instant::now();
-    let results: Result<Vec<(LatencySet, LatencySet)>, String> = crate::threaded::run(
+    let results: Result<Vec<(Latencies, u64)>, String> = super::threaded::run(
         plan,
         &compiled.ops,
         |n| {
-            crate::measure::affinity::pin_nth(&m.pin, n)?;
-            Ok((
-                LatencySet::new("op", &OP_NAMES),
-                LatencySet::new("size", &SIZE_NAMES),
-            ))
+            super::affinity::pin_nth(&m.pin, n)?;
+            Ok((Latencies::new(false), 0))
         },
-        |(by_op, by_size), step, op| {
+        |(latencies, failed), step, op| {
             let cur = match op.kind {
                 OpKind::Alloc => EMPTY,
                 OpKind::Free => slots[op.slot as usize].take(),
                 OpKind::Realloc => slots[op.aux as usize].take(),
             };
             let t0 = if m.time_calls { clock.now() } else { 0 };
-            let (new, size) = apply(a, op, cur, m.touch, step.op as u8);
+            let done = apply(a, op, cur, m.touch, step.op as u8);
             if m.time_calls {
                 let ns = clock.elapsed_ns(t0, clock.now());
-                by_op.record(op.call.index(), ns);
-                by_size.record(size_group(size), ns);
+                latencies.record(op.call, done.bytes, None, ns);
             }
+            *failed += done.failed as u64;
             if op.kind != OpKind::Free {
-                slots[op.slot as usize].put(new);
+                slots[op.slot as usize].put(done.slot);
             }
         },
     );
@@ -383,11 +430,11 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
             unsafe { a.dealloc(s.ptr, s.layout) };
         }
     }
-    let mut by_op = LatencySet::new("op", &OP_NAMES);
-    let mut by_size = LatencySet::new("size", &SIZE_NAMES);
-    for (o, s) in results? {
-        by_op.merge(&o);
-        by_size.merge(&s);
+    let mut latencies = Latencies::new(false);
+    let mut failed_allocs = 0;
+    for (l, failed) in results? {
+        latencies.merge(&l);
+        failed_allocs += failed;
     }
     let mut phases = BTreeMap::new();
     phases.insert("total".to_string(), snap_end.since(&snap_start));
@@ -398,8 +445,8 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
         peak_rss_bytes,
         rss_timeline: Vec::new(),
         counters: phases,
-        by_op,
-        by_size,
+        failed_allocs,
+        latencies,
     })
 }
 
@@ -487,6 +534,56 @@ mod tests {
         }
     }
 
+    fn op(kind: OpKind, size_bytes: u64, slot: u32, aux: u32) -> Op {
+        Op {
+            size_bytes,
+            slot,
+            aux,
+            kind,
+            call: Call::Malloc,
+            noscan: true,
+            align_log2: 4,
+            p: 0,
+            thread: 0,
+        }
+    }
+
+    /// Sizes no allocator could satisfy fail as malloc fails (issue 17): no panic on the
+    /// `Layout`, nothing allocated, counted; a realloc to such a size releases the old object.
+    #[test]
+    fn requests_no_allocator_could_satisfy_are_failed_calls() {
+        let clock = CycleClock::calibrate(std::time::Duration::from_millis(5));
+        let ops = vec![
+            op(OpKind::Alloc, u64::MAX, 0, 0),
+            op(OpKind::Alloc, isize::MAX as u64, 1, 0),
+            op(OpKind::Alloc, crate::arena::MAX_HEAP_BYTES + 1, 2, 0),
+            op(OpKind::Alloc, 100, 3, 0),
+            op(OpKind::Realloc, u64::MAX - 4095, 4, 3),
+            op(OpKind::Free, 0, 0, 0),
+            op(OpKind::Free, 0, 4, 0),
+            op(OpKind::Alloc, 64, 0, 0),
+            op(OpKind::Free, 0, 0, 0),
+        ];
+        let compiled = Compiled {
+            ops,
+            slots: 5,
+            events: 9,
+            ..Default::default()
+        };
+        let m = Measure {
+            touch: Touch::Whole,
+            ..Measure::default()
+        };
+        for which in [Native::System, Native::Jemalloc, Native::Mimalloc] {
+            let r = run(which, &compiled, &m, &clock);
+            assert_eq!(r.failed_allocs, 4, "{}", which.name());
+            assert!(r.peak_rss_bytes < 64 << 20, "{}", which.name());
+        }
+        let plan = crate::measured::threaded::plan(&compiled.ops, &[0; 9], compiled.slots);
+        let r = run_threaded(Native::System, &compiled, &plan, &m, &clock).unwrap();
+        assert_eq!(r.failed_allocs, 4);
+    }
+
     #[test]
     fn every_baseline_replays_and_measures() {
         let clock = CycleClock::calibrate(std::time::Duration::from_millis(5));
@@ -498,7 +595,7 @@ mod tests {
         for which in [Native::System, Native::Jemalloc, Native::Mimalloc] {
             let r = run(which, &compiled, &m, &clock);
             assert_eq!(r.ops, 8192);
-            let ops = r.by_op.summary();
+            let ops = r.latencies.by_op.summary();
             assert_eq!(
                 ops.iter().find(|(n, _)| *n == "malloc").unwrap().1.count,
                 4096

@@ -121,8 +121,9 @@ impl Gates {
         }
     }
 
-    /// The current generation of a slot (tests).
-    pub fn gen(&self, slot: u32) -> u32 {
+    /// The current generation of a slot.
+    #[cfg(test)]
+    fn gen(&self, slot: u32) -> u32 {
         self.gens[slot as usize].load(Ordering::Acquire)
     }
 }

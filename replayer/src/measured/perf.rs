@@ -64,7 +64,7 @@ pub struct Snapshot {
     values: BTreeMap<&'static str, Result<u64, String>>,
 }
 
-/// A counter's value in a report: a count, or "not supported: <reason>".
+/// A counter's value in a report: a count, or `"not supported: <reason>"`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Reading {
@@ -110,14 +110,6 @@ impl Counters {
             })
             .collect();
         Snapshot { values }
-    }
-
-    /// Names of the counters that could not be opened, with the reason.
-    pub fn unsupported(&self) -> Vec<(&'static str, String)> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.counter.as_ref().err().map(|e| (s.name, e.clone())))
-            .collect()
     }
 }
 

@@ -158,9 +158,9 @@ pub(super) fn go_run(
         }
         if m.time_calls {
             let before = Probe::read(&heap);
-            let t0 = clock.now();
+            let t0 = clock.start();
             st.step(&mut heap, i, op, compiled.time_of(i))?;
-            let ns = clock.elapsed_ns(t0, clock.now());
+            let ns = clock.elapsed_ns(t0, clock.stop());
             let path = before.path(&Probe::read(&heap), op, &heap, tiny);
             latencies.record(op.call, op.size_bytes, path, ns);
         } else {
@@ -228,7 +228,7 @@ pub(super) fn go_run_threaded(
                 .map_err(ReplayError::Config)
         },
         |latencies, step, op| {
-            let t0 = clock.now();
+            let t0 = clock.start();
             let mut g = shared.lock().expect("a replay thread panicked");
             let (heap, st) = &mut *g;
             let before = Probe::read(heap);
@@ -248,7 +248,7 @@ pub(super) fn go_run_threaded(
             let path = before.path(&Probe::read(heap), op, heap, tiny);
             drop(g);
             if m.time_calls {
-                let ns = clock.elapsed_ns(t0, clock.now());
+                let ns = clock.elapsed_ns(t0, clock.stop());
                 latencies.record(op.call, op.size_bytes, path, ns);
             }
         },

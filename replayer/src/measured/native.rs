@@ -274,10 +274,10 @@ fn run_with<A: GlobalAlloc>(
             OpKind::Free => std::mem::replace(&mut slots[op.slot as usize], EMPTY),
             OpKind::Realloc => std::mem::replace(&mut slots[op.aux as usize], EMPTY),
         };
-        let t0 = if m.time_calls { clock.now() } else { 0 };
+        let t0 = if m.time_calls { clock.start() } else { 0 };
         let done = apply(a, op, cur, m.touch, i as u8);
         if m.time_calls {
-            let ns = clock.elapsed_ns(t0, clock.now());
+            let ns = clock.elapsed_ns(t0, clock.stop());
             latencies.record(op.call, done.bytes, None, ns);
         }
         failed_allocs += done.failed as u64;
@@ -407,10 +407,10 @@ fn run_threaded_with<A: GlobalAlloc + Sync>(
                 OpKind::Free => slots[op.slot as usize].take(),
                 OpKind::Realloc => slots[op.aux as usize].take(),
             };
-            let t0 = if m.time_calls { clock.now() } else { 0 };
+            let t0 = if m.time_calls { clock.start() } else { 0 };
             let done = apply(a, op, cur, m.touch, step.op as u8);
             if m.time_calls {
-                let ns = clock.elapsed_ns(t0, clock.now());
+                let ns = clock.elapsed_ns(t0, clock.stop());
                 latencies.record(op.call, done.bytes, None, ns);
             }
             *failed += done.failed as u64;

@@ -29,8 +29,8 @@ use std::fmt::Write;
 
 use replayer::config::Pointers;
 use replayer::sizeclass::{
-    GO_MAX_SMALL_SIZE_BYTES, MALLOC_HEADER_BYTES, MAX_OBJS_PER_SPAN,
-    MIN_SIZE_FOR_MALLOC_HEADER_BYTES,
+    Placement, SizeClasses, GO_MAX_SMALL_SIZE_BYTES, GO_TINY_BLOCK_BYTES, MALLOC_HEADER_BYTES,
+    MAX_OBJS_PER_SPAN,
 };
 use serde::Serialize;
 use traces::{Event, PtrKind};
@@ -40,7 +40,13 @@ use crate::{AnalysisError, Result};
 /// Page size the proposal is made for, bytes (Go's `_PageSize`).
 pub const PAGE_BYTES: u64 = 8192;
 /// The tiny allocator's block, which must stay a class, bytes.
-pub const TINY_BLOCK_BYTES: u64 = 16;
+pub const TINY_BLOCK_BYTES: u64 = GO_TINY_BLOCK_BYTES;
+
+/// Go's table, for where the model puts a request (the proposal keeps Go's limits).
+fn go_classes() -> &'static SizeClasses {
+    static GO: std::sync::OnceLock<SizeClasses> = std::sync::OnceLock::new();
+    GO.get_or_init(SizeClasses::go)
+}
 /// Share of the workload's small bytes given to the log-uniform prior over all sizes.
 pub const PRIOR_SHARE: f64 = 0.02;
 /// Largest table `replay` accepts: 127 classes plus class 0.
@@ -69,17 +75,14 @@ impl SizeHistogram {
             Pointers::Scan => false,
             Pointers::Trace => ev.kind != PtrKind::Scan,
         };
-        let max_small = GO_MAX_SMALL_SIZE_BYTES as u64 - MALLOC_HEADER_BYTES;
-        if size == 0 || size > max_small || (noscan && size < TINY_BLOCK_BYTES) {
-            self.other_allocs += 1;
-            return;
+        // The model's one placement rule: only small objects are tuned (with their header).
+        match go_classes().place(size, noscan, TINY_BLOCK_BYTES) {
+            Placement::Small { header, .. } => {
+                let need = size + if header { MALLOC_HEADER_BYTES } else { 0 };
+                *self.counts.entry(need).or_default() += 1;
+            }
+            Placement::Zero | Placement::Tiny | Placement::Large => self.other_allocs += 1,
         }
-        let need = if !noscan && size > MIN_SIZE_FOR_MALLOC_HEADER_BYTES {
-            size + MALLOC_HEADER_BYTES
-        } else {
-            size
-        };
-        *self.counts.entry(need).or_default() += 1;
     }
 
     /// Adds another histogram (chunks are counted in parallel, in any order).

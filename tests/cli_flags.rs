@@ -428,7 +428,7 @@ fn replay_and_tune_classes_name_a_truncated_trace_and_take_allow_truncated() {
         assert_eq!(err.matches("truncated at").count(), 1, "said once: {err}");
     }
     let o = allocscope(&["replay", "missing.atrace"], d);
-    let err = fails_with(&o, &["missing.atrace: No such file"]);
+    let err = fails_with(&o, &["missing.atrace: ", "No such file"]);
     assert!(!err.contains("error: trace:"), "{err}");
 }
 

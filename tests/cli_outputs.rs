@@ -413,6 +413,6 @@ fn fifo_inputs_are_refused_at_once() {
     ];
     for args in cases {
         let o = allocscope_within(args, d);
-        one_line_error(&o, "fifo: is not a regular file");
+        one_line_error(&o, "not a regular file");
     }
 }

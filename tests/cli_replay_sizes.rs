@@ -24,19 +24,43 @@ fn allocscope_capped(args: &[&str], dir: &std::path::Path) -> std::process::Outp
 fn replay_json(csv: &str, extra: &[&str]) -> (String, Value) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.csv"), csv).unwrap();
+    replay_file(dir.path(), "w.csv", extra)
+}
+
+/// A recorded trace whose events say the real allocator granted impossible sizes (a crafted
+/// or damaged recording: the import refuses such requests itself, so only a trace has them).
+fn replay_events(events: &[traces::Event], extra: &[&str]) -> (String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w =
+        traces::TraceWriter::create(&dir.path().join("t.atrace"), &traces::Header::default())
+            .unwrap();
+    for e in events {
+        w.push(e).unwrap();
+    }
+    w.finish().unwrap();
+    replay_file(dir.path(), "t.atrace", extra)
+}
+
+fn event(seq: u64, op: traces::Op, addr: u64, old: u64, size: u64) -> traces::Event {
+    let mut e = traces::Event::new(op);
+    (e.seq, e.addr, e.old_addr, e.size) = (seq, addr, old, size);
+    e
+}
+
+fn replay_file(dir: &std::path::Path, file: &str, extra: &[&str]) -> (String, Value) {
     let mut args = vec![
         "replay",
-        "w.csv",
+        file,
         "--allocator",
         "go,system,jemalloc,mimalloc",
         "--json",
         "r.json",
     ];
     args.extend_from_slice(extra);
-    let out = allocscope_capped(&args, dir.path());
+    let out = allocscope_capped(&args, dir);
     let stdout = common::ok(&out);
     assert_eq!(common::stderr(&out), "", "nothing on stderr");
-    let json = std::fs::read_to_string(dir.path().join("r.json")).unwrap();
+    let json = std::fs::read_to_string(dir.join("r.json")).unwrap();
     (stdout, serde_json::from_str(&json).unwrap())
 }
 
@@ -56,8 +80,22 @@ fn failed_allocs(r: &Value) -> Vec<(String, u64)> {
 
 #[test]
 fn malloc_of_2_to_the_64_is_a_failed_call_in_every_allocator() {
-    // The issue's two-line CSV (with an address: the importer's synthesis is another fix).
-    let (stdout, r) = replay_json("op,id,size,addr\nmalloc,a,18446744073709551615,4096\n", &[]);
+    // The issue's two-line CSV: the importer answers it as malloc would (NULL), so the replay
+    // sees a failed call and allocates nothing anywhere.
+    let (stdout, r) = replay_json("op,id,size\nmalloc,a,18446744073709551615\n", &[]);
+    assert_eq!(r["anomalies"]["failed_calls"], 1);
+    assert_eq!(r["go_memstats"]["mallocs"], 0);
+    assert_eq!(r["go_memstats"]["heap_sys"], 0);
+    for (allocator, failed) in failed_allocs(&r) {
+        assert_eq!(
+            failed, 0,
+            "{allocator}: the call failed in the trace already"
+        );
+    }
+    assert!(stdout.contains("1 failed call"), "{stdout}");
+
+    // A trace that says the allocator granted 2^64-1 bytes: every allocator refuses it.
+    let (stdout, r) = replay_events(&[event(0, traces::Op::Malloc, 0x1000, 0, u64::MAX)], &[]);
     assert_eq!(r["anomalies"]["failed_calls"], 1);
     assert_eq!(r["model"]["refused_allocs"], 1);
     assert_eq!(r["go_memstats"]["mallocs"], 0);
@@ -65,7 +103,6 @@ fn malloc_of_2_to_the_64_is_a_failed_call_in_every_allocator() {
     for (allocator, failed) in failed_allocs(&r) {
         assert_eq!(failed, 1, "{allocator}");
     }
-    assert!(stdout.contains("1 failed calls"), "{stdout}");
     assert!(
         stdout.contains("failed allocations (no allocator could satisfy them"),
         "{stdout}"
@@ -74,17 +111,20 @@ fn malloc_of_2_to_the_64_is_a_failed_call_in_every_allocator() {
 
 #[test]
 fn the_replay_goes_on_after_a_failed_call() {
-    // A realloc to 1 PiB fails and releases the old object (the trace says it was released);
-    // the calls around it are replayed as usual, threads or not.
-    let csv = "op,id,size,addr,old_id\n\
-               malloc,a,100,4096,\n\
-               malloc,b,1000,8192,\n\
-               realloc,c,1125899906842624,12288,a\n\
-               malloc,d,300000,16384,\n\
-               free,b,0,,\n\
-               free,d,0,,\n";
+    // A realloc to 1 PiB the trace says succeeded: it fails in every allocator and releases the
+    // old object (the trace says it was released); the calls around it are replayed as usual,
+    // threads or not.
+    use traces::Op::{Free, Malloc, Realloc};
+    let events = [
+        event(0, Malloc, 4096, 0, 100),
+        event(1, Malloc, 8192, 0, 1000),
+        event(2, Realloc, 12288, 4096, 1 << 50),
+        event(3, Malloc, 16384, 0, 300_000),
+        event(4, Free, 0, 8192, 0),
+        event(5, Free, 0, 16384, 0),
+    ];
     for threads in [&[][..], &["--threads"][..]] {
-        let (_, r) = replay_json(csv, threads);
+        let (_, r) = replay_events(&events, threads);
         assert_eq!(r["anomalies"]["failed_calls"], 1, "{threads:?}");
         assert_eq!(r["go_memstats"]["mallocs"], 3, "{threads:?}");
         assert_eq!(r["go_memstats"]["large"]["mallocs"], 1, "{threads:?}");

@@ -105,6 +105,7 @@ pub struct Problems<'p> {
     /// Lines already printed: a problem seen twice (when the directory is checked before the
     /// events are read) is said once.
     said: Vec<String>,
+    said_cut: bool,
 }
 
 impl<'p> Problems<'p> {
@@ -114,6 +115,7 @@ impl<'p> Problems<'p> {
             allow_truncated,
             fatal: 0,
             said: Vec::new(),
+            said_cut: false,
         }
     }
 
@@ -139,9 +141,13 @@ impl<'p> Problems<'p> {
             ""
         };
         let line = format!("allocscope: {level}: {}: {e}{hint}", self.path.display());
-        if self.said.contains(&line) {
+        // A cut recording is found when the file is opened and again, with the time of its last
+        // event, after the last event: one line.
+        let cut = matches!(e, traces::TraceError::Cut { .. });
+        if self.said.contains(&line) || (cut && self.said_cut) {
             return;
         }
+        self.said_cut |= cut;
         eprintln!("{line}");
         self.said.push(line);
         if !accepted {

@@ -208,18 +208,26 @@ impl Outputs {
         let mode = existing.as_ref().map_or(0o666, |m| m.mode() & 0o7777);
         let name = out.file_name().unwrap_or_default().to_string_lossy();
         let prefix = format!(".{name}.");
-        let tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(".tmp")
-            .permissions(Permissions::from_mode(mode))
-            .tempfile_in(dir)
-            .map_err(|e| write_error(out, e))?;
+        // Created and listed for removal as one step (the list's lock is held): a signal that
+        // comes in between still finds the file listed.
+        install_cleanup();
+        let (tmp, registered) = {
+            let mut list = cleanup_list().lock().unwrap_or_else(|e| e.into_inner());
+            let tmp = tempfile::Builder::new()
+                .prefix(&prefix)
+                .suffix(".tmp")
+                .permissions(Permissions::from_mode(mode))
+                .tempfile_in(dir)
+                .map_err(|e| write_error(out, e))?;
+            list.push(tmp.path().to_path_buf());
+            let registered = Deregister(tmp.path().to_path_buf());
+            (tmp, registered)
+        };
         if existing.is_some() {
             tmp.as_file()
                 .set_permissions(Permissions::from_mode(mode))
                 .map_err(|e| write_error(out, e))?;
         }
-        let registered = register(tmp.path());
         Ok(Staged {
             dest: out.to_path_buf(),
             sink: Sink::Temp { tmp, registered },

@@ -92,11 +92,6 @@ pub fn run(args: Args) -> Result<i32> {
             h
         })
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
-    // The chunks are read in no order, so only what the reader found on opening is known here
-    // (no end record, a damaged index or chunk); the replay below reads in order.
-    for p in reader.problems() {
-        eprintln!("allocscope: warning: {}: {p}", args.trace.display());
-    }
     let mut hist = SizeHistogram::default();
     for p in parts {
         hist.merge(p);

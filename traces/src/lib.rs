@@ -43,10 +43,10 @@ pub use writer::{Rewind, TraceWriter, WriterOptions};
 pub enum TraceError {
     /// Reading an input failed (opening it included).
     #[error("cannot read: {0}")]
-    Read(std::io::Error),
+    Read(#[source] std::io::Error),
     /// Writing an output failed (creating it included).
     #[error("cannot write: {0}")]
-    Write(std::io::Error),
+    Write(#[source] std::io::Error),
     /// The input is a FIFO, a directory, a device or a socket.
     #[error("is {0}, not a regular file: give the path of a file")]
     NotAFile(&'static str),

@@ -103,7 +103,8 @@ struct ThreadState {
     thread_no: Cell<u32>,
     /// The pthread key destructor ran: the thread is exiting.
     exiting: Cell<bool>,
-    /// This thread's unwinding state (null until its first stack; freed at thread exit).
+    /// This thread's unwinding state (null until its first stack; `NO_UNWIND` when it cannot
+    /// have one; freed at thread exit).
     unwind: Cell<*mut unwind::ThreadUnwind>,
 }
 
@@ -267,12 +268,19 @@ impl Hook {
     }
 }
 
+/// A thread whose stack could not be found: no stacks for it (never a real allocation: aligned
+/// dangling).
+const NO_UNWIND: *mut unwind::ThreadUnwind = std::ptr::NonNull::dangling().as_ptr();
+
 #[inline(never)]
 fn stack_slow(t: &'static ThreadState, depth: usize) -> u32 {
     let Some(trie) = trie::current() else {
         return 0;
     };
     let mut u = t.unwind.get();
+    if u == NO_UNWIND {
+        return 0;
+    }
     if u.is_null() {
         // Once per thread. The state comes from the real allocator (our own allocator never goes
         // through the hooks), after the real call returned: no allocator lock is held here.
@@ -280,6 +288,7 @@ fn stack_slow(t: &'static ThreadState, depth: usize) -> u32 {
         u = unwind::ThreadUnwind::for_this_thread().map_or(null_mut(), Box::into_raw);
         set_errno(saved);
         if u.is_null() {
+            t.unwind.set(NO_UNWIND); // not asked again on every call
             return 0;
         }
         t.unwind.set(u);
@@ -366,7 +375,7 @@ extern "C" fn on_thread_exit(ring: *mut libc::c_void) {
     let t = tls();
     t.exiting.set(true);
     let u = t.unwind.replace(null_mut());
-    if !u.is_null() {
+    if !u.is_null() && u != NO_UNWIND {
         let _q = Quiet::new();
         // SAFETY: the thread's own state from Box::into_raw, no longer reachable from the thread.
         drop(unsafe { Box::from_raw(u) });

@@ -14,8 +14,9 @@
 //!   per-thread cache is allocated once per thread, before its first unwind.
 //! - Never fault, whatever the stack holds: every read goes through `read_stack`, which only
 //!   reads aligned words between the current stack pointer and the top of the thread's stack (its
-//!   bounds from `pthread_getattr_np`, taken once per thread). On another stack (a signal handler
-//!   on an alternate stack, a coroutine) nothing is read and the stack is left empty.
+//!   bounds from its mapping in /proc/self/maps, taken once per thread: `stack_bounds`). On
+//!   another stack (a signal handler on an alternate stack, a coroutine) nothing is read and the
+//!   stack is left empty.
 //! - Stop cleanly: at an address in no module (JIT code), at a frame without unwind information
 //!   that frame pointers do not explain, at a signal frame, or after the configured depth.
 
@@ -167,20 +168,151 @@ impl ThreadUnwind {
     }
 }
 
-/// The calling thread's stack: [lowest, highest) address.
+/// The calling thread's stack: [lowest, highest) address, from the mapping that holds the
+/// current stack pointer in `/proc/self/maps` (read with plain system calls into a buffer on the
+/// stack: nothing here allocates or takes a lock a program may hold).
+///
+/// Not `pthread_getattr_np`: it holds the thread's own lock while it `fopen`s /proc/self/maps
+/// (main thread) and `realloc`s a CPU set (every thread), so a program that calls it (cgo's
+/// runtime start, Rust's std for its stack guard) makes an allocation that is its thread's first
+/// stack capture inside that lock, and asking again from the hook deadlocks.
+///
+/// The mapping is accepted as this thread's stack when it is the initial thread's (`[stack]`,
+/// which may still grow down to the stack limit) or holds the thread's control block (glibc puts
+/// it at the top of every stack it allocates or is given); any other stack (a coroutine's, an
+/// alternate signal stack) gives None and the thread is left without stacks.
 fn stack_bounds() -> Option<(u64, u64)> {
-    // SAFETY: attr is initialised by pthread_getattr_np before it is read and destroyed after;
-    // the out-pointers are valid.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return None;
+    let probe = 0u64;
+    let sp = std::hint::black_box(&probe) as *const u64 as u64;
+    let mut tp: u64 = 0;
+    // SAFETY: ARCH_GET_FS writes the thread pointer to a valid out-pointer.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, &mut tp as *mut u64) };
+    let found = maps_entry_holding(sp, tp)?;
+    if found.initial_stack {
+        let mut lim: libc::rlimit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid out-pointer.
+        let limit = if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut lim) } == 0 {
+            lim.rlim_cur.min(1 << 30)
+        } else {
+            8 << 20
+        };
+        Some((found.end.saturating_sub(limit).min(found.start), found.end))
+    } else if found.holds_tp {
+        Some((found.start, found.end))
+    } else {
+        None
+    }
+}
+
+/// arch_prctl's code for reading the thread pointer (asm/prctl.h; not in the libc crate).
+const ARCH_GET_FS: libc::c_int = 0x1003;
+
+/// One line of /proc/self/maps: the readable mapping holding an address.
+struct MapsEntry {
+    start: u64,
+    end: u64,
+    initial_stack: bool,
+    holds_tp: bool,
+}
+
+/// The readable mapping holding `addr`, read from /proc/self/maps in 1 KiB pieces.
+fn maps_entry_holding(addr: u64, tp: u64) -> Option<MapsEntry> {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut parser = MapsParser::new(addr);
+    let mut buf = [0u8; 1024];
+    loop {
+        // SAFETY: reads into a buffer of buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && crate::errno() == libc::EINTR {
+            continue;
         }
-        let mut addr: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-        libc::pthread_attr_destroy(&mut attr);
-        (rc == 0 && !addr.is_null()).then(|| (addr as u64, addr as u64 + size as u64))
+        if n <= 0 {
+            break;
+        }
+        for &b in &buf[..n as usize] {
+            parser.byte(b);
+        }
+        if parser.found.is_some() {
+            break;
+        }
+    }
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    let (start, end, initial_stack) = parser.found?;
+    Some(MapsEntry {
+        start,
+        end,
+        initial_stack,
+        holds_tp: (start..end).contains(&tp),
+    })
+}
+
+/// A streaming reader of maps lines ("start-end perms offset dev inode name"): keeps the range,
+/// whether it is readable and the last bytes of the name.
+struct MapsParser {
+    addr: u64,
+    start: u64,
+    end: u64,
+    field: u8,
+    readable: bool,
+    tail: [u8; 8],
+    found: Option<(u64, u64, bool)>,
+}
+
+impl MapsParser {
+    fn new(addr: u64) -> Self {
+        MapsParser {
+            addr,
+            start: 0,
+            end: 0,
+            field: 0,
+            readable: false,
+            tail: [0; 8],
+            found: None,
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        if b == b'\n' {
+            if self.readable && (self.start..self.end).contains(&self.addr) && self.found.is_none()
+            {
+                self.found = Some((self.start, self.end, self.tail.ends_with(b"[stack]")));
+            }
+            *self = MapsParser {
+                found: self.found,
+                ..MapsParser::new(self.addr)
+            };
+            return;
+        }
+        let hex = (b as char).to_digit(16).map(u64::from);
+        match (self.field, b, hex) {
+            (0, b'-', _) => self.field = 1,
+            (0, _, Some(d)) => self.start = self.start.wrapping_shl(4) | d,
+            (1, b' ', _) => self.field = 2,
+            (1, _, Some(d)) => self.end = self.end.wrapping_shl(4) | d,
+            (2, b'r', _) => {
+                self.readable = true;
+                self.field = 3;
+            }
+            (2, _, _) => self.field = 3,
+            (3, _, _) => {
+                self.tail.copy_within(1.., 0);
+                self.tail[7] = b;
+            }
+            _ => {}
+        }
     }
 }
 

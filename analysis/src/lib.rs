@@ -16,12 +16,15 @@
 pub mod analyze;
 pub mod charts;
 pub mod compare;
+pub mod folded;
 pub mod frag;
 pub mod html;
 pub mod latency;
 pub mod pct;
+pub mod pprof;
 pub mod replay_json;
 pub mod replay_timeline;
+pub mod stacks;
 pub mod tables;
 pub mod text;
 pub mod trend;

@@ -24,7 +24,7 @@ use crate::files::FileStamp;
 use crate::Frame;
 
 /// Version of the cache file's content; part of the key.
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 /// Largest cache file read (bigger is not ours, or damaged).
 pub const MAX_CACHE_BYTES: u64 = 256 << 20;

@@ -1,6 +1,6 @@
 //! Asking blazesym for the names of one module's addresses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized, Symbolizer};
@@ -26,30 +26,54 @@ pub fn names(
     let mut out: FxHashMap<u64, Vec<Frame>> = FxHashMap::default();
     let mut left: Vec<u64> = addrs.to_vec();
     for file in files {
-        if left.is_empty() {
-            break;
-        }
-        let src = Source::Elf(Elf::new(file));
-        match symbolizer.symbolize(&src, Input::VirtOffset(&left)) {
-            Ok(found) => {
-                let mut still = Vec::new();
-                for (&addr, s) in left.iter().zip(found) {
-                    match s {
-                        Symbolized::Sym(sym) if !sym.name.is_empty() => {
-                            out.insert(addr, frames(&sym));
-                        }
-                        _ => still.push(addr),
-                    }
-                }
-                left = still;
-            }
-            Err(e) => notes.push(format!("{}: cannot read its symbols: {e}", file.display())),
-        }
+        left = ask(&symbolizer, file, &left, 0, &mut out, notes);
+    }
+    // A return address at the very start of a function is no call's: it is where a signal
+    // handler returns to (the signal trampoline, `__restore_rt`), and the byte before it is
+    // another function's or none. Such an address is named by the function it starts.
+    for file in files {
+        left = ask(&symbolizer, file, &left, 1, &mut out, notes);
     }
     for addr in left {
         out.insert(addr, Vec::new());
     }
     out
+}
+
+/// Asks `file` for the names of `addrs` (each looked up at `addr + shift`; with a shift, only a
+/// function starting exactly there counts); returns the addresses still unnamed.
+fn ask(
+    symbolizer: &Symbolizer,
+    file: &Path,
+    addrs: &[u64],
+    shift: u64,
+    out: &mut FxHashMap<u64, Vec<Frame>>,
+    notes: &mut Vec<String>,
+) -> Vec<u64> {
+    if addrs.is_empty() {
+        return Vec::new();
+    }
+    let at: Vec<u64> = addrs.iter().map(|a| a.wrapping_add(shift)).collect();
+    let src = Source::Elf(Elf::new(file));
+    let found = match symbolizer.symbolize(&src, Input::VirtOffset(&at)) {
+        Ok(found) => found,
+        Err(e) => {
+            if shift == 0 {
+                notes.push(format!("{}: cannot read its symbols: {e}", file.display()));
+            }
+            return addrs.to_vec();
+        }
+    };
+    let mut still = Vec::new();
+    for (&addr, s) in addrs.iter().zip(found) {
+        match s {
+            Symbolized::Sym(sym) if !sym.name.is_empty() && (shift == 0 || sym.offset == 0) => {
+                out.insert(addr, frames(&sym));
+            }
+            _ => still.push(addr),
+        }
+    }
+    still
 }
 
 /// The frames of one symbolized address, innermost first: the inlined calls from the deepest

@@ -73,7 +73,7 @@ fn named(trace: &Path) -> Named {
 impl Named {
     /// Folded lines by allocating calls, each cut to start at `main` (what lies under `main`
     /// differs between C libraries), summed when the cut makes them equal.
-    fn from_main(&self) -> BTreeMap<String, u64> {
+    fn cut_at_main(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for (line, n) in folded::lines(&self.profile, &self.table, &self.symbols, Weight::Allocs) {
             let cut = match line.find(";main;") {
@@ -118,7 +118,7 @@ fn chains_through_dlopen_qsort_and_an_inlined_leaf() {
     let o = common::record(dir.path(), &cmd, |_| {});
     assert_eq!(o.exit_code, 0, "{:?}", o.warnings);
     let n = named(&o.processes[0].path);
-    let lines = n.from_main();
+    let lines = n.cut_at_main();
     let got = |chain: &str| lines.get(chain).copied();
     assert_eq!(
         got("main;run_plugin;plugin_entry;plugin_leaf"),
@@ -202,7 +202,7 @@ fn a_library_used_at_once_and_closed_keeps_its_stacks() {
     let o = common::record(dir.path(), &cmd, |_| {});
     assert_eq!(o.exit_code, 0, "{:?}", o.warnings);
     let n = named(&o.processes[0].path);
-    let lines = n.from_main();
+    let lines = n.cut_at_main();
     assert_eq!(
         lines.get("main;run_plugin;plugin_entry;plugin_leaf"),
         Some(&7),
@@ -216,7 +216,7 @@ fn cxx_allocations_while_an_exception_unwinds() {
     let exe = build("c++", "stacks_exc.cpp", dir.path(), "exc", &[]);
     let o = common::record(dir.path(), &[exe.into_os_string()], |_| {});
     assert_eq!(o.exit_code, 0, "{:?}", o.warnings);
-    let lines = named(&o.processes[0].path).from_main();
+    let lines = named(&o.processes[0].path).cut_at_main();
     // Each chain, then the allocator's own frames (operator new, and operator new[] when
     // libstdc++ does not jump straight to it).
     let chain = |prefix: &str, then: &str| -> u64 {
@@ -260,7 +260,7 @@ fn threads_a_fork_child_and_signal_handlers() {
     assert_eq!(o.exit_code, 0, "{:?}", o.warnings);
     assert_eq!(o.processes.len(), 2, "{:?}", o.processes);
     let parent = named(&o.processes[0].path).folded();
-    let child = named(&o.processes[1].path).from_main();
+    let child = named(&o.processes[1].path).cut_at_main();
     let sum_ending = |lines: &[(String, u64)], tail: &str| -> u64 {
         lines
             .iter()

@@ -72,10 +72,11 @@ pub fn symbolize(
     let s = symbols.stats();
     if s.addresses > 0 {
         eprintln!(
-            "allocscope: symbolized {} addresses in {} modules ({} named, {} from the cache) in \
-             {:.2} s",
+            "allocscope: symbolized {} addresses in {} module{} ({} named, {} from the cache) \
+             in {:.2} s",
             s.addresses,
             s.modules,
+            if s.modules == 1 { "" } else { "s" },
             s.named,
             s.from_cache,
             s.elapsed.as_secs_f64()

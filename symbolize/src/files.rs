@@ -83,6 +83,7 @@ pub fn find(m: &Module, dirs: &[PathBuf]) -> Sources {
                 .push(format!("{}: not an ELF file we can read: {e}", m.path)),
         },
         None if m.path.is_empty() || m.path.starts_with('[') => {}
+        None if own.exists() => s.notes.push(format!("{}: not a regular file", m.path)),
         None => s
             .notes
             .push(format!("{}: not found on this machine", m.path)),

@@ -332,7 +332,16 @@ fn name_module(m: &Module, want: FxHashSet<u64>, dirs: &[PathBuf], opts: &Option
         .flatten()
         .map(|f| f.function.as_str())
         .collect();
-    if functions.len() > 1 && !named.has_lines {
+    let unnamed = named.names.values().filter(|f| f.is_empty()).count();
+    if unnamed > 0 {
+        named.notes.push(format!(
+            "{}: {unnamed} of {} addresses have no symbol: they show as {}+0xADDR (a stripped \
+             file? install its -dbgsym package or pass --debug-dir DIR)",
+            m.path,
+            named.names.len(),
+            file_name(&m.path)
+        ));
+    } else if functions.len() > 1 && !named.has_lines {
         named.notes.push(format!(
             "{}: no debug information found (names from its symbol table: no files, lines or \
              inlined frames; install its -dbgsym package or pass --debug-dir DIR)",

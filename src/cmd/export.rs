@@ -75,11 +75,11 @@ pub fn run(args: Args) -> Result<i32> {
         return Ok(problems.exit_code());
     }
     let mut profiler = StackProfiler::new(reader.header());
-    let mut last_ts = 0;
+    let mut span = (u64::MAX, 0);
     for ev in reader.events() {
         match ev {
             Ok(ev) => {
-                last_ts = last_ts.max(ev.ts_ns);
+                span = (span.0.min(ev.ts_ns), span.1.max(ev.ts_ns));
                 profiler.add(&ev);
             }
             Err(e) => problems.note(&e),
@@ -108,7 +108,10 @@ pub fn run(args: Args) -> Result<i32> {
             analysis::folded::write(&lines, &mut out)?;
             out
         }
-        _ => pprof(&reader, &args.trace, &profile, &stacks, &symbols, last_ts)?,
+        _ => {
+            let duration_ns = span.1.saturating_sub(span.0);
+            pprof(&reader, &args.trace, &profile, &stacks, &symbols, duration_ns)?
+        }
     };
     match &args.output {
         Some(p) => outputs.write("-o", p, &bytes)?,
@@ -128,11 +131,11 @@ fn pprof(
     profile: &StackProfile,
     stacks: &stacks::Stacks,
     symbols: &symbolize::Symbols,
-    last_ts_ns: u64,
+    duration_ns: u64,
 ) -> Result<Vec<u8>> {
     let info = analysis::pprof::ProfileInfo {
         start_unix_ns: reader.header().start_unix_ns,
-        duration_ns: last_ts_ns,
+        duration_ns,
         comment: format!("allocscope export of {}", path.display()),
     };
     let p = analysis::pprof::build(profile, &stacks.table, symbols, &info);

@@ -22,7 +22,7 @@ enum Command {
     Info(cmd::info::Args),
     /// Convert a CSV workload into a trace.
     Import(cmd::import::Args),
-    /// Write a trace as CSV.
+    /// Write a trace as CSV, or its call stacks as folded stacks or a pprof heap profile.
     Export(cmd::export::Args),
     /// Replay a trace through the Go allocator model (and baselines).
     Replay(cmd::replay::Args),

@@ -8,6 +8,9 @@
 //! bounded by the live objects (one small record each) plus fixed-size histograms and a timeline
 //! that halves its resolution when it fills.
 //!
+//! Call stacks: [`stacks`] weighs each stack (allocations, bytes, leaked, at the peak) in one
+//! pass; [`folded`] and [`pprof`] export them, named by the `symbolize` crate.
+//!
 //! Output: [`text`] (terminal summary), [`tables`] (CSV), [`charts`] (SVG/PNG with plotters),
 //! [`html`] (one self-contained page). [`compare`] and [`trend`] read the flat `metrics` map of any
 //! result JSON (report or replay, see ARCHITECTURE.md).
@@ -16,12 +19,15 @@
 pub mod analyze;
 pub mod charts;
 pub mod compare;
+pub mod folded;
 pub mod frag;
 pub mod html;
 pub mod latency;
 pub mod pct;
+pub mod pprof;
 pub mod replay_json;
 pub mod replay_timeline;
+pub mod stacks;
 pub mod tables;
 pub mod text;
 pub mod trend;

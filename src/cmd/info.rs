@@ -37,7 +37,7 @@ struct Info<'a> {
     stats: &'a TraceStats,
     /// Call stacks: none for a trace recorded without them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    stacks: Option<StackStats>,
+    stacks: Option<StackInfo>,
     problems: Vec<String>,
 }
 
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> Result<i32> {
             }
         }
     }
-    let stacks = stack_stats(&reader, &stats, &mut problem_text);
+    let stacks = stack_stats(&reader, &args.trace, &stats, &mut problem_text);
     let info = Info {
         file: args.trace.display().to_string(),
         file_bytes: reader.file_len(),
@@ -82,30 +82,65 @@ pub fn run(args: Args) -> Result<i32> {
     Ok(problems.exit_code())
 }
 
+/// What `info` says about a trace's stacks: the trie's figures, and how far unwinding got.
+#[derive(Serialize)]
+struct StackInfo {
+    #[serde(flatten)]
+    stats: StackStats,
+    /// Trie nodes whose return address lies in no module the trace recorded (code the recorder
+    /// could not tie to a file, such as JIT code, or a bad frame): the unwinder could not go on
+    /// past them, and they cannot be symbolized.
+    frames_outside_modules: u64,
+    /// Distinct stacks whose outermost frame is such a node: unwinding stopped in unknown code.
+    stacks_ending_outside_modules: u64,
+}
+
 /// The stack figures of a trace with stacks (damaged stack or module chunks are a problem line,
 /// not a failure: the events are still read).
 fn stack_stats(
     reader: &traces::TraceReader,
+    path: &std::path::Path,
     stats: &TraceStats,
     problems: &mut Vec<String>,
-) -> Option<StackStats> {
+) -> Option<StackInfo> {
     if reader.aux_chunks().is_empty() && stats.allocations_with_stack == 0 {
         return None;
     }
-    let (table, problem) = reader.stacks();
-    let (modules, mproblem) = reader.modules();
-    for p in [problem, mproblem].into_iter().flatten() {
-        let line = format!("{p} (those stacks show as unknown)");
-        eprintln!("allocscope: warning: {line}");
-        problems.push(line);
-    }
-    Some(StackStats::of(
-        &table,
-        stats.stack_ids.iter().copied(),
-        modules.len(),
-        stats.allocations_with_stack,
-        stats.allocations_without_stack,
-    ))
+    let stacks = super::stacks::load(reader, path);
+    problems.extend(stacks.problems.iter().cloned());
+    let map = symbolize::ModuleMap::new(&stacks.modules);
+    // Node ids run from 1 without gaps; the outermost frame of a stack is a child of the root.
+    let outside: Vec<bool> = (1..=stacks.table.len())
+        .map(|id| {
+            let (_, addr) = stacks.table.node(id).unwrap_or_default();
+            // Any module that ever held the address (`find` falls back to one not loaded then).
+            map.find(addr, 0).is_none()
+        })
+        .collect();
+    let stacks_ending_outside_modules = stats
+        .stack_ids
+        .iter()
+        .filter(|&&leaf| {
+            let mut root = None;
+            let mut id = leaf;
+            while let Some((parent, _)) = stacks.table.node(id) {
+                root = Some(id);
+                id = parent;
+            }
+            root.is_some_and(|r| outside[r as usize - 1])
+        })
+        .count() as u64;
+    Some(StackInfo {
+        stats: StackStats::of(
+            &stacks.table,
+            stats.stack_ids.iter().copied(),
+            stacks.modules.len(),
+            stats.allocations_with_stack,
+            stats.allocations_without_stack,
+        ),
+        frames_outside_modules: outside.iter().filter(|&&o| o).count() as u64,
+        stacks_ending_outside_modules,
+    })
 }
 
 fn print_text(i: &Info) -> std::io::Result<()> {
@@ -172,7 +207,11 @@ fn print_text(i: &Info) -> std::io::Result<()> {
     }
     match &i.stacks {
         None => crate::outln!("stacks     none (recorded without stacks: record --stack-depth)"),
-        Some(st) => {
+        Some(StackInfo {
+            stats: st,
+            frames_outside_modules,
+            stacks_ending_outside_modules,
+        }) => {
             crate::outln!(
                 "stacks     {} distinct, {} trie nodes, depth mean {:.1} max {}, {} modules",
                 st.distinct_stacks,
@@ -190,6 +229,11 @@ fn print_text(i: &Info) -> std::io::Result<()> {
                 } else {
                     String::new()
                 }
+            );
+            crate::outln!(
+                "           {frames_outside_modules} frames outside any module, {} stacks \
+                 stopped there",
+                stacks_ending_outside_modules
             );
         }
     }

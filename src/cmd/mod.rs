@@ -11,6 +11,7 @@ pub mod profile;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod stacks;
 pub mod sweep;
 pub mod trend;
 pub mod tune_classes;

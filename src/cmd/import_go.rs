@@ -1,0 +1,189 @@
+//! `allocscope import trace.out -o T.atrace` for a Go execution trace (recognised by its
+//! header): the runtime's alloc/free events into an `.atrace`, and the side file
+//! `T.atrace.go.jsonl` (spans, GC cycles, heap figures, the Go type table; `gotrace::side`).
+//!
+//! A cut or damaged Go trace is handled like a cut `.atrace`: each problem is one line, and
+//! without `--allow-truncated` nothing is written (exit 2); with it, everything read before the
+//! damage is imported and the trace's end record says where the Go trace stopped.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use gotrace::side::{self, Record};
+use gotrace::{ConvertError, Converter, FreeTime, GoTraceReader, Item};
+use replayer::sizeclass::{SizeClass, SizeClasses};
+use traces::{ClockSource, EndStatus, Ending, Event, Header, TraceWriter};
+
+use super::output::{Outputs, Staged};
+
+/// The `recorder` of an imported Go trace's header: tools that find it know the events'
+/// call-site field is a Go type id of the side file, not a stack.
+pub const GO_IMPORT_RECORDER: &str = "allocscope-import-go";
+
+/// Whether a trace's header says it was imported from a Go execution trace.
+pub fn is_go_import(header: &Header) -> bool {
+    header.recorder.starts_with(GO_IMPORT_RECORDER)
+}
+
+/// Writes converted events into the trace and side records into the side file.
+struct CliSink {
+    trace: TraceWriter<BufWriter<Staged>>,
+    side: BufWriter<Staged>,
+}
+
+enum SinkError {
+    Trace(traces::TraceError),
+    Side(std::io::Error),
+}
+
+impl gotrace::Sink for CliSink {
+    type Error = SinkError;
+    fn event(&mut self, ev: &Event) -> Result<(), SinkError> {
+        self.trace.push(ev).map_err(SinkError::Trace)
+    }
+    fn record(&mut self, rec: &Record) -> Result<(), SinkError> {
+        side::write_record(&mut self.side, rec).map_err(SinkError::Side)
+    }
+}
+
+/// Go's class sizes, from the replayer's table (the one copy of it).
+fn class_bytes() -> Vec<u32> {
+    let classes = SizeClasses::go();
+    (0..classes.num_classes())
+        .map(|c| classes.size_bytes(SizeClass(c as u8)))
+        .collect()
+}
+
+/// Imports the Go trace at `input` (open as `file`) into `output`.
+pub fn run(
+    input: &Path,
+    file: File,
+    output: &Path,
+    outputs: &Outputs,
+    frees: FreeTime,
+    allow_truncated: bool,
+) -> Result<i32> {
+    let name = input.display().to_string();
+    let mut reader = GoTraceReader::open(file).map_err(|e| anyhow!("{name}: {e}"))?;
+    let side_path = side::side_path(output);
+    outputs.check("-o", output)?;
+    outputs.check("-o (side file)", &side_path)?;
+    let header = Header {
+        recorder: format!("{GO_IMPORT_RECORDER} {}", env!("CARGO_PKG_VERSION")),
+        command: vec!["import".into(), name.clone()],
+        clock: ClockSource::Monotonic,
+        page_size: 4096,
+        ..Header::default()
+    };
+    let cannot_write = |p: &Path| format!("cannot write {}", p.display());
+    let trace_file = outputs.create("-o", output)?;
+    let side_file = outputs.create("-o", &side_path)?;
+    let sink = CliSink {
+        trace: TraceWriter::new(BufWriter::new(trace_file), &header)
+            .with_context(|| cannot_write(output))?,
+        side: BufWriter::new(side_file),
+    };
+    let opts = gotrace::Options {
+        class_bytes: class_bytes(),
+        frees,
+        source: name.clone(),
+    };
+    let mut conv = Converter::new(opts, sink);
+    let sink_err = |e: ConvertError<SinkError>| match e {
+        ConvertError::Trace(e) => anyhow!("{name}: {e}"),
+        ConvertError::Sink(SinkError::Trace(e)) => anyhow!("{}: {e}", cannot_write(output)),
+        ConvertError::Sink(SinkError::Side(e)) => anyhow!("{}: {e}", cannot_write(&side_path)),
+    };
+    let mut warned_experiment = false;
+    while let Some(item) = reader.next().map_err(|e| anyhow!("{name}: {e}"))? {
+        match item {
+            Item::Generation(g) => {
+                if let (Some((exp, at)), false) = (g.unknown_experiment, warned_experiment) {
+                    warned_experiment = true;
+                    eprintln!(
+                        "allocscope: warning: {name}: experiment {exp} (batch at byte {at}) is \
+                         unknown to this allocscope and was skipped; only the alloc/free \
+                         experiment (1) is read"
+                    );
+                }
+                conv.generation(&g, reader.format()).map_err(sink_err)?;
+            }
+            Item::Event(e) => conv.event(&e).map_err(sink_err)?,
+        }
+    }
+    let problems = reader.problems();
+    for p in problems {
+        let (level, hint) = if allow_truncated {
+            ("warning", "")
+        } else {
+            ("error", " (pass --allow-truncated to import what was read)")
+        };
+        eprintln!("allocscope: {level}: {name}: {p}{hint}");
+    }
+    if !problems.is_empty() && !allow_truncated {
+        // Dropping the staged files removes them: no partial output.
+        return Ok(2);
+    }
+    let (sink, mut summary) = conv.finish().map_err(sink_err)?;
+    let end = match problems.first() {
+        None => EndStatus::complete(),
+        Some(p) => EndStatus {
+            note: format!("imported from a Go trace that was not read whole: {p}"),
+            ..EndStatus::new(Ending::Stopped)
+        },
+    };
+    let trace_file = sink
+        .trace
+        .finish_with(&end)
+        .with_context(|| cannot_write(output))?
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| cannot_write(output))?;
+    trace_file.commit()?;
+    // The side file names the trace it belongs to.
+    summary.trace_digest = super::digest::of(&super::open_trace(output)?);
+    let mut side_out = sink.side;
+    let c = summary.counts.clone();
+    let a = summary.anomalies.clone();
+    side::write_record(&mut side_out, &Record::Summary(Box::new(summary)))
+        .and_then(|_| side_out.flush())
+        .with_context(|| cannot_write(&side_path))?;
+    side_out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| cannot_write(&side_path))?
+        .commit()?;
+    eprintln!(
+        "imported {} heap objects ({} live at the start, {} tiny that fitted a block in use), \
+         {} frees ({} reported by the sweeper{}), {} GC cycles, {} spans from {} ({}) into {} \
+         and {}",
+        c.snapshot_objects + c.allocs,
+        c.snapshot_objects,
+        c.tiny_fits,
+        c.frees,
+        c.sweeper_frees,
+        match frees {
+            FreeTime::Sweep => ": each object died at or before its free".to_string(),
+            FreeTime::CycleStart => format!(
+                "; {} moved to the start of their GC cycle, {} left in place",
+                c.frees_moved, c.frees_kept
+            ),
+        },
+        c.gc_cycles,
+        c.span_allocs,
+        name,
+        reader.format().releases(),
+        output.display(),
+        side_path.display()
+    );
+    if a.unknown_frees + a.outside_spans + a.unknown_types + a.kind_mismatches > 0 {
+        eprintln!(
+            "allocscope: warning: {name}: {} frees of objects never allocated, {} objects in no \
+             known span, {} unknown type ids, {} pointer kinds that disagree with their span",
+            a.unknown_frees, a.outside_spans, a.unknown_types, a.kind_mismatches
+        );
+    }
+    Ok(0)
+}

@@ -45,7 +45,7 @@ use crate::spec::ev;
 use crate::GoTraceError;
 
 /// Bytes assumed for a tiny object without a type (a string of 1..15 bytes).
-pub const UNTYPED_TINY_BYTES: u64 = 8;
+pub const UNTYPED_TINY_BYTES: u64 = 4;
 /// Go's tiny allocator: pointer-free objects under this size share blocks of this size.
 pub const TINY_BYTES: u64 = 16;
 /// The span class of tiny blocks: size class 2 (16 bytes), noscan.
@@ -111,6 +111,8 @@ pub struct Converter<S: Sink> {
     m_p: FxHashMap<u64, u32>,
     /// Per P, the last two tiny blocks it took (Go fills one, and may keep the older one open).
     p_blocks: FxHashMap<u32, [u64; 2]>,
+    /// Per P, Go's tiny allocator run on the sizes written (see [`Converter::tiny_size`]).
+    p_tiny: FxHashMap<u32, TinySim>,
     spans: FxHashMap<u64, SpanRef>,
     owed_span_frees: FxHashSet<u64>,
     live: FxHashMap<u64, Slot>,
@@ -140,6 +142,7 @@ impl<S: Sink> Converter<S> {
             type_ids: FxHashMap::default(),
             m_p: FxHashMap::default(),
             p_blocks: FxHashMap::default(),
+            p_tiny: FxHashMap::default(),
             spans: FxHashMap::default(),
             owed_span_frees: FxHashSet::default(),
             live: FxHashMap::default(),
@@ -374,6 +377,8 @@ impl<S: Sink> Converter<S> {
         self.sweeping_marker = Some(ended);
         self.owed_frees.clear();
         self.owed_span_frees.clear();
+        // Go drops every P's tiny block when the cycle's sweep starts (mcache.releaseAll).
+        self.p_tiny.clear();
         let rec = GcRecord {
             event: 0,
             ts_ns,
@@ -610,17 +615,27 @@ impl<S: Sink> Converter<S> {
     fn tiny(&mut self, mut ev: Event, block: u64, snapshot: bool) -> Result<(), S::Error> {
         let p = ev.thread;
         let recent = self.p_blocks.get(&p).copied().unwrap_or([0; 2]);
-        if let Some(s) = self.live.get_mut(&block) {
+        if let Some(s) = self.live.get(&block).copied() {
             let filling = s.tiny && (recent.contains(&block) || s.unclaimed) && !snapshot;
             if filling && (s.objects as u64) < TINY_BYTES {
+                ev.size = self.tiny_size(p, ev.size, true);
                 ev.addr = block + s.objects as u64;
-                s.objects += 1;
-                s.unclaimed = false;
+                self.live.insert(
+                    block,
+                    Slot {
+                        objects: s.objects + 1,
+                        unclaimed: false,
+                        ..s
+                    },
+                );
                 self.counts.tiny_fits += 1;
                 self.claim(p, block);
                 return self.out.event(ev);
             }
             self.displace(block, ev.thread, ev.ts_ns)?;
+        }
+        if !snapshot {
+            ev.size = self.tiny_size(p, ev.size, false);
         }
         ev.addr = block;
         self.live.insert(
@@ -636,6 +651,35 @@ impl<S: Sink> Converter<S> {
             self.claim(p, block);
         }
         self.out.event(ev)
+    }
+
+    /// The size to write for a tiny object of estimated size `estimate` that the runtime put into
+    /// P's current block (`fits`) or into a new block: the estimate when Go's rule, run on the
+    /// sizes written so far, makes the same choice, else the nearest size (1..15) that does. A
+    /// replay then packs tiny objects as the runtime did, though the trace does not say their
+    /// sizes.
+    fn tiny_size(&mut self, p: u32, estimate: u64, fits: bool) -> u64 {
+        let sim = self.p_tiny.entry(p).or_default();
+        let e = estimate.clamp(1, TINY_BYTES - 1);
+        let would_fit = |s: u64| sim.open && tiny_align(sim.off, s) + s <= TINY_BYTES;
+        let size = if would_fit(e) == fits {
+            e
+        } else if fits {
+            (1..e).rev().find(|&s| would_fit(s)).unwrap_or(e)
+        } else {
+            (e + 1..TINY_BYTES).find(|&s| !would_fit(s)).unwrap_or(e)
+        };
+        // What Go's rule does with the size chosen (the same as the runtime did, unless no size
+        // could make it so).
+        if would_fit(size) {
+            sim.off = tiny_align(sim.off, size) + size;
+        } else if !sim.open || size < sim.off {
+            *sim = TinySim {
+                open: true,
+                off: size,
+            };
+        }
+        size
     }
 
     fn claim(&mut self, p: u32, block: u64) {
@@ -695,6 +739,28 @@ impl<S: Sink> Converter<S> {
     pub fn free_time(&self) -> FreeTime {
         self.out.mode()
     }
+}
+
+/// Go's tiny allocator state of one P, as a replay will see it.
+#[derive(Clone, Copy, Debug, Default)]
+struct TinySim {
+    open: bool,
+    /// Bytes of the current block in use.
+    off: u64,
+}
+
+/// Go's tiny alignment (`mallocgcTiny`): 8, 4 or 2 by the size's low bits, else 1.
+fn tiny_align(off: u64, size: u64) -> u64 {
+    let a = if size & 7 == 0 {
+        8
+    } else if size & 3 == 0 {
+        4
+    } else if size & 1 == 0 {
+        2
+    } else {
+        1
+    };
+    (off + a - 1) & !(a - 1)
 }
 
 /// The bytes asked for, estimated from the slot and the type (see the module comment).

@@ -17,6 +17,7 @@ pub mod analyze;
 pub mod charts;
 pub mod compare;
 pub mod frag;
+pub mod gotypes;
 pub mod html;
 pub mod latency;
 pub mod pct;

@@ -187,3 +187,62 @@ pub fn run(
     }
     Ok(0)
 }
+
+/// The summary line of the side file of `trace`, when `trace` was imported from a Go trace and
+/// its side file is there and belongs to it. Otherwise `None`, with a warning for an imported
+/// trace whose side file is missing, damaged or another trace's.
+pub fn side_summary(trace: &Path, reader: &traces::TraceReader) -> Option<side::Summary> {
+    if !is_go_import(reader.header()) {
+        return None;
+    }
+    let path = side::side_path(trace);
+    let warn = |why: String| {
+        eprintln!(
+            "allocscope: warning: {}: {why}; the per-Go-type figures are left out (import the Go \
+             trace again to write it)",
+            path.display()
+        );
+        None
+    };
+    let file = match traces::open_input(&path) {
+        Ok(f) => f,
+        Err(e) => return warn(format!("{e} (import writes it beside the trace)")),
+    };
+    let mut summary = None;
+    if let Err(e) = side::read_records(&path, std::io::BufReader::new(file), |r| {
+        if let Record::Summary(s) = r {
+            summary = Some(*s);
+        }
+    }) {
+        return warn(e.to_string());
+    }
+    let Some(summary) = summary else {
+        return warn("has no summary line (cut short?)".into());
+    };
+    if summary.trace_digest != super::digest::of(reader) {
+        return warn(format!("belongs to another trace than {}", trace.display()));
+    }
+    Some(summary)
+}
+
+/// The Go type table of an imported trace, for the per-type report.
+pub fn go_type_names(summary: &side::Summary) -> Vec<analysis::gotypes::GoTypeName> {
+    let mut names = vec![
+        analysis::gotypes::GoTypeName {
+            name: "(no type)".into(),
+            size: 0,
+            ptr_bytes: 0,
+        };
+        summary.types.len()
+    ];
+    for t in &summary.types {
+        if let Some(n) = names.get_mut(t.id as usize) {
+            *n = analysis::gotypes::GoTypeName {
+                name: t.name.clone(),
+                size: t.size,
+                ptr_bytes: t.ptr_bytes,
+            };
+        }
+    }
+    names
+}

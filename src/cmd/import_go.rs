@@ -246,3 +246,42 @@ pub fn go_type_names(summary: &side::Summary) -> Vec<analysis::gotypes::GoTypeNa
     }
     names
 }
+
+/// What a replay of an imported Go trace starts from (before `--config` and flags): the
+/// pointer kinds the trace gives, GOMAXPROCS Ps, and Go 1.26+'s span layout for traces of
+/// format 26. `None` for other traces.
+pub fn replay_defaults(trace: &Path) -> Option<(replayer::Config, String)> {
+    let reader = traces::TraceReader::open(trace).ok()?;
+    if !is_go_import(reader.header()) {
+        return None;
+    }
+    let path = side::side_path(trace);
+    let file = traces::open_input(&path).ok();
+    let (mut format, mut procs) = (0, None);
+    if let Some(file) = file {
+        let _ = side::read_records(&path, std::io::BufReader::new(file), |r| match r {
+            Record::Header(h) => format = h.format,
+            Record::Procs(p) => procs = Some(p.n as usize),
+            _ => {}
+        });
+    }
+    let mut c = replayer::Config {
+        pointers: replayer::Pointers::Trace,
+        green_tea: format >= 26,
+        ..replayer::Config::default()
+    };
+    if let Some(n) = procs.filter(|&n| (1..=1024).contains(&n)) {
+        c.procs = n;
+    }
+    let note = format!(
+        "a trace imported from Go: replayed with the trace's pointer kinds, {} P(s) (its \
+         GOMAXPROCS){} unless --config or flags say otherwise",
+        c.procs,
+        if c.green_tea {
+            " and Go 1.26+'s span layout (Green Tea GC)"
+        } else {
+            ""
+        }
+    );
+    Some((c, note))
+}

@@ -48,6 +48,18 @@ impl gotrace::Sink for CliSink {
     }
 }
 
+/// One line per problem of the Go trace.
+fn report_problems(name: &str, problems: &[gotrace::GoTraceError], allow_truncated: bool) {
+    for p in problems {
+        let (level, hint) = if allow_truncated {
+            ("warning", "")
+        } else {
+            ("error", " (pass --allow-truncated to import what was read)")
+        };
+        eprintln!("allocscope: {level}: {name}: {p}{hint}");
+    }
+}
+
 /// Go's class sizes, from the replayer's table (the one copy of it).
 fn class_bytes() -> Vec<u32> {
     let classes = SizeClasses::go();
@@ -108,20 +120,20 @@ pub fn run(
                          experiment (1) is read"
                     );
                 }
-                conv.generation(&g, reader.format()).map_err(sink_err)?;
+                if let Err(e) = conv.generation(&g, reader.format()) {
+                    // A damaged first generation is reported as the damage it is.
+                    if matches!(e, ConvertError::Trace(_)) && !reader.problems().is_empty() {
+                        report_problems(&name, reader.problems(), false);
+                        return Ok(2);
+                    }
+                    return Err(sink_err(e));
+                }
             }
             Item::Event(e) => conv.event(&e).map_err(sink_err)?,
         }
     }
     let problems = reader.problems();
-    for p in problems {
-        let (level, hint) = if allow_truncated {
-            ("warning", "")
-        } else {
-            ("error", " (pass --allow-truncated to import what was read)")
-        };
-        eprintln!("allocscope: {level}: {name}: {p}{hint}");
-    }
+    report_problems(&name, problems, allow_truncated);
     if !problems.is_empty() && !allow_truncated {
         // Dropping the staged files removes them: no partial output.
         return Ok(2);

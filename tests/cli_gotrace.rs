@@ -91,6 +91,43 @@ fn a_go_programs_trace_imports_reports_and_replays() {
     assert_eq!(p["go_memstats"]["mallocs"].as_u64().unwrap(), mallocs);
     let o = allocscope(&["replay", "t.atrace", "--no-timing"], dir.path());
     assert!(stderr(&o).contains("imported from Go"), "{}", stderr(&o));
+
+    // export --format spans: the runtime's spans, one row each, from the heap's first page.
+    let o = allocscope(
+        &["export", "t.atrace", "--format", "spans", "-o", "s.csv"],
+        dir.path(),
+    );
+    ok(&o);
+    let csv = std::fs::read_to_string(dir.path().join("s.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("n,event,op,page,npages,span_class"));
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    let allocs = rows.iter().filter(|r| r[2] == "alloc").count() as u64;
+    assert_eq!(allocs, summary["counts"]["span_allocs"].as_u64().unwrap());
+    assert!(rows.iter().any(|r| r[2] == "exists"));
+    assert!(rows.iter().any(|r| r[2] != "free" && r[3] == "0"));
+    let events: Vec<u64> = rows.iter().map(|r| r[1].parse().unwrap()).collect();
+    assert!(events.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn export_spans_needs_a_go_import() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.csv"), "op,id,size\nmalloc,a,10\n").unwrap();
+    ok(&allocscope(
+        &["import", "w.csv", "-o", "t.atrace"],
+        dir.path(),
+    ));
+    let o = allocscope(&["export", "t.atrace", "--format", "spans"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("needs a trace imported from a Go execution trace"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
 }
 
 #[test]

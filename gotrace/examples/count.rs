@@ -8,7 +8,7 @@ fn main() {
     let t = std::time::Instant::now();
     let mut last = 0u64;
     let mut backwards = 0u64;
-    while let Some(item) = r.next().expect("read") {
+    while let Some(item) = r.next_item().expect("read") {
         match item {
             gotrace::Item::Generation(g) => {
                 gens += 1;

@@ -301,11 +301,9 @@ impl<S: Sink> Converter<S> {
             ev::PROC_STOP => {
                 self.m_p.remove(&e.m);
             }
-            ev::PROC_STATUS => {
-                // Status 1: running on this M.
-                if e.args[1] == 1 {
-                    self.m_p.insert(e.m, e.args[0] as u32);
-                }
+            // Status 1: running on this M.
+            ev::PROC_STATUS if e.args[1] == 1 => {
+                self.m_p.insert(e.m, e.args[0] as u32);
             }
             ev::PROC_STEAL => {
                 let (p, victim) = (e.args[0] as u32, e.args[2]);

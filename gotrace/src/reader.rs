@@ -48,7 +48,7 @@ impl<S: Source> GoTraceReader<S> {
     /// Checks the header. Errors: [`GoTraceError::NotAGoTrace`], [`GoTraceError::Unsupported`]
     /// (naming the version found and what to do), [`GoTraceError::Read`].
     pub fn open(src: S) -> Result<GoTraceReader<S>, GoTraceError> {
-        let len = src.len().map_err(GoTraceError::Read)?;
+        let len = src.size().map_err(GoTraceError::Read)?;
         let mut head = [0u8; HEADER_BYTES];
         let n = len.min(HEADER_BYTES as u64) as usize;
         src.read_at(&mut head[..n], 0).map_err(GoTraceError::Read)?;
@@ -88,36 +88,34 @@ impl<S: Source> GoTraceReader<S> {
     /// The next generation start or event; `Ok(None)` at the end. Errors are I/O errors only:
     /// damage is a problem ([`problems`](Self::problems)) and ends or skips what it touches.
     #[inline]
-    pub fn next(&mut self) -> Result<Option<Item>, GoTraceError> {
-        loop {
-            if let Some(m) = &mut self.merge {
-                if let Some(ev) = m.next(&self.src)? {
-                    return Ok(Some(Item::Event(ev)));
-                }
-                self.problems.extend(m.take_problems());
-                self.bytes_read += m.bytes_read;
-                self.merge = None;
+    pub fn next_item(&mut self) -> Result<Option<Item>, GoTraceError> {
+        if let Some(m) = &mut self.merge {
+            if let Some(ev) = m.next(&self.src)? {
+                return Ok(Some(Item::Event(ev)));
             }
-            if self.stop {
-                return Ok(None);
-            }
-            let Some(g) = read_generation(&self.src, self.format, self.pos, self.len)? else {
-                return Ok(None);
-            };
-            self.pos = g.end;
-            self.stop = g.last;
-            self.problems.extend(g.problems);
-            self.merge = Some(Merge::new(&self.src, self.format, g.ms)?);
-            return Ok(Some(Item::Generation(GenInfo {
-                number: g.number,
-                clock: g.clock,
-                min_time: g.min_time,
-                info: g.info,
-                types: g.types,
-                unknown_experiment: g.unknown_experiment,
-                offset: g.offset,
-                end: g.end,
-            })));
+            self.problems.extend(m.take_problems());
+            self.bytes_read += m.bytes_read;
+            self.merge = None;
         }
+        if self.stop {
+            return Ok(None);
+        }
+        let Some(g) = read_generation(&self.src, self.format, self.pos, self.len)? else {
+            return Ok(None);
+        };
+        self.pos = g.end;
+        self.stop = g.last;
+        self.problems.extend(g.problems);
+        self.merge = Some(Merge::new(&self.src, self.format, g.ms)?);
+        Ok(Some(Item::Generation(GenInfo {
+            number: g.number,
+            clock: g.clock,
+            min_time: g.min_time,
+            info: g.info,
+            types: g.types,
+            unknown_experiment: g.unknown_experiment,
+            offset: g.offset,
+            end: g.end,
+        })))
     }
 }

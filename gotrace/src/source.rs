@@ -8,15 +8,15 @@ use std::os::unix::fs::FileExt;
 /// Random access to a trace's bytes.
 pub trait Source {
     /// Length in bytes.
-    fn len(&self) -> std::io::Result<u64>;
-    /// Fills `buf` from byte `offset`; the caller keeps `offset + buf.len()` within [`len`].
+    fn size(&self) -> std::io::Result<u64>;
+    /// Fills `buf` from byte `offset`; the caller keeps `offset + buf.len()` within [`size`].
     ///
-    /// [`len`]: Source::len
+    /// [`size`]: Source::size
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 }
 
 impl Source for File {
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         Ok(self.metadata()?.len())
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -25,7 +25,7 @@ impl Source for File {
 }
 
 impl Source for [u8] {
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         Ok(<[u8]>::len(self) as u64)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -44,7 +44,7 @@ impl Source for [u8] {
 }
 
 impl Source for Vec<u8> {
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         Ok(<[u8]>::len(self) as u64)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -53,8 +53,8 @@ impl Source for Vec<u8> {
 }
 
 impl<S: Source + ?Sized> Source for &S {
-    fn len(&self) -> std::io::Result<u64> {
-        (**self).len()
+    fn size(&self) -> std::io::Result<u64> {
+        (**self).size()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         (**self).read_at(buf, offset)

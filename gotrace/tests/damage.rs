@@ -13,7 +13,7 @@ fn sample() -> Vec<u8> {
 fn read_all(bytes: &[u8]) -> Result<(u64, Vec<String>), GoTraceError> {
     let mut r = GoTraceReader::open(bytes)?;
     let mut n = 0;
-    while let Some(item) = r.next()? {
+    while let Some(item) = r.next_item()? {
         if let Item::Event(_) = item {
             n += 1;
         }
@@ -120,7 +120,7 @@ fn an_unknown_experiment_is_skipped_and_named() {
     with.extend_from_slice(&bytes[16..]);
     let mut r = GoTraceReader::open(&with[..]).unwrap();
     let mut seen = None;
-    while let Some(item) = r.next().unwrap() {
+    while let Some(item) = r.next_item().unwrap() {
         if let Item::Generation(g) = item {
             seen = seen.or(g.unknown_experiment);
         }

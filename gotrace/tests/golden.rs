@@ -96,7 +96,7 @@ fn reader_counts_what_gos_reader_counts() {
         assert_eq!(r.format().number(), format, "{name}");
         let mut counts = BTreeMap::<String, u64>::new();
         let mut gens = 0;
-        while let Some(item) = r.next().unwrap() {
+        while let Some(item) = r.next_item().unwrap() {
             match item {
                 Item::Generation(g) => {
                     gens += 1;
@@ -164,7 +164,7 @@ fn convert(name: &str, frees: FreeTime) -> (Collect, Summary) {
         source: name.into(),
     };
     let mut c = Converter::new(opts, Collect::default());
-    while let Some(item) = r.next().unwrap() {
+    while let Some(item) = r.next_item().unwrap() {
         match item {
             Item::Generation(g) => c.generation(&g, r.format()).map_err(|_| ()).unwrap(),
             Item::Event(e) => c.event(&e).map_err(|_| ()).unwrap(),

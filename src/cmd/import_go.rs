@@ -109,7 +109,7 @@ pub fn run(
         ConvertError::Sink(SinkError::Side(e)) => anyhow!("{}: {e}", cannot_write(&side_path)),
     };
     let mut warned_experiment = false;
-    while let Some(item) = reader.next().map_err(|e| anyhow!("{name}: {e}"))? {
+    while let Some(item) = reader.next_item().map_err(|e| anyhow!("{name}: {e}"))? {
         match item {
             Item::Generation(g) => {
                 if let (Some((exp, at)), false) = (g.unknown_experiment, warned_experiment) {

@@ -56,8 +56,12 @@ const MIN_SIZE_FOR_MALLOC_HEADER: u64 = 512;
 /// Spans of small objects have at most this many pages (Go's largest is 10); every page of one is
 /// indexed. Other spans index their first page only (a large object starts there).
 const MAX_INDEXED_PAGES: u64 = 16;
-/// The most distinct Go types kept; later ones count as the last.
+/// The most distinct Go types kept, and the most bytes of their names; later ones count as the
+/// last type kept.
 pub const MAX_TYPES: usize = 1 << 20;
+pub const MAX_TYPE_NAME_BYTES: usize = 64 << 20;
+/// Ps past this number share its thread (the replayer numbers threads in 16 bits).
+pub const MAX_P: u32 = u16::MAX as u32;
 /// Assumed when a trace has no info batch (Go's values on every 64-bit platform).
 const DEFAULT_INFO: HeapInfo = HeapInfo {
     min_heap_addr: 0x00c0_0000_0000,
@@ -108,6 +112,7 @@ pub struct Converter<S: Sink> {
     gen_types: FxHashMap<u64, u32>,
     types: Vec<GoType>,
     type_ids: FxHashMap<(String, u64, u64), u32>,
+    type_name_bytes: usize,
     m_p: FxHashMap<u64, u32>,
     /// Per P, the last two tiny blocks it took (Go fills one, and may keep the older one open).
     p_blocks: FxHashMap<u32, [u64; 2]>,
@@ -140,6 +145,7 @@ impl<S: Sink> Converter<S> {
             gen_types: FxHashMap::default(),
             types: Vec::new(),
             type_ids: FxHashMap::default(),
+            type_name_bytes: 0,
             m_p: FxHashMap::default(),
             p_blocks: FxHashMap::default(),
             p_tiny: FxHashMap::default(),
@@ -218,9 +224,11 @@ impl<S: Sink> Converter<S> {
         if let Some(&id) = self.type_ids.get(&key) {
             return id;
         }
-        if self.types.len() >= MAX_TYPES {
+        if self.types.len() >= MAX_TYPES || self.type_name_bytes + name.len() > MAX_TYPE_NAME_BYTES
+        {
             return (self.types.len() - 1) as u32;
         }
+        self.type_name_bytes += name.len();
         let id = self.types.len() as u32;
         self.types.push(GoType {
             id,
@@ -288,7 +296,7 @@ impl<S: Sink> Converter<S> {
     }
 
     fn thread(&self, m: u64) -> u32 {
-        self.m_p.get(&m).copied().unwrap_or(0)
+        self.m_p.get(&m).copied().unwrap_or(0).min(MAX_P)
     }
 
     /// Scheduling, GC and heap events: P tracking and side records.

@@ -168,7 +168,8 @@ impl<S: Sink> Out<S> {
     /// Keeps the queue within [`MAX_QUEUED`].
     fn trim(&mut self) -> Result<(), S::Error> {
         if self.queue.len() + self.attached_len > MAX_QUEUED {
-            while self.queue.len() + self.attached_len > MAX_QUEUED / 2 {
+            // Attached frees belong to queued markers: popping the queue drains them too.
+            while self.queue.len() + self.attached_len > MAX_QUEUED / 2 && !self.queue.is_empty() {
                 self.pop_front()?;
             }
         }

@@ -449,7 +449,6 @@ fn run_with_deadline(dir: &Path, args: &[&str], secs: u64) -> Option<Output> {
 /// fopen()s /proc/self/maps; that malloc is the thread's first stack capture, and the shim asks
 /// pthread_getattr_np for the stack bounds, waiting on the same lock.
 #[test]
-#[ignore = "recorder bug (collector/shim/src/unwind.rs stack_bounds): Rust programs deadlock at start"]
 fn rust_names_come_out_demangled() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

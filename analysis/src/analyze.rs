@@ -14,6 +14,7 @@ use traces::live::{Block, LiveSet, Passed};
 use traces::{Event, Header};
 
 use crate::frag::{Frag, FragReport};
+use crate::gotypes::{GoTypeName, GoTypes, GoTypesReport};
 use crate::latency::{Latency, LatencyReport};
 use crate::replay_json::ReplayFigures;
 use crate::waste::{Placement, Waste, WasteReport};
@@ -32,6 +33,8 @@ struct Obj {
     born_allocated_bytes: u64,
     born_thread: u32,
     reallocs: u32,
+    /// The call-site field: for a trace imported from Go, the object's Go type id.
+    callsite: Option<u32>,
 }
 
 impl Default for Obj {
@@ -42,6 +45,7 @@ impl Default for Obj {
             born_allocated_bytes: 0,
             born_thread: 0,
             reallocs: 0,
+            callsite: None,
         }
     }
 }
@@ -52,6 +56,8 @@ pub struct Analyzer {
     waste: Waste,
     frag: Frag,
     latency: Latency,
+    /// Per Go type (traces imported from Go, [`Analyzer::with_go_types`]).
+    go_types: Option<GoTypes>,
 }
 
 impl Analyzer {
@@ -61,9 +67,18 @@ impl Analyzer {
             live: LiveSet::new(None),
             workload: Workload::default(),
             frag: Frag::new(&classes),
+            go_types: None,
             waste: Waste::new(classes),
             latency: Latency::default(),
         }
+    }
+
+    /// Adds the per-Go-type view: `names` is the import's type table (index = the id the
+    /// events' call-site field holds).
+    pub fn with_go_types(mut self, names: Vec<GoTypeName>) -> Analyzer {
+        let sizes = self.frag.class_sizes();
+        self.go_types = Some(GoTypes::new(names, sizes));
+        self
     }
 
     /// An analyzer for the trace with this header (a fork child's counts inherited frees).
@@ -83,6 +98,9 @@ impl Analyzer {
         let mut carried = None;
         if let Passed::Released(old) = step.passed {
             self.frag.died(old.requested_bytes, old.data.placement);
+            if let Some(g) = &mut self.go_types {
+                g.died(old.data.callsite, old.requested_bytes);
+            }
             if step.born.is_some() {
                 carried = Some(old);
             } else {
@@ -92,6 +110,9 @@ impl Analyzer {
         if let Some(old) = step.displaced {
             // A live address returned again: the trace missed a free.
             self.frag.died(old.requested_bytes, old.data.placement);
+            if let Some(g) = &mut self.go_types {
+                g.died(old.data.callsite, old.requested_bytes);
+            }
             death(&mut self.workload, ev, &old);
         }
         if let Some(born) = step.born {
@@ -99,6 +120,9 @@ impl Analyzer {
             self.workload.alloc(ev.thread, bytes);
             let placement = self.waste.place(bytes, ev.kind, ev.thread);
             self.frag.born(bytes, placement);
+            if let Some(g) = &mut self.go_types {
+                g.born(ev.callsite, bytes, placement);
+            }
             born.data = match carried {
                 Some(o) => {
                     let chain = o.data.reallocs + 1;
@@ -111,6 +135,7 @@ impl Analyzer {
                     Obj {
                         placement,
                         reallocs: chain,
+                        callsite: ev.callsite,
                         ..o.data
                     }
                 }
@@ -120,6 +145,7 @@ impl Analyzer {
                     born_allocated_bytes: self.workload.allocated_bytes,
                     born_thread: ev.thread,
                     reallocs: 0,
+                    callsite: ev.callsite,
                 },
             };
         }
@@ -139,6 +165,7 @@ impl Analyzer {
             .report(self.live.len() as u64, *self.live.anomalies());
         let waste = self.waste.report(&self.frag.peak_live_objects, TOP_SIZES);
         let latency = self.latency.report();
+        let go_types = self.go_types.as_ref().map(GoTypes::report);
         let replay = replay.map(|v| ReplayFigures::from_json(v, frag.peak_live_requested_bytes));
         let mut r = Report {
             schema: 1,
@@ -150,6 +177,7 @@ impl Analyzer {
             frag,
             latency,
             replay,
+            go_types,
             metrics: BTreeMap::new(),
         };
         r.metrics = r.compute_metrics();
@@ -191,6 +219,9 @@ pub struct Report {
     pub frag: FragReport,
     pub latency: LatencyReport,
     pub replay: Option<ReplayFigures>,
+    /// Per Go type, for a trace imported from a Go execution trace (rows by waste).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go_types: Option<GoTypesReport>,
     /// Flat name -> number map that `compare` and `trend` read.
     pub metrics: BTreeMap<String, f64>,
 }
@@ -265,6 +296,18 @@ pub fn analyze_file(
     path: &std::path::Path,
     classes: SizeClasses,
     replay: Option<&serde_json::Value>,
+    on_problem: impl FnMut(traces::TraceError),
+) -> crate::Result<Report> {
+    analyze_file_with_types(path, classes, replay, None, on_problem)
+}
+
+/// [`analyze_file`], with the per-Go-type view when `go_types` (the import's type table) is
+/// given.
+pub fn analyze_file_with_types(
+    path: &std::path::Path,
+    classes: SizeClasses,
+    replay: Option<&serde_json::Value>,
+    go_types: Option<Vec<GoTypeName>>,
     mut on_problem: impl FnMut(traces::TraceError),
 ) -> crate::Result<Report> {
     let reader = traces::TraceReader::open(path).map_err(|e| crate::AnalysisError::Input {
@@ -272,6 +315,9 @@ pub fn analyze_file(
         msg: e.to_string(),
     })?;
     let mut an = Analyzer::for_trace(classes, reader.header());
+    if let Some(names) = go_types {
+        an = an.with_go_types(names);
+    }
     let bar = crate::progress_bar(reader.event_count());
     let mut events = 0u64;
     for ev in reader.events() {

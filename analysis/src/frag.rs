@@ -115,6 +115,11 @@ impl Frag {
             - spans_before * self.class_span_bytes[c];
     }
 
+    /// Bytes per object of each class of the table (index = class).
+    pub fn class_sizes(&self) -> Vec<u64> {
+        self.class_size.clone()
+    }
+
     /// An object of `requested` bytes became live at `placement`.
     pub fn born(&mut self, requested: u64, placement: Placement) {
         self.live_requested += requested;

@@ -21,6 +21,7 @@ pub mod charts;
 pub mod compare;
 pub mod folded;
 pub mod frag;
+pub mod gotypes;
 pub mod html;
 pub mod latency;
 pub mod pct;

@@ -252,5 +252,40 @@ pub fn summary(r: &Report) -> String {
             );
         }
     }
+    if let Some(g) = &r.go_types {
+        go_types(&mut s, g);
+    }
     s
+}
+
+/// Rows of the per-Go-type view printed in the text summary.
+pub const GO_TYPE_ROWS: usize = 15;
+
+/// The per-Go-type view: the types that waste most in their size classes.
+fn go_types(s: &mut String, g: &crate::gotypes::GoTypesReport) {
+    let _ = writeln!(
+        s,
+        "\nGo types (from the Go trace's type table; by waste in their size class, {} types)",
+        g.types.len()
+    );
+    let _ = writeln!(
+        s,
+        "  {:<44} {:>10} {:>11} {:>11} {:>7} {:>11}",
+        "type", "allocs", "bytes", "waste", "waste%", "peak live"
+    );
+    for t in g.types.iter().take(GO_TYPE_ROWS) {
+        let mut name = t.name.clone();
+        if name.chars().count() > 44 {
+            name = name.chars().take(43).collect::<String>() + "…";
+        }
+        let _ = writeln!(
+            s,
+            "  {name:<44} {:>10} {:>11} {:>11} {:>6.1}% {:>11}",
+            count(t.allocs),
+            bytes(t.requested_bytes),
+            bytes(t.waste_bytes),
+            t.waste_pct,
+            bytes(t.peak_live_bytes)
+        );
+    }
 }

@@ -1,6 +1,7 @@
-//! `allocscope export T.atrace [--format csv|folded|pprof] [-o FILE]`: a trace as CSV, or its
+//! `allocscope export T.atrace [--format csv|folded|pprof|spans] [-o FILE]`: a trace as CSV, its
 //! call stacks as folded stacks (flamegraph.pl, inferno, speedscope) or a pprof heap profile
-//! (`go tool pprof`). Standard output by default.
+//! (`go tool pprof`), or the spans of a trace imported from Go (from its side file). Standard
+//! output by default.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,11 @@ enum Format {
     /// A gzipped profile.proto with Go's heap sample types (alloc_objects, alloc_space,
     /// inuse_objects, inuse_space; inuse = still live at the end).
     Pprof,
+    /// For a trace imported from Go, every span the runtime had when tracing began, allocated or
+    /// freed: n,event,op,page,npages,span_class (page: pages from the lowest span's first page;
+    /// event: trace events before it; span_class: Go's spanclass, -1 for spans of no heap
+    /// objects).
+    Spans,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +75,14 @@ pub fn run(args: Args) -> Result<i32> {
         outputs.check("-o", p)?;
     }
     let reader = open_trace(&args.trace)?;
+    if args.format == Format::Spans {
+        let rows = spans_csv(&args.trace, &reader)?;
+        match &args.output {
+            Some(p) => outputs.write("-o", p, rows.as_bytes())?,
+            None => crate::out!("{rows}"),
+        }
+        return Ok(0);
+    }
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
     if args.format == Format::Csv {
         export_csv(&reader, &args, &outputs, &mut problems)?;
@@ -110,7 +124,14 @@ pub fn run(args: Args) -> Result<i32> {
         }
         _ => {
             let duration_ns = span.1.saturating_sub(span.0);
-            pprof(&reader, &args.trace, &profile, &stacks, &symbols, duration_ns)?
+            pprof(
+                &reader,
+                &args.trace,
+                &profile,
+                &stacks,
+                &symbols,
+                duration_ns,
+            )?
         }
     };
     match &args.output {
@@ -186,4 +207,54 @@ fn export<W: Write>(
         .finish()?
         .into_inner()
         .map_err(|e| traces::TraceError::Write(e.into_error()))
+}
+
+/// The span rows of an imported Go trace, as CSV (the side file is read twice: the heap's first
+/// page, then the rows; memory is the rows' text).
+fn spans_csv(trace: &std::path::Path, reader: &traces::TraceReader) -> Result<String> {
+    use gotrace::side::{self, Record, SpanOp};
+    if !super::import_go::is_go_import(reader.header()) {
+        anyhow::bail!(
+            "{}: --format spans needs a trace imported from a Go execution trace (allocscope \
+             import trace.out -o T.atrace); this one was recorded by {}",
+            trace.display(),
+            reader.header().recorder
+        );
+    }
+    if super::import_go::side_summary(trace, reader).is_none() {
+        anyhow::bail!("{}: no usable side file (see above)", trace.display());
+    }
+    let path = side::side_path(trace);
+    let read = |f: &mut dyn FnMut(Record)| -> Result<()> {
+        let file =
+            traces::open_input(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        side::read_records(&path, std::io::BufReader::new(file), f)?;
+        Ok(())
+    };
+    let mut first = u64::MAX;
+    read(&mut |r| {
+        if let Record::Span(s) = r {
+            if s.op != SpanOp::Free {
+                first = first.min(s.page);
+            }
+        }
+    })?;
+    let mut out = String::from("n,event,op,page,npages,span_class\n");
+    let mut n = 0u64;
+    read(&mut |r| {
+        if let Record::Span(s) = r {
+            let op = match s.op {
+                SpanOp::Exists => "exists",
+                SpanOp::Alloc => "alloc",
+                SpanOp::Free => "free",
+            };
+            let page = s.page.wrapping_sub(first) as i64;
+            out.push_str(&format!(
+                "{n},{},{op},{page},{},{}\n",
+                s.event, s.npages, s.span_class
+            ));
+            n += 1;
+        }
+    })?;
+    Ok(out)
 }

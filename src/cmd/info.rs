@@ -106,6 +106,10 @@ fn stack_stats(
     if reader.aux_chunks().is_empty() && stats.allocations_with_stack == 0 {
         return None;
     }
+    // A trace imported from Go: the call-site field is a Go type id, not a stack.
+    if super::import_go::is_go_import(reader.header()) {
+        return None;
+    }
     let stacks = super::stacks::load(reader, path);
     problems.extend(stacks.problems.iter().cloned());
     let map = symbolize::ModuleMap::new(&stacks.modules);
@@ -206,6 +210,10 @@ fn print_text(i: &Info) -> std::io::Result<()> {
         crate::outln!("  seq {}: {} {:#x}: {}", e.seq, e.op, e.addr, e.what);
     }
     match &i.stacks {
+        None if super::import_go::is_go_import(i.header) => crate::outln!(
+            "stacks     none: imported from a Go trace, whose allocations carry their Go type \
+             instead (`report` shows them)"
+        ),
         None => crate::outln!("stacks     none (recorded without stacks: record --stack-depth)"),
         Some(StackInfo {
             stats: st,

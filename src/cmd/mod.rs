@@ -5,6 +5,7 @@ pub mod compare;
 pub mod digest;
 pub mod export;
 pub mod import;
+pub mod import_go;
 pub mod info;
 pub mod output;
 pub mod profile;

@@ -192,7 +192,15 @@ fn build_config(a: &Args) -> Result<Config> {
             &p.display().to_string(),
             &analysis::replay_json::read_regular(p)?,
         )?,
-        None => Config::default(),
+        None => match super::import_go::replay_defaults(&a.trace) {
+            Some((c, note)) => {
+                if !a.quiet {
+                    eprintln!("allocscope: {note}");
+                }
+                c
+            }
+            None => Config::default(),
+        },
     };
     if let Some(s) = &a.size_classes {
         if s != "go" {

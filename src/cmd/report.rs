@@ -84,11 +84,20 @@ pub fn run(args: Args) -> Result<i32> {
         None => None,
     };
     // How the recording ended: from the trace's end record (cheap: the header and the index).
-    let recording_end = super::open_trace(&args.trace)?.recording_end();
+    let opened = super::open_trace(&args.trace)?;
+    let recording_end = opened.recording_end();
+    // A trace imported from Go: the per-Go-type view from its side file.
+    let go_types = super::import_go::side_summary(&args.trace, &opened)
+        .map(|s| super::import_go::go_type_names(&s));
+    drop(opened);
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
-    let report = analysis::analyze::analyze_file(&args.trace, classes, replay.as_ref(), |e| {
-        problems.note(&e)
-    })?;
+    let report = analysis::analyze::analyze_file_with_types(
+        &args.trace,
+        classes,
+        replay.as_ref(),
+        go_types,
+        |e| problems.note(&e),
+    )?;
     if problems.is_fatal() {
         return Ok(problems.exit_code());
     }

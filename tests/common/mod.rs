@@ -2,6 +2,8 @@
 // Each test file compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+pub mod go;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

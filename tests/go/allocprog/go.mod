@@ -1,0 +1,3 @@
+module allocprog
+
+go 1.23

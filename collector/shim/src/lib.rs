@@ -296,7 +296,12 @@ fn stack_slow(t: &'static ThreadState, depth: usize) -> u32 {
     // SAFETY: `u` is this thread's own state, used by this thread only, and not freed before the
     // thread exits.
     let u = unsafe { &mut *u };
-    let n = unwind::capture(u, depth);
+    let mut n = unwind::capture(u, depth);
+    // Code of a library loaded since the last scan (opened, used and maybe closed before the
+    // writer's next pass): scan now and unwind again.
+    if u.outside && modules::rescan_in_hook(SEQ.load(Ordering::Relaxed)) {
+        n = unwind::capture(u, depth);
+    }
     unwind::intern(u, trie, n)
 }
 

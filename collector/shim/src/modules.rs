@@ -8,8 +8,10 @@
 //! `.eh_frame`), PT_NOTE the GNU build-id. The unwind sections of the modules loaded before the
 //! recorder's constructor ran (the program and its dependency tree: they are never unloaded) are
 //! read where the loader mapped them; those of modules loaded later are copied, since a module
-//! unloaded (dlclose) must not leave an unwinder reading unmapped memory. Called only from
-//! shim code (constructor, after `dlopen`/`dlclose`), never from a hook.
+//! unloaded (dlclose) must not leave an unwinder reading unmapped memory. Scans run in the
+//! writer's passes, and in a hook whose stack ran into code of no known module while the loader
+//! says it loaded or unloaded something since the last scan (`rescan_in_hook`): a library opened,
+//! used and closed between two writer passes still has its stacks and its module record.
 
 use std::ffi::CStr;
 
@@ -194,10 +196,14 @@ pub fn scan() -> Vec<LoadedModule> {
 /// What the trace has been told about modules: each module (by path and load bias) with its
 /// number, and the loader's add/remove counters at the last scan.
 struct Known {
-    modules: Vec<(String, u64, u32)>,
+    /// The load record of each module loaded now (its unload repeats it: a later record
+    /// replaces an earlier one).
+    modules: Vec<traces::Module>,
     next_id: u32,
     adds: u64,
     subs: u64,
+    /// Records found by a scan in a hook, for the writer's next pass.
+    pending: Vec<traces::Module>,
 }
 
 static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Known {
@@ -205,7 +211,11 @@ static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Known {
     next_id: 0,
     adds: u64::MAX,
     subs: u64::MAX,
+    pending: Vec::new(),
 });
+
+/// The loader's counters at the last scan (a hook compares them without the lock).
+static SCANNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 
 /// Set by a hook whose stack ran into an address of no known module (a library loaded since the
 /// last scan): the writer rescans at its next pass.
@@ -239,33 +249,62 @@ fn hex(bytes: &[u8]) -> String {
 /// Rescans the modules when the loader loaded or unloaded any since the last scan (or when
 /// `fresh`: a new trace, which must be told every module), installs an unwinder for them, and
 /// returns the module records the trace needs: new modules (loaded before the event numbered
-/// `seq`) and unloads. Shim code only: it allocates and takes the loader's lock.
+/// `seq`), unloads, and what scans in hooks found. Writer only: it allocates and takes the
+/// loader's lock.
 pub fn refresh(fresh: bool, seq: u64) -> Vec<traces::Module> {
     let Ok(mut known) = KNOWN.lock() else {
         return Vec::new();
     };
     let counters = loader_counters();
     let stale = STALE.swap(false, std::sync::atomic::Ordering::Relaxed);
-    if !fresh && !stale && counters == (known.adds, known.subs) {
-        return Vec::new();
-    }
-    (known.adds, known.subs) = counters;
-    let now = scan();
-    crate::unwind::install(&now);
     if fresh {
         known.modules.clear();
+        known.pending.clear();
     }
-    let mut records = Vec::new();
+    if fresh || stale || counters != (known.adds, known.subs) {
+        update(&mut known, counters, fresh, seq);
+    }
+    std::mem::take(&mut known.pending)
+}
+
+/// Called by a hook whose stack stopped at an address no module covers: rescans (and installs a
+/// new unwinder) only when the loader's counters moved since the last scan (JIT code costs one
+/// look at the counters) and no other thread is scanning (never waits: a thread inside
+/// `dl_iterate_phdr`'s callback may be allocating while another holds this lock). True when a
+/// new unwinder is in place, so the stack is worth unwinding again.
+pub fn rescan_in_hook(seq: u64) -> bool {
+    let counters = loader_counters();
+    if pack(counters) == SCANNED.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    let Ok(mut known) = KNOWN.try_lock() else {
+        return false;
+    };
+    if counters == (known.adds, known.subs) {
+        return false;
+    }
+    update(&mut known, counters, false, seq);
+    true
+}
+
+fn pack((adds, subs): (u64, u64)) -> u64 {
+    adds.wrapping_shl(32) ^ subs
+}
+
+/// Scans, installs the unwinder and queues the records of what changed since `known`.
+fn update(known: &mut Known, counters: (u64, u64), fresh: bool, seq: u64) {
+    (known.adds, known.subs) = counters;
+    SCANNED.store(pack(counters), std::sync::atomic::Ordering::Relaxed);
+    let now = scan();
+    crate::unwind::install(&now);
+    let mut records = std::mem::take(&mut known.pending);
     // Unloaded: known, not there any more.
-    known.modules.retain(|(path, bias, id)| {
-        let here = now.iter().any(|m| &m.path == path && m.bias == *bias);
+    known.modules.retain(|k| {
+        let here = now.iter().any(|m| m.path == k.path && m.bias == k.bias);
         if !here {
             records.push(traces::Module {
-                id: *id,
-                path: path.clone(),
-                bias: *bias,
                 unloaded_seq: Some(seq),
-                ..traces::Module::default()
+                ..k.clone()
             });
         }
         here
@@ -274,22 +313,22 @@ pub fn refresh(fresh: bool, seq: u64) -> Vec<traces::Module> {
         if known
             .modules
             .iter()
-            .any(|(p, b, _)| p == &m.path && *b == m.bias)
+            .any(|k| k.path == m.path && k.bias == m.bias)
         {
             continue;
         }
-        let id = known.next_id;
-        known.next_id += 1;
-        known.modules.push((m.path.clone(), m.bias, id));
-        records.push(traces::Module {
-            id,
+        let record = traces::Module {
+            id: known.next_id,
             path: m.path.clone(),
             build_id: hex(&m.build_id),
             bias: m.bias,
             ranges: m.exec.clone(),
             loaded_seq: if fresh { 0 } else { seq },
             unloaded_seq: None,
-        });
+        };
+        known.next_id += 1;
+        known.modules.push(record.clone());
+        records.push(record);
     }
-    records
+    known.pending = records;
 }

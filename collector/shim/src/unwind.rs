@@ -115,6 +115,9 @@ pub struct ThreadUnwind {
     pub reused: u64,
     /// The trie generation `last_nodes` belongs to (a fork child starts a new trie).
     pub trie_generation: u64,
+    /// The last capture met code no installed module covers (a library loaded since the last
+    /// scan, or JIT code).
+    pub outside: bool,
 }
 
 /// One captured stack, innermost first: return addresses, each frame's CFA, and (once
@@ -164,6 +167,7 @@ impl ThreadUnwind {
             unwound: 0,
             reused: 0,
             trie_generation: 0,
+            outside: false,
         }))
     }
 }
@@ -360,6 +364,7 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
     let m = t.last_len;
     let mut stopped_at = 0;
     let (mut unwound, mut reused) = (0, 0);
+    let mut outside = false;
     let cache = &mut t.cache;
     let [a, b] = &mut t.stacks;
     let (cur, last) = if t.cur == 0 { (a, &*b) } else { (b, &*a) };
@@ -401,6 +406,7 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
         }
         cur.frames[n] = ra;
         cur.cfas[n] = cfa;
+        outside |= !installed.covers(ra);
         unwound += 1;
         n += 1;
     }
@@ -409,7 +415,9 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
     // Stopped in code no module covers: a library loaded since the last scan, or JIT code.
     if stopped_at != 0 && !installed.covers(stopped_at) {
         crate::modules::STALE.store(true, Ordering::Relaxed);
+        outside = true;
     }
+    t.outside = outside;
     n
 }
 

@@ -140,22 +140,25 @@ pub fn finish_traces(
 }
 
 /// The records of an image's ring files not yet in its trace, seq-ordered, duplicates (a ring that
-/// moved to a new file while the process died) dropped, with the origin of the image's clock.
-fn pending_records(files: &[PathBuf]) -> (Vec<Record>, u64) {
+/// moved to a new file while the process died) dropped, with the origin of the image's clock and
+/// the in-flight watermarks of the rings whose thread died inside a hook.
+fn pending_records(files: &[PathBuf]) -> (Vec<Record>, u64, Vec<u64>) {
     let mut all = Vec::new();
     let mut origin = 0;
+    let mut watermarks = Vec::new();
     for f in files {
         let Ok(bytes) = std::fs::read(f) else {
             continue;
         };
         if let Ok(ring) = read_ring_file(&bytes) {
             origin = ring.origin;
+            watermarks.extend(ring.inflight);
             all.extend(ring.pending);
         }
     }
     all.sort_unstable_by_key(|r| r.seq);
     all.dedup_by_key(|r| r.seq);
-    (all, origin)
+    (all, origin, watermarks)
 }
 
 /// The seqs the trace at `path` already holds between `lo` and `hi` (only the chunks whose range
@@ -189,7 +192,7 @@ fn finish_one(
         path: path.display().to_string(),
         source,
     };
-    let (mut records, origin) = pending_records(files);
+    let (mut records, origin, watermarks) = pending_records(files);
     let reader = TraceReader::open(path).map_err(err)?;
     let previous_end = reader.end_status().cloned();
     if records.is_empty() && previous_end.is_some() {
@@ -198,21 +201,39 @@ fn finish_one(
     // (A finished trace with events left in its rings: late frees of a process killed after its
     // exit path began.)
     //
-    // The seqs near the end that neither the trace nor the rings hold were taken by calls that
-    // had not returned when the process died (at most one per thread): the end status lists them.
+    // The seqs that neither the trace nor the rings hold were taken by calls that had not
+    // returned when the process died (at most one per thread): the end status lists them. Each
+    // lies above its ring's in-flight watermark (which the writer may have passed, after a while,
+    // for a thread stalled in its hook), or near the end: those windows are searched.
     let trace_hi = reader.chunks().iter().map(|c| c.last_seq).max();
     let hi = records.last().map(|r| r.seq).max(trace_hi).unwrap_or(0);
     let lo = records
         .first()
         .map_or(hi, |r| r.seq.min(hi))
         .saturating_sub(IN_FLIGHT_WINDOW);
-    let seen = seqs_in_trace(&reader, lo, hi).map_err(err)?;
+    let mut windows: Vec<(u64, u64)> = watermarks
+        .iter()
+        .filter(|&&w| w < lo)
+        .map(|&w| (w, w.saturating_add(IN_FLIGHT_WINDOW).min(lo)))
+        .chain([(lo, hi)])
+        .collect();
+    windows.sort_unstable();
+    let mut seen = HashSet::new();
+    for &(a, b) in &windows {
+        seen.extend(seqs_in_trace(&reader, a, b).map_err(err)?);
+    }
     records.retain(|r| !seen.contains(&r.seq));
     let in_flight: Vec<u64> = if trace_hi.is_some() || !records.is_empty() {
         let mut held: HashSet<u64> = seen;
         held.extend(records.iter().map(|r| r.seq));
-        let first = lo.min(held.iter().copied().min().unwrap_or(lo));
-        (first..=hi).filter(|s| !held.contains(s)).collect()
+        let mut holes: Vec<u64> = windows
+            .iter()
+            .flat_map(|&(a, b)| a..=b)
+            .filter(|s| !held.contains(s))
+            .collect();
+        holes.sort_unstable();
+        holes.dedup();
+        holes
     } else {
         Vec::new()
     };

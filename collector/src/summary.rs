@@ -91,6 +91,7 @@ pub fn summarize(path: &Path) -> Result<ProcessSummary, RecordError> {
         s.last_seq = Some(hi);
         s.missing = (hi - lo + 1).saturating_sub(s.events);
     }
+    s.missing = s.missing.saturating_sub(in_flight_gaps(&s));
     s.problem = reader.problems().first().map(|e| e.to_string());
     let mut threads = HashSet::new();
     let (mut first_ts, mut last_ts) = (u64::MAX, 0u64);
@@ -155,7 +156,17 @@ pub fn verify(path: &Path) -> Result<ProcessSummary, RecordError> {
             }
         }
     }
+    s.missing = s.missing.saturating_sub(in_flight_gaps(&s));
     s.threads = threads.len() as u64;
     s.duration_ns = last_ts.saturating_sub(first_ts.min(last_ts));
     Ok(s)
+}
+
+/// The gaps the end status explains: seqs taken by calls that had not returned when the process
+/// was killed (never in the trace, never lost).
+fn in_flight_gaps(s: &ProcessSummary) -> u64 {
+    let (Some(lo), Some(hi), Some(end)) = (s.first_seq, s.last_seq, &s.ended) else {
+        return 0;
+    };
+    end.in_flight.iter().filter(|&&q| lo < q && q < hi).count() as u64
 }

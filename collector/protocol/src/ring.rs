@@ -17,6 +17,7 @@
 //! | 32 | 4 | generation (a ring that grew lives in a new file with the next one) | creator |
 //! | 40 | 8 | the image's clock origin (the raw stamp of its time 0) | creator |
 //! | [`HEAD_AT`] | 8 | head: records appended so far | producer (Release) |
+//! | [`INFLIGHT_AT`] | 8 | a lower bound of the seq the producer is taking or holds uncommitted (`u64::MAX`: none) | producer (Release) |
 //! | [`TAIL_AT`] | 8 | tail: records written to the trace file so far | writer (Release) |
 //!
 //! Invariants: `tail <= head <= tail + cap`; records in `[tail, head)` are complete (`head` is
@@ -32,6 +33,8 @@ pub const HEADER_LEN: usize = 4096;
 pub const RECORD_LEN: usize = 64;
 /// Offset of `head` in the header (its own cache line with the producer's other fields).
 pub const HEAD_AT: usize = 64;
+/// Offset of the producer's in-flight watermark in the header.
+pub const INFLIGHT_AT: usize = 80;
 /// Offset of `tail` in the header (its own cache line: the writer's).
 pub const TAIL_AT: usize = 128;
 /// Largest ring a reader accepts (records): 16 M records, 1 GiB.
@@ -119,6 +122,8 @@ pub struct RingFile {
     pub origin: u64,
     pub head: u64,
     pub tail: u64,
+    /// The producer was inside a hook taking a seq at or above this (None: it was not).
+    pub inflight: Option<u64>,
     /// Records `[tail, head)`, oldest first.
     pub pending: Vec<Record>,
 }
@@ -155,6 +160,7 @@ pub fn read_ring_file(b: &[u8]) -> Result<RingFile, &'static str> {
         origin: u64_at(40),
         head,
         tail,
+        inflight: Some(u64_at(INFLIGHT_AT)).filter(|&w| w != u64::MAX),
         pending,
     })
 }
@@ -243,6 +249,7 @@ mod tests {
         b[..48].copy_from_slice(&header_bytes(7, 2, 99, cap, 1, 555));
         b[HEAD_AT..HEAD_AT + 8].copy_from_slice(&head.to_le_bytes());
         b[TAIL_AT..TAIL_AT + 8].copy_from_slice(&tail.to_le_bytes());
+        b[INFLIGHT_AT..INFLIGHT_AT + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         for (i, r) in records {
             let at = HEADER_LEN + (i & (cap - 1)) as usize * RECORD_LEN;
             b[at..at + RECORD_LEN].copy_from_slice(&r.to_bytes());

@@ -65,6 +65,7 @@ const _: () = {
     assert!(std::mem::size_of::<Shared>() == layout::HEADER_LEN);
     assert!(std::mem::offset_of!(Shared, head) == layout::HEAD_AT);
     assert!(std::mem::offset_of!(Shared, tail) == layout::TAIL_AT);
+    assert!(std::mem::offset_of!(Shared, inflight) == layout::INFLIGHT_AT);
     assert!(std::mem::size_of::<Record>() == layout::RECORD_LEN);
 };
 

@@ -26,9 +26,18 @@ const PCT_HEADER: [&str; 8] = [
 
 /// Every table of a report.
 pub fn tables(r: &Report) -> Vec<Table> {
-    let w = &r.workload;
-    let x = &r.waste;
     let mut out = Vec::new();
+    request_tables(r, &mut out);
+    waste_tables(r, &mut out);
+    behaviour_tables(r, &mut out);
+    latency_and_time_tables(r, &mut out);
+    metrics_table(r, &mut out);
+    out
+}
+
+/// What was asked for: the op mix and the request sizes.
+fn request_tables(r: &Report, out: &mut Vec<Table>) {
+    let w = &r.workload;
     out.push(Table {
         name: "ops",
         title: "Op mix",
@@ -56,6 +65,12 @@ pub fn tables(r: &Report) -> Vec<Table> {
             })
             .collect(),
     });
+}
+
+/// Size-class waste: per class, totals, and the request sizes that waste most.
+fn waste_tables(r: &Report, out: &mut Vec<Table>) {
+    let w = &r.workload;
+    let x = &r.waste;
     out.push(Table {
         name: "size_classes",
         title: "Waste per size class",
@@ -167,6 +182,11 @@ pub fn tables(r: &Report) -> Vec<Table> {
             })
             .collect(),
     });
+}
+
+/// How the program uses its blocks: lifetimes, threads, reallocs.
+fn behaviour_tables(r: &Report, out: &mut Vec<Table>) {
+    let w = &r.workload;
     out.push(Table {
         name: "lifetimes",
         title: "Lifetimes of objects that died",
@@ -222,6 +242,10 @@ pub fn tables(r: &Report) -> Vec<Table> {
         header: vec!["what", "count"],
         rows: rrows,
     });
+}
+
+/// Recorded latency and the timeline.
+fn latency_and_time_tables(r: &Report, out: &mut Vec<Table>) {
     let mut lat = vec![pct_row("all", &r.latency.all_ns)];
     lat.extend(r.latency.per_op_ns.iter().map(|(k, p)| pct_row(k, p)));
     lat.extend(
@@ -261,6 +285,10 @@ pub fn tables(r: &Report) -> Vec<Table> {
             })
             .collect(),
     });
+}
+
+/// The flat metrics (what `compare` gates on).
+fn metrics_table(r: &Report, out: &mut Vec<Table>) {
     out.push(Table {
         name: "metrics",
         title: "Metrics",
@@ -271,7 +299,6 @@ pub fn tables(r: &Report) -> Vec<Table> {
             .map(|(k, v)| vec![k.clone(), format!("{v}")])
             .collect(),
     });
-    out
 }
 
 /// Writes every table as `DIR/<name>.csv`; returns the files written.

@@ -62,9 +62,20 @@ fn pct_line(name: &str, p: &Percentiles, f: fn(u64) -> String) -> String {
 /// The summary text.
 pub fn summary(r: &Report) -> String {
     let mut s = String::new();
+    overview(&mut s, r);
+    memory(&mut s, r);
+    waste(&mut s, r);
+    lifetimes(&mut s, r);
+    latency(&mut s, r);
+    if let Some(g) = &r.go_types {
+        go_types(&mut s, g);
+    }
+    s
+}
+
+/// The trace: events, time, allocations, ops, threads, anomalies.
+fn overview(s: &mut String, r: &Report) {
     let w = &r.workload;
-    let f = &r.frag;
-    let x = &r.waste;
     let _ = writeln!(s, "allocscope report: {}", r.trace.path);
     let clock = if r.trace.synthetic_clock {
         " (synthetic clock)"
@@ -101,7 +112,12 @@ pub fn summary(r: &Report) -> String {
         w.per_thread.len(),
         w.anomalies
     );
+}
 
+/// Peak memory: requested, rounded, span heap, and the replay's heap when there is one.
+fn memory(s: &mut String, r: &Report) {
+    let f = &r.frag;
+    let x = &r.waste;
     let _ = writeln!(s, "\nMemory (class table: {})", x.table);
     let _ = writeln!(
         s,
@@ -141,7 +157,11 @@ pub fn summary(r: &Report) -> String {
             );
         }
     }
+}
 
+/// Size-class waste: totals, tiny and large, the worst classes and request size.
+fn waste(s: &mut String, r: &Report) {
+    let x = &r.waste;
     let _ = writeln!(s, "\nSize-class waste (all allocations)");
     let _ = writeln!(
         s,
@@ -190,7 +210,11 @@ pub fn summary(r: &Report) -> String {
             bytes(t.waste_bytes)
         );
     }
+}
 
+/// Lifetimes, temporaries and reallocs.
+fn lifetimes(s: &mut String, r: &Report) {
+    let w = &r.workload;
     let _ = writeln!(s, "\nLifetimes (objects that died)");
     s.push_str(&pct_line(
         "bytes allocated meanwhile",
@@ -223,7 +247,10 @@ pub fn summary(r: &Report) -> String {
             re.longest_chain
         );
     }
+}
 
+/// Recorded latency, and the replayed one when there is one.
+fn latency(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\nRecorded latency (real allocator)");
     if r.latency.recorded {
         s.push_str(&pct_line("all calls", &r.latency.all_ns, ns));
@@ -252,10 +279,6 @@ pub fn summary(r: &Report) -> String {
             );
         }
     }
-    if let Some(g) = &r.go_types {
-        go_types(&mut s, g);
-    }
-    s
 }
 
 /// Rows of the per-Go-type view printed in the text summary.

@@ -155,9 +155,11 @@ fn check(mode: &str, n: u32, bounds: Bounds) {
         (tiny_replay - tiny_real).abs() <= 8.0 + tiny_real * bounds.tiny_share,
         "{report}"
     );
-    assert_eq!(
-        gc_begins.len() as u64,
-        real["gcs"].as_u64().unwrap(),
+    // The runtime counts cycles completed in the window; the trace has the begin of every cycle
+    // that started in it: one still running when the window closed (or already running when it
+    // opened) makes them differ by one.
+    assert!(
+        (gc_begins.len() as u64).abs_diff(real["gcs"].as_u64().unwrap()) <= 1,
         "{report}"
     );
     assert!(

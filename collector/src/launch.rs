@@ -398,8 +398,12 @@ fn collect(
                 waits,
                 threads,
                 alive_ns,
+                unwinding,
             } => {
-                stats.insert(path.clone(), (*events, *waits, *threads, *alive_ns));
+                stats.insert(
+                    path.clone(),
+                    (*events, *waits, *threads, *alive_ns, *unwinding),
+                );
             }
             Line::Error { path, message } => {
                 let shown = path
@@ -437,10 +441,11 @@ fn collect(
         };
         match read {
             Ok(mut s) => {
-                if let Some(&(n, w, t, alive)) = stats.get(&path) {
+                if let Some(&(n, w, t, alive, unwinding)) = stats.get(&path) {
                     s.written = Some(n);
                     s.waits = w;
                     s.lifetime_ns = alive;
+                    s.unwinding = unwinding;
                     if !opts.verify {
                         s.threads = t;
                     }

@@ -32,6 +32,8 @@ pub struct ProcessSummary {
     pub written: Option<u64>,
     /// Times hooks of the process waited for the writer (ring full): backpressure, not loss.
     pub waits: u64,
+    /// What capturing stacks cost, as the recorder reported at its last flush.
+    pub unwinding: recorder_protocol::manifest::UnwindStats,
     /// A problem met reading (for example a tail cut off by SIGKILL), after every good event.
     pub problem: Option<String>,
     /// How the recording ended (None: the trace has no end record: it was cut).
@@ -45,6 +47,24 @@ impl ProcessSummary {
         } else {
             self.bytes as f64 / self.events as f64
         }
+    }
+
+    /// The stack-capture figures for `record -v`, when stacks were captured.
+    pub fn unwind_line(&self) -> Option<String> {
+        let u = &self.unwinding;
+        (u.captures > 0).then(|| {
+            let frames = u.frames_unwound + u.frames_reused;
+            format!(
+                "pid {}: {} stacks captured, {:.1} frames each, {:.1}% of them taken over from \
+                 the thread's previous stack, {:.1} unwound; unwind-rule cache hit {:.1}%",
+                self.pid,
+                u.captures,
+                frames as f64 / u.captures as f64,
+                100.0 * u.frames_reused as f64 / frames.max(1) as f64,
+                u.frames_unwound as f64 / u.captures as f64,
+                100.0 * u.cache_hits as f64 / u.cache_lookups.max(1) as f64
+            )
+        })
     }
 
     /// One line for the terminal.

@@ -113,6 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         if args.verbose || (!quiet && has_problem(p)) {
             eprintln!("allocscope: {}", p.line());
         }
+        if let Some(line) = p.unwind_line().filter(|_| args.verbose) {
+            eprintln!("allocscope: {line}");
+        }
     }
     for w in &outcome.warnings {
         eprintln!("allocscope: warning: {w}");

@@ -31,6 +31,7 @@ pub enum Line {
         threads: u64,
         /// ns since the process image started.
         alive_ns: u64,
+        unwinding: UnwindStats,
     },
     /// `pid` is about to exec `program`.
     Exec { pid: u32, program: OsString },
@@ -39,6 +40,20 @@ pub enum Line {
         path: Option<PathBuf>,
         message: String,
     },
+}
+
+/// What capturing stacks cost in a process image (all zero with stacks off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindStats {
+    /// Stacks captured.
+    pub captures: u64,
+    /// Frames found by unwinding, and frames taken over from the thread's previous stack (the
+    /// outer frames two consecutive calls share are not unwound again).
+    pub frames_unwound: u64,
+    pub frames_reused: u64,
+    /// Lookups of the unwinder's per-thread rule cache, and how many it answered.
+    pub cache_hits: u64,
+    pub cache_lookups: u64,
 }
 
 impl Line {
@@ -71,10 +86,21 @@ impl Line {
                 waits,
                 threads,
                 alive_ns,
+                unwinding: u,
             } => {
                 field(&mut out, b"stats");
                 field(&mut out, path.as_os_str().as_bytes());
-                for n in [events, waits, threads, alive_ns] {
+                for n in [
+                    events,
+                    waits,
+                    threads,
+                    alive_ns,
+                    &u.captures,
+                    &u.frames_unwound,
+                    &u.frames_reused,
+                    &u.cache_hits,
+                    &u.cache_lookups,
+                ] {
                     field(&mut out, n.to_string().as_bytes());
                 }
             }
@@ -116,12 +142,19 @@ impl Line {
                 },
                 path: path(4)?,
             }),
-            (b"stats", 6) => Some(Line::Stats {
+            (b"stats", 11) => Some(Line::Stats {
                 path: path(1)?,
                 events: num(2)?,
                 waits: num(3)?,
                 threads: num(4)?,
                 alive_ns: num(5)?,
+                unwinding: UnwindStats {
+                    captures: num(6)?,
+                    frames_unwound: num(7)?,
+                    frames_reused: num(8)?,
+                    cache_hits: num(9)?,
+                    cache_lookups: num(10)?,
+                },
             }),
             (b"exec", 3) => Some(Line::Exec {
                 pid: u32::try_from(num(1)?).ok()?,
@@ -215,6 +248,13 @@ mod tests {
                 waits: 0,
                 threads: 2,
                 alive_ns: 99,
+                unwinding: UnwindStats {
+                    captures: 1,
+                    frames_unwound: 20,
+                    frames_reused: 7,
+                    cache_hits: 15,
+                    cache_lookups: 20,
+                },
             },
             Line::Exec {
                 pid: 5,

@@ -272,6 +272,15 @@ impl Hook {
 /// dangling).
 const NO_UNWIND: *mut unwind::ThreadUnwind = std::ptr::NonNull::dangling().as_ptr();
 
+/// Adds the calling thread's unwinding figures to `unwind::STATS` (before a `stats` line).
+pub(crate) fn publish_own_unwind_stats() {
+    let u = tls().unwind.get();
+    if !u.is_null() && u != NO_UNWIND {
+        // SAFETY: the calling thread's own state, used only by it.
+        unsafe { (*u).publish_stats() };
+    }
+}
+
 #[inline(never)]
 fn stack_slow(t: &'static ThreadState, depth: usize) -> u32 {
     let Some(trie) = trie::current() else {
@@ -382,6 +391,8 @@ extern "C" fn on_thread_exit(ring: *mut libc::c_void) {
     let u = t.unwind.replace(null_mut());
     if !u.is_null() && u != NO_UNWIND {
         let _q = Quiet::new();
+        // SAFETY: the thread's own state, still live.
+        unsafe { (*u).publish_stats() };
         // SAFETY: the thread's own state from Box::into_raw, no longer reachable from the thread.
         drop(unsafe { Box::from_raw(u) });
     }

@@ -52,6 +52,30 @@ pub const MAX_DEPTH: usize = 256;
 /// stacks rather than a risk of overflowing theirs).
 const MIN_STACK_ROOM: u64 = 256 << 10;
 
+/// What unwinding cost over the process's threads: captures, frames unwound, frames taken over
+/// from the thread's previous stack, unwind-rule cache hits and lookups. Each thread adds its own
+/// every [`PUBLISH_EVERY`] captures and when it exits (the `stats` manifest line reports them).
+pub static STATS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+const PUBLISH_EVERY: u64 = 1 << 16;
+
+impl ThreadUnwind {
+    /// Adds what this thread did since its last call to [`STATS`].
+    pub fn publish_stats(&mut self) {
+        let c = self.cache.stats();
+        let now = [
+            self.captures,
+            self.unwound,
+            self.reused,
+            c.hits(),
+            c.total(),
+        ];
+        for ((total, n), last) in STATS.iter().zip(now).zip(&mut self.published) {
+            total.fetch_add(n - *last, Ordering::Relaxed);
+            *last = n;
+        }
+    }
+}
+
 /// The current unwinder (null: stacks off or not set up yet). Leaked: never freed.
 static UNWINDER: AtomicPtr<Installed> = AtomicPtr::new(std::ptr::null_mut());
 /// Frames to keep (0: stacks off).
@@ -115,6 +139,10 @@ pub struct ThreadUnwind {
     pub reused: u64,
     /// The trie generation `last_nodes` belongs to (a fork child starts a new trie).
     pub trie_generation: u64,
+    /// Captures made, and what was last added to [`STATS`] (captures, unwound, reused, cache
+    /// hits, cache lookups).
+    pub captures: u64,
+    published: [u64; 5],
     /// The last capture met code no installed module covers (a library loaded since the last
     /// scan, or JIT code).
     pub outside: bool,
@@ -167,6 +195,8 @@ impl ThreadUnwind {
             unwound: 0,
             reused: 0,
             trie_generation: 0,
+            captures: 0,
+            published: [0; 5],
             outside: false,
         }))
     }
@@ -412,6 +442,10 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
     }
     t.unwound += unwound;
     t.reused += reused;
+    t.captures += 1;
+    if t.captures.is_multiple_of(PUBLISH_EVERY) {
+        t.publish_stats();
+    }
     // Stopped in code no module covers: a library loaded since the last scan, or JIT code.
     if stopped_at != 0 && !installed.covers(stopped_at) {
         crate::modules::STALE.store(true, Ordering::Relaxed);

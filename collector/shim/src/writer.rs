@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
-use recorder_protocol::manifest::Line;
+use recorder_protocol::manifest::{Line, UnwindStats};
 use recorder_protocol::order::{order_moving_reallocs, Pending};
 use recorder_protocol::{to_event, Timebase};
 use traces::{EndStatus, Ending, TraceWriter};
@@ -314,16 +314,29 @@ impl Writer {
             return;
         }
         match self.tick(bits) {
-            Ok(()) if bits != 0 => lifecycle::manifest_line(
-                self.cfg,
-                &Line::Stats {
-                    path: self.path.clone(),
-                    events: self.out.as_ref().map_or(0, |w| w.events_written()),
-                    waits: crate::WAITS.load(Ordering::Relaxed),
-                    threads: crate::THREADS.load(Ordering::Relaxed) as u64,
-                    alive_ns: crate::clock::monotonic_ns().saturating_sub(crate::clock::origin().1),
-                },
-            ),
+            Ok(()) if bits != 0 => {
+                // The exiting thread's own figures (other threads add theirs as they go).
+                crate::publish_own_unwind_stats();
+                let u = |i: usize| crate::unwind::STATS[i].load(Ordering::Relaxed);
+                lifecycle::manifest_line(
+                    self.cfg,
+                    &Line::Stats {
+                        path: self.path.clone(),
+                        events: self.out.as_ref().map_or(0, |w| w.events_written()),
+                        waits: crate::WAITS.load(Ordering::Relaxed),
+                        threads: crate::THREADS.load(Ordering::Relaxed) as u64,
+                        alive_ns: crate::clock::monotonic_ns()
+                            .saturating_sub(crate::clock::origin().1),
+                        unwinding: UnwindStats {
+                            captures: u(0),
+                            frames_unwound: u(1),
+                            frames_reused: u(2),
+                            cache_hits: u(3),
+                            cache_lookups: u(4),
+                        },
+                    },
+                )
+            }
             Ok(()) => {}
             Err(e) => self.fail(&e),
         }

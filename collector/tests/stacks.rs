@@ -293,3 +293,27 @@ fn threads_a_fork_child_and_signal_handlers() {
     let handler_allocs: Vec<_> = evs.iter().filter(|e| e.size == 300).collect();
     assert_eq!(handler_allocs.len(), 2, "{handler_allocs:?}");
 }
+
+/// A stack cut at the depth limit leaves its outer frames for the next capture to take over only
+/// when the next one is cut there too: every allocation whose whole stack fits reaches `main`.
+#[test]
+fn stacks_that_fit_reach_main_after_deeper_ones_were_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build("cc", "stacks_deep.c", dir.path(), "deep", &[]);
+    let o = common::record(dir.path(), &[exe.into_os_string()], |_| {});
+    assert_eq!(o.exit_code, 0, "{:?}", o.warnings);
+    let lines = named(&o.processes[0].path).cut_at_main();
+    // climb(k) allocates in the k + 1st climb frame (the leaf is malloc's caller); below main lie
+    // a handful of frames of the C library's start code: up to 50 deep fits in the default 64.
+    for k in 0..50 {
+        let chain = format!("main{}", ";climb".repeat(k + 1));
+        assert_eq!(lines.get(&chain), Some(&1), "climb({k}): {lines:#?}");
+    }
+    // The deepest are cut: they do not reach main.
+    let cut: u64 = lines
+        .iter()
+        .filter(|(l, _)| !l.starts_with("main;"))
+        .map(|(_, &n)| n)
+        .sum();
+    assert!(cut >= 30, "{lines:#?}");
+}

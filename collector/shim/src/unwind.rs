@@ -139,6 +139,10 @@ pub struct ThreadUnwind {
     pub reused: u64,
     /// The trie generation `last_nodes` belongs to (a fork child starts a new trie).
     pub trie_generation: u64,
+    /// Whether the last interned stack, and the one being captured, reach the end of unwinding
+    /// (see `capture`).
+    last_complete: bool,
+    cur_complete: bool,
     /// Captures made, and what was last added to [`STATS`] (captures, unwound, reused, cache
     /// hits, cache lookups).
     pub captures: u64,
@@ -195,6 +199,8 @@ impl ThreadUnwind {
             unwound: 0,
             reused: 0,
             trie_generation: 0,
+            last_complete: false,
+            cur_complete: false,
             captures: 0,
             published: [0; 5],
             outside: false,
@@ -398,19 +404,28 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
     let cache = &mut t.cache;
     let [a, b] = &mut t.stacks;
     let (cur, last) = if t.cur == 0 { (a, &*b) } else { (b, &*a) };
+    // Whether the stack ends where unwinding ends (the root, or a stop that would recur), not
+    // cut at `depth`: only such a stack's outer frames may complete a later one.
+    let mut complete = false;
+    let last_complete = t.last_complete;
     while n < depth {
         let ra = match installed
             .unwinder
             .unwind_frame(at, &mut regs, cache, &mut read_stack)
         {
             Ok(Some(ra)) => ra,
-            Ok(None) => break,
+            Ok(None) => {
+                complete = true;
+                break;
+            }
             Err(_) => {
                 stopped_at = at.address();
+                complete = installed.covers(stopped_at);
                 break;
             }
         };
         let Some(next) = FrameAddress::from_return_address(ra) else {
+            complete = true;
             break;
         };
         at = next;
@@ -421,17 +436,23 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
         // at CFA - 8.
         let cfa = regs.sp();
         // The previous stack of this thread, from the frame at this CFA outward, may still be
-        // there: then its return addresses are reused instead of unwound again.
+        // there: then its return addresses are reused instead of unwound again (when that stack
+        // was whole, or when this one is cut at `depth` before its end anyway).
         while j < m && last.cfas[j] < cfa {
             j += 1;
         }
-        if j < m && last.cfas[j] == cfa && last.frames[j] == ra && outer_intact(last, j, m, sp, hi)
+        if j < m
+            && last.cfas[j] == cfa
+            && last.frames[j] == ra
+            && (last_complete || n + (m - j) >= depth)
+            && outer_intact(last, j, m, sp, hi)
         {
             let k = (m - j).min(depth - n);
             cur.frames[n..n + k].copy_from_slice(&last.frames[j..j + k]);
             cur.cfas[n..n + k].copy_from_slice(&last.cfas[j..j + k]);
             reused = k as u64;
             n += k;
+            complete = last_complete && k == m - j;
             break;
         }
         cur.frames[n] = ra;
@@ -440,6 +461,7 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
         unwound += 1;
         n += 1;
     }
+    t.cur_complete = complete;
     t.unwound += unwound;
     t.reused += reused;
     t.captures += 1;
@@ -501,6 +523,7 @@ pub fn intern(t: &mut ThreadUnwind, trie: &crate::trie::Trie, n: usize) -> u32 {
     }
     let leaf = if n == 0 { 0 } else { cur.nodes[0] };
     t.last_len = n;
+    t.last_complete = t.cur_complete;
     t.cur ^= 1;
     leaf
 }

@@ -317,3 +317,23 @@ fn stacks_that_fit_reach_main_after_deeper_ones_were_cut() {
         .sum();
     assert!(cut >= 30, "{lines:#?}");
 }
+
+/// Threads with the smallest stacks (16 KiB) and an allocation on an alternate signal stack:
+/// the program runs as untraced, every call is recorded (the shim builds a thread's unwinding
+/// state only where there is room, and never unwinds near the end of a stack).
+#[test]
+fn threads_with_the_smallest_stacks_run_as_untraced() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build("cc", "stacks_small.c", dir.path(), "small", &["-pthread"]);
+    let o = common::record(dir.path(), &[exe.into_os_string()], |_| {});
+    assert_eq!(o.exit_code, 0, "{:?}", o.warnings);
+    let evs = common::events(&o.processes[0].path);
+    let workers = evs
+        .iter()
+        .filter(|e| e.op == traces::Op::Malloc && (16..66).contains(&e.size) && e.thread != 0)
+        .count();
+    assert_eq!(workers, 8 * 50);
+    assert!(evs
+        .iter()
+        .any(|e| e.op == traces::Op::Malloc && e.size == 40));
+}

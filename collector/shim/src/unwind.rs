@@ -81,6 +81,9 @@ impl ThreadUnwind {
     }
 }
 
+/// Stack a capture must have left below it (framehop's and gimli's frames take a few KiB).
+const CAPTURE_ROOM: u64 = 64 << 10;
+
 /// The current unwinder (null: stacks off or not set up yet). Leaked: never freed.
 static UNWINDER: AtomicPtr<Installed> = AtomicPtr::new(std::ptr::null_mut());
 /// Frames to keep (0: stacks off).
@@ -184,17 +187,26 @@ impl ThreadUnwind {
         }
     }
 
-    /// A new state for the calling thread (its stack bounds read once here). Shim code: it
-    /// allocates (through the real allocator, never the hooks).
+    /// A new state for the calling thread (its stack bounds read once here), or None when the
+    /// thread's stack cannot be found or has too little room. Shim code: it allocates (through
+    /// the real allocator, never the hooks).
+    ///
+    /// The room is checked before the state is built, in a function with a small frame: the
+    /// state is over 10 KiB and the compiler may build it on the stack first, which overflowed
+    /// threads started with the smallest stacks (PTHREAD_STACK_MIN, 16 KiB).
+    #[inline(never)]
     pub fn for_this_thread() -> Option<Box<ThreadUnwind>> {
         let (lo, hi) = stack_bounds()?;
-        // Building the state may take a few tens of KiB of stack (the unwinder's preallocated
-        // DWARF evaluation context passes through it): only on a thread with room to spare.
         let here = &lo as *const u64 as u64;
         if here.saturating_sub(lo) < MIN_STACK_ROOM {
             return None;
         }
-        Some(Box::new(ThreadUnwind {
+        Some(Self::build(lo, hi))
+    }
+
+    #[inline(never)]
+    fn build(lo: u64, hi: u64) -> Box<ThreadUnwind> {
+        Box::new(ThreadUnwind {
             cache: Cache::new_in(),
             stack_lo: lo,
             stack_hi: hi,
@@ -209,7 +221,7 @@ impl ThreadUnwind {
             captures: 0,
             published: [0; 5],
             outside: false,
-        }))
+        })
     }
 }
 
@@ -386,6 +398,9 @@ pub fn capture(t: &mut ThreadUnwind, depth: usize) -> usize {
     let (lo, hi) = (t.stack_lo, t.stack_hi);
     if !(lo..hi).contains(&sp) {
         return 0; // another stack (alternate signal stack, coroutine): nothing is read
+    }
+    if sp - lo < CAPTURE_ROOM {
+        return 0; // a call near the end of its stack: unwinding must not be what overflows it
     }
     let mut read_stack = |addr: u64| -> Result<u64, ()> {
         if addr >= sp && addr.checked_add(8).is_some_and(|end| end <= hi) && addr.is_multiple_of(8)

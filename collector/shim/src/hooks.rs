@@ -213,31 +213,44 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return n;
     }
     let mut h = h;
+    // The stack first: the window (held watermark) should span the real call only.
+    let stack = h.stack();
     let window_start = h.hold();
     let t0 = clock::now();
     // SAFETY: the real function, with the caller's own arguments (the caller's contract).
     let n = unsafe { f(p, size) };
     let t1 = clock::end(t0);
-    record_moving(h, Op::Realloc, t0, t1, n, p, size, 1, window_start);
+    record_moving(
+        h,
+        Op::Realloc,
+        (t0, t1),
+        n,
+        p,
+        size,
+        1,
+        (window_start, stack),
+    );
     n
 }
 
 /// Records a realloc-family call that may have moved its block (see `recorder_protocol::order`):
-/// its number is taken after the call, with the window since `window_start`.
+/// its number is taken after the call, with the window since `window_start`. Its stack was
+/// captured before the window opened: unwinding inside it (the thread's first capture reads
+/// /proc/self/maps) widened windows past their 16 bits on busy machines, and a window that
+/// saturates cannot order the release.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn record_moving(
     h: crate::Hook,
     op: Op,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
     n: *mut c_void,
     p: *mut c_void,
     size: usize,
     extra: usize,
-    window_start: u64,
+    (window_start, stack): (u64, u32),
 ) {
-    let stack = if n.is_null() { 0 } else { h.stack() };
+    let stack = if n.is_null() { 0 } else { stack };
     let seq = h.seq();
     h.commit(Record {
         seq,
@@ -271,12 +284,22 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nmemb: usize, size: usize)
         // SAFETY: the real function, with the caller's own arguments (the caller's contract).
         return unsafe { f(p, nmemb, size) };
     };
+    let stack = h.stack();
     let window_start = h.hold();
     let t0 = clock::now();
     // SAFETY: the real function, with the caller's own arguments (the caller's contract).
     let n = unsafe { f(p, nmemb, size) };
     let t1 = clock::end(t0);
-    record_moving(h, Op::Reallocarray, t0, t1, n, p, size, nmemb, window_start);
+    record_moving(
+        h,
+        Op::Reallocarray,
+        (t0, t1),
+        n,
+        p,
+        size,
+        nmemb,
+        (window_start, stack),
+    );
     n
 }
 

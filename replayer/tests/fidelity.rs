@@ -789,9 +789,17 @@ fn gc_on_matches_go_within_10_percent() -> Result<(), Setup> {
         for _ in 0..ROUNDS {
             let cal = calibrated(&bin, dir.path(), &base, &costs);
             for (k, &gogc) in GOGCS.iter().enumerate() {
-                let go = run_oracle(&bin, &path, Some(gogc), 16, true);
                 // The comparison means something only if Go kept to the workload's clock (GC
                 // pauses make some ops late; a runtime that cannot keep up is another workload).
+                // A run that fell behind (a noisy neighbour on a shared VM) is run again, up to
+                // three times, before the test says the machine is too busy.
+                let mut go = run_oracle(&bin, &path, Some(gogc), 16, true);
+                for _ in 0..2 {
+                    if go["mean_lag_ns"].as_f64().unwrap() < 500_000.0 {
+                        break;
+                    }
+                    go = run_oracle(&bin, &path, Some(gogc), 16, true);
+                }
                 let lag = go["mean_lag_ns"].as_f64().unwrap();
                 assert!(
                     lag < 500_000.0,

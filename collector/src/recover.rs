@@ -263,7 +263,7 @@ fn finish_one(
         .iter()
         .map(|r| Pending {
             event: to_event(r, &time),
-            window: r.window.into(),
+            window: r.window(),
             tag: (),
         })
         .collect();

@@ -45,7 +45,7 @@ impl Timebase {
 
 /// The trace event for a ring record.
 pub fn to_event(r: &Record, time: &Timebase) -> Event {
-    let op = Op::from_code(r.op).unwrap_or(Op::Malloc);
+    let op = Op::from_code(r.op()).unwrap_or(Op::Malloc);
     let (nmemb, align) = if op == Op::Free {
         (0, 0)
     } else if op.has_nmemb() {
@@ -65,7 +65,7 @@ pub fn to_event(r: &Record, time: &Timebase) -> Event {
         size: r.size,
         nmemb,
         align,
-        failed: r.failed != 0,
+        failed: r.failed(),
         latency_ns: time.latency_ns(r.ticks),
         kind: PtrKind::Unknown,
         callsite: (r.stack != 0).then_some(r.stack),

@@ -26,7 +26,7 @@
 //! recovery drops the seqs the trace already holds.
 
 /// First 8 bytes of a ring file.
-pub const MAGIC: [u8; 8] = *b"ASRING1\0";
+pub const MAGIC: [u8; 8] = *b"ASRING2\0";
 /// Bytes before the first record.
 pub const HEADER_LEN: usize = 4096;
 /// Bytes per record.
@@ -49,12 +49,13 @@ pub struct Record {
     pub start: u64,
     /// Raw clock ticks spent in the real call (saturated).
     pub ticks: u32,
-    /// For a realloc: `seq` minus the value of the sequence counter when the call began
-    /// (saturated), so that [`crate::order`] knows which other calls ran while it moved the block.
-    pub window: u16,
-    /// `traces::Op` code.
-    pub op: u8,
-    pub failed: u8,
+    /// What call it was, packed (build it with [`Record::call`], read it with [`Record::op`],
+    /// [`Record::failed`] and [`Record::window`]): the `traces::Op` code in bits 24–30, bit 31 set
+    /// for a failed call, and in bits 0–23 the realloc *window*: `seq` minus the value of the
+    /// sequence counter when the call began, saturated at [`WINDOW_MAX`], so that
+    /// [`crate::order`] knows which other calls ran while it moved the block. (16 bits were too
+    /// few: a realloc preempted on a busy machine saw over 100 000 calls of other threads.)
+    pub call: u32,
     /// Address returned (0 for none or failure).
     pub addr: u64,
     /// Address passed in (free, realloc, reallocarray).
@@ -71,7 +72,38 @@ pub struct Record {
 
 const _: () = assert!(std::mem::size_of::<Record>() == RECORD_LEN);
 
+/// The widest realloc window a record holds (24 bits).
+pub const WINDOW_MAX: u64 = (1 << 24) - 1;
+const FAILED_BIT: u32 = 1 << 31;
+
 impl Record {
+    /// The packed [`Record::call`] word: `op` (a `traces::Op` code, below 128), whether the call
+    /// failed, and the realloc window (saturated at [`WINDOW_MAX`]; 0 for other calls).
+    #[inline(always)]
+    pub const fn call(op: u8, failed: bool, window: u64) -> u32 {
+        let window = if window > WINDOW_MAX {
+            WINDOW_MAX
+        } else {
+            window
+        } as u32;
+        ((op as u32 & 0x7f) << 24) | if failed { FAILED_BIT } else { 0 } | window
+    }
+
+    /// The `traces::Op` code.
+    pub fn op(&self) -> u8 {
+        ((self.call >> 24) & 0x7f) as u8
+    }
+
+    /// Whether the call failed.
+    pub fn failed(&self) -> bool {
+        self.call & FAILED_BIT != 0
+    }
+
+    /// The realloc window (0 for other calls).
+    pub fn window(&self) -> u32 {
+        self.call & WINDOW_MAX as u32
+    }
+
     /// Decodes a record from its in-memory bytes (little-endian x86-64 layout of the struct).
     pub fn from_bytes(b: &[u8; RECORD_LEN]) -> Record {
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
@@ -80,9 +112,7 @@ impl Record {
             seq: u64_at(0),
             start: u64_at(8),
             ticks: u32_at(16),
-            window: u16::from_le_bytes([b[20], b[21]]),
-            op: b[22],
-            failed: b[23],
+            call: u32_at(20),
             addr: u64_at(24),
             old_addr: u64_at(32),
             size: u64_at(40),
@@ -98,9 +128,7 @@ impl Record {
         raw[0..8].copy_from_slice(&self.seq.to_le_bytes());
         raw[8..16].copy_from_slice(&self.start.to_le_bytes());
         raw[16..20].copy_from_slice(&self.ticks.to_le_bytes());
-        raw[20..22].copy_from_slice(&self.window.to_le_bytes());
-        raw[22] = self.op;
-        raw[23] = self.failed;
+        raw[20..24].copy_from_slice(&self.call.to_le_bytes());
         raw[24..32].copy_from_slice(&self.addr.to_le_bytes());
         raw[32..40].copy_from_slice(&self.old_addr.to_le_bytes());
         raw[40..48].copy_from_slice(&self.size.to_le_bytes());
@@ -264,7 +292,7 @@ mod tests {
             addr: 0x1000 + seq,
             size: seq * 2,
             thread: 3,
-            window: 1,
+            call: Record::call(1, false, 1),
             stack: 7,
             ..Record::default()
         };
@@ -316,9 +344,7 @@ mod layout_tests {
             (offset_of!(Record, seq), 0),
             (offset_of!(Record, start), 8),
             (offset_of!(Record, ticks), 16),
-            (offset_of!(Record, window), 20),
-            (offset_of!(Record, op), 22),
-            (offset_of!(Record, failed), 23),
+            (offset_of!(Record, call), 20),
             (offset_of!(Record, addr), 24),
             (offset_of!(Record, old_addr), 32),
             (offset_of!(Record, size), 40),
@@ -333,9 +359,7 @@ mod layout_tests {
             seq: 1,
             start: 2,
             ticks: 3,
-            window: 4,
-            op: 5,
-            failed: 1,
+            call: Record::call(5, true, 4),
             addr: 7,
             old_addr: 8,
             size: 9,
@@ -344,5 +368,21 @@ mod layout_tests {
             stack: 12,
         };
         assert_eq!(Record::from_bytes(&r.to_bytes()), r);
+        assert_eq!((r.op(), r.failed(), r.window()), (5, true, 4));
+    }
+
+    #[test]
+    fn the_call_word_keeps_each_part_and_saturates_the_window() {
+        for op in [0u8, 1, 13, 127] {
+            for failed in [false, true] {
+                for (window, want) in [(0, 0), (111_000, 111_000), (u64::MAX, WINDOW_MAX as u32)] {
+                    let r = Record {
+                        call: Record::call(op, failed, window),
+                        ..Record::default()
+                    };
+                    assert_eq!((r.op(), r.failed(), r.window()), (op, failed, want));
+                }
+            }
+        }
     }
 }

@@ -34,14 +34,12 @@ fn record_after(
         seq,
         start,
         ticks: ticks(start, end),
-        window: 0,
+        call: Record::call(op.code(), failed, 0),
         addr,
         old_addr: old,
         size,
         extra,
         thread: 0,
-        op: op.code(),
-        failed: failed as u8,
         stack,
     });
 }
@@ -143,7 +141,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         start: t0,
         ticks: ticks(t0, t1),
         old_addr: p as u64,
-        op: Op::Free.code(),
+        call: Record::call(Op::Free.code(), false, 0),
         ..Record::default()
     });
 }
@@ -207,7 +205,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
             old_addr: p as u64,
             size: 0,
             extra: 1,
-            op: Op::Realloc.code(),
+            call: Record::call(Op::Realloc.code(), false, 0),
             ..Record::default()
         });
         return n;
@@ -236,7 +234,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 /// Records a realloc-family call that may have moved its block (see `recorder_protocol::order`):
 /// its number is taken after the call, with the window since `window_start`. Its stack was
 /// captured before the window opened: unwinding inside it (the thread's first capture reads
-/// /proc/self/maps) widened windows past their 16 bits on busy machines, and a window that
+/// /proc/self/maps) widened windows past their 16 bits (now 24) on busy machines, and a window that
 /// saturates cannot order the release.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -256,14 +254,12 @@ fn record_moving(
         seq,
         start,
         ticks: ticks(start, end),
-        window: seq.saturating_sub(window_start).min(u16::MAX as u64) as u16,
+        call: Record::call(op.code(), n.is_null(), seq.saturating_sub(window_start)),
         addr: n as u64,
         old_addr: p as u64,
         size: size as u64,
         extra: extra as u64,
         thread: 0,
-        op: op.code(),
-        failed: n.is_null() as u8,
         stack,
     });
 }

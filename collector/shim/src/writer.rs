@@ -427,7 +427,7 @@ impl Writer {
             r.read_new(|rec| {
                 v.push(Pending {
                     event: to_event(rec, time),
-                    window: rec.window.into(),
+                    window: rec.window(),
                     tag: (),
                 })
             });

@@ -131,7 +131,7 @@ fn export_spans_needs_a_go_import() {
 }
 
 #[test]
-fn frees_can_be_moved_to_the_start_of_their_cycle() {
+fn frees_can_be_moved_back_before_the_start_of_their_cycle() {
     let Some(bin) = go::allocprog() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("maps.out");
@@ -161,11 +161,15 @@ fn frees_can_be_moved_to_the_start_of_their_cycle() {
     // The trace is sound: no anomaly in info.
     let o = allocscope(&["info", "t.atrace", "--json"], dir.path());
     let info: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
-    assert_eq!(
-        info["stats"]["anomalies"]["unknown_frees"], 0,
-        "{}",
-        info["stats"]
-    );
+    // (A free moved before its object's allocation shows as both: a tiny block's later objects
+    // were, once.)
+    for anomaly in ["unknown_frees", "missed_frees"] {
+        assert_eq!(
+            info["stats"]["anomalies"][anomaly], 0,
+            "{anomaly}: {}",
+            info["stats"]
+        );
+    }
 }
 
 #[test]

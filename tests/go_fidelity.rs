@@ -13,12 +13,13 @@
 //!   drops each P's block, come where the model puts them);
 //! - the first GC cycle starts with the heap within 10% of the trace's own GC event.
 //!
-//! GC cycles under the recorded GOGC are within one cycle of the trace for the map program and
-//! within two for the HTTP server (whose run differs each time: 5 to 7 of 7 seen); the JSON
-//! encoder's replay runs fewer (6 of 9 when this was written): the frees the
-//! trace gives at sweep time, even moved to their cycle's start, come after the model's own
-//! trigger (it starts its cycles a little earlier than the runtime), so the model keeps them one
-//! cycle longer and its heap goal grows. The test prints every figure.
+//! GC cycles under the recorded GOGC are within one cycle of the trace for each program. (Frees
+//! moved to their cycle's start made the count jump with the model's trigger: a model cycle a few
+//! bytes early found a whole cycle's garbage alive, its next goal grew, and the JSON encoder's
+//! replay ran 6 cycles of 9, the HTTP server's 5 to 7 of 7. Spread over the interval where the
+//! objects died, they give 8–9 of 8–9 and 7 of 7; `gotrace/src/out.rs`.) The model's heap at
+//! each cycle's start still runs 10–25% above the trace's for the JSON encoder: printed, not
+//! held (issue #12).
 
 mod common;
 
@@ -178,7 +179,7 @@ fn json_encoder() {
         20000,
         Bounds {
             tiny_share: 0.15,
-            cycles: 4,
+            cycles: 1,
         },
     );
 }
@@ -202,7 +203,7 @@ fn loopback_http_server() {
         2000,
         Bounds {
             tiny_share: 0.05,
-            cycles: 2,
+            cycles: 1,
         },
     );
 }

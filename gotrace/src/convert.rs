@@ -96,8 +96,9 @@ struct Slot {
     tiny: bool,
     /// A tiny block from the snapshot: the first P to fit into it claims it.
     unclaimed: bool,
-    /// Push order of its first allocation (for the cycle-start correction).
-    born: u64,
+    /// Push order before its latest allocation (a tiny block's last object): a free moved back by
+    /// the cycle-start correction goes after it.
+    last_alloc: u64,
 }
 
 /// The conversion. Feed it [`GenInfo`]s and [`RawEvent`]s in reader order, then [`finish`].
@@ -577,7 +578,7 @@ impl<S: Sink> Converter<S> {
                 objects: 1,
                 tiny: false,
                 unclaimed: false,
-                born: self.out.pushed,
+                last_alloc: self.out.pushed,
             },
         );
         self.out.event(ev)
@@ -609,7 +610,7 @@ impl<S: Sink> Converter<S> {
             self.counts.frees += 1;
             if swept {
                 let marker = self.sweeping_marker;
-                self.out.free(ev, marker, s.born)?;
+                self.out.free(ev, marker, s.last_alloc)?;
             } else {
                 // Implied by the slot's reuse: it stays where it is, like a free not moved.
                 if self.out.mode() == FreeTime::CycleStart {
@@ -635,6 +636,7 @@ impl<S: Sink> Converter<S> {
                     Slot {
                         objects: s.objects + 1,
                         unclaimed: false,
+                        last_alloc: self.out.pushed,
                         ..s
                     },
                 );
@@ -654,7 +656,7 @@ impl<S: Sink> Converter<S> {
                 objects: 1,
                 tiny: true,
                 unclaimed: snapshot,
-                born: self.out.pushed,
+                last_alloc: self.out.pushed,
             },
         );
         if !snapshot {

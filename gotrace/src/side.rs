@@ -134,7 +134,7 @@ pub struct Counts {
     pub span_frees: u64,
     pub gc_cycles: u64,
     pub goroutine_stack_allocs: u64,
-    /// With `--go-frees cycle-start`: frees moved to the start of their cycle, and frees left
+    /// With `--go-frees cycle-start`: frees moved back before the start of their cycle, and frees left
     /// where they were found (allocated after the cycle began, past the reorder budget, or implied
     /// by the slot's reuse before any sweep): together, every free.
     pub frees_moved: u64,

@@ -19,8 +19,9 @@ pub struct Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Go traces: when a free happens. `sweep`: when the sweeper found the object dead (the
-    /// object died at or before it); `cycle-start`: at the start of the GC cycle that found it
-    /// dead, the earliest time every replay under the same GOGC agrees with (see README).
+    /// object died at or before it); `cycle-start`: where the object died as near as the trace can
+    /// tell, between the start of the cycle before the one that found it dead and the start of
+    /// that one (see README).
     #[arg(long, value_enum, default_value = "sweep")]
     go_frees: GoFrees,
     /// Go traces: import what a cut or damaged trace holds instead of failing.

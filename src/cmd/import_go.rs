@@ -179,7 +179,7 @@ pub fn run(
         match frees {
             FreeTime::Sweep => ": each object died at or before its free".to_string(),
             FreeTime::CycleStart => format!(
-                "; {} moved to the start of their GC cycle, {} left in place",
+                "; {} moved back before the start of the GC cycle that found them dead, {} left in place",
                 c.frees_moved, c.frees_kept
             ),
         },

@@ -778,37 +778,45 @@ fn gc_on_matches_go_within_10_percent() -> Result<(), Setup> {
         // where the "idle" P is not idle), and the load drifts. So each of seven rounds
         // measures the mark latency (on another workload) and then runs Go once per GOGC: the
         // model passes when its median is within 10 % of Go's range ([min - 10 %, max + 10 %]).
+        //
+        // The comparison means something only if Go kept to the workload's clock (GC pauses make
+        // some ops late; a runtime that cannot keep up is another workload, which catches up by
+        // allocating faster than the model's clock says, during its marks too). A run more than
+        // LAG_LIMIT_NS behind on average (a noisy neighbour on a shared VM: quiet, the worst run
+        // of each workload is 210-430 µs on this kind of machine) is run again, up to three
+        // times; a round without such a run is left out of that GOGC's comparison, and at least
+        // QUORUM rounds must remain.
         const GOGCS: [i32; 3] = [50, 100, 200];
         const ROUNDS: usize = 7;
+        const QUORUM: usize = 4;
+        const LAG_LIMIT_NS: f64 = 500_000.0;
         let events = replayer::csv_events(csv.as_bytes()).unwrap();
         let mut go_gc = vec![Vec::new(); GOGCS.len()];
         let mut go_peak = vec![Vec::new(); GOGCS.len()];
         let mut m_gc = vec![Vec::new(); GOGCS.len()];
         let mut m_peak = vec![Vec::new(); GOGCS.len()];
         let mut lags = Vec::new();
+        let mut late = vec![Vec::new(); GOGCS.len()];
         for _ in 0..ROUNDS {
             let cal = calibrated(&bin, dir.path(), &base, &costs);
             for (k, &gogc) in GOGCS.iter().enumerate() {
-                // The comparison means something only if Go kept to the workload's clock (GC
-                // pauses make some ops late; a runtime that cannot keep up is another workload).
-                // A run that fell behind (a noisy neighbour on a shared VM) is run again, up to
-                // three times, before the test says the machine is too busy.
                 let mut go = run_oracle(&bin, &path, Some(gogc), 16, true);
                 for _ in 0..2 {
-                    if go["mean_lag_ns"].as_f64().unwrap() < 500_000.0 {
+                    if go["mean_lag_ns"].as_f64().unwrap() < LAG_LIMIT_NS {
                         break;
                     }
                     go = run_oracle(&bin, &path, Some(gogc), 16, true);
                 }
                 let lag = go["mean_lag_ns"].as_f64().unwrap();
-                assert!(
-                    lag < 500_000.0,
-                    "{name} GOGC={gogc}: Go ran {:.0} µs behind the workload's clock on average \
-                     ({} of {} ops over 100 µs late): the machine is too busy to compare",
-                    lag / 1e3,
-                    go["late_ops"],
-                    go["ops"]
-                );
+                if lag >= LAG_LIMIT_NS {
+                    late[k].push(format!(
+                        "{:.0} µs ({} of {} ops over 100 µs late)",
+                        lag / 1e3,
+                        go["late_ops"],
+                        go["ops"]
+                    ));
+                    continue;
+                }
                 lags.push(lag);
                 go_gc[k].push(delta(&go, "num_gc") as f64);
                 go_peak[k].push(go["peak_heap_inuse"].as_f64().unwrap());
@@ -830,11 +838,20 @@ fn gc_on_matches_go_within_10_percent() -> Result<(), Setup> {
             }
         }
         eprintln!(
-            "{name}: Go ran {:.0} µs behind the workload's clock on average (worst run {:.0} µs)",
-            lags.iter().sum::<f64>() / lags.len() as f64 / 1e3,
-            lags.iter().cloned().fold(0.0, f64::max) / 1e3
+            "{name}: Go ran {:.0} µs behind the workload's clock on average (worst run {:.0} µs); \
+             rounds left out for runs behind it: {}",
+            lags.iter().sum::<f64>() / lags.len().max(1) as f64 / 1e3,
+            lags.iter().cloned().fold(0.0, f64::max) / 1e3,
+            late.iter().map(Vec::len).sum::<usize>()
         );
         for (k, gogc) in GOGCS.iter().enumerate() {
+            assert!(
+                go_gc[k].len() >= QUORUM,
+                "{name} GOGC={gogc}: Go ran behind the workload's clock in {} of {ROUNDS} rounds \
+                 (three runs each; last runs: {}): the machine is too busy to compare",
+                late[k].len(),
+                late[k].join(", ")
+            );
             for v in [&mut go_gc[k], &mut go_peak[k], &mut m_gc[k], &mut m_peak[k]] {
                 v.sort_by(|a, b| a.partial_cmp(b).unwrap());
             }

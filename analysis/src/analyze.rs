@@ -13,10 +13,12 @@ use serde::Serialize;
 use traces::live::{Block, LiveSet, Passed};
 use traces::{Event, Header};
 
+use crate::callsites::CallSitesReport;
 use crate::frag::{Frag, FragReport};
 use crate::gotypes::{GoTypeName, GoTypes, GoTypesReport};
 use crate::latency::{Latency, LatencyReport};
 use crate::replay_json::ReplayFigures;
+use crate::stacks::{Alloc, SiteAccumulator, StackProfile};
 use crate::waste::{Placement, Waste, WasteReport};
 use crate::workload::{Workload, WorkloadReport};
 
@@ -58,6 +60,8 @@ pub struct Analyzer {
     latency: Latency,
     /// Per Go type (traces imported from Go, [`Analyzer::with_go_types`]).
     go_types: Option<GoTypes>,
+    /// Per call stack (not for a trace imported from Go, whose call-site field holds types).
+    sites: Option<SiteAccumulator>,
 }
 
 impl Analyzer {
@@ -70,6 +74,7 @@ impl Analyzer {
             go_types: None,
             waste: Waste::new(classes),
             latency: Latency::default(),
+            sites: Some(SiteAccumulator::default()),
         }
     }
 
@@ -78,6 +83,7 @@ impl Analyzer {
     pub fn with_go_types(mut self, names: Vec<GoTypeName>) -> Analyzer {
         let sizes = self.frag.class_sizes();
         self.go_types = Some(GoTypes::new(names, sizes));
+        self.sites = None;
         self
     }
 
@@ -103,8 +109,14 @@ impl Analyzer {
             }
             if step.born.is_some() {
                 carried = Some(old);
+                if let Some(s) = &mut self.sites {
+                    s.died(old.data.callsite, old.requested_bytes, false);
+                }
             } else {
-                death(&mut self.workload, ev, &old);
+                let temporary = death(&mut self.workload, ev, &old);
+                if let Some(s) = &mut self.sites {
+                    s.died(old.data.callsite, old.requested_bytes, temporary);
+                }
             }
         }
         if let Some(old) = step.displaced {
@@ -113,7 +125,10 @@ impl Analyzer {
             if let Some(g) = &mut self.go_types {
                 g.died(old.data.callsite, old.requested_bytes);
             }
-            death(&mut self.workload, ev, &old);
+            let temporary = death(&mut self.workload, ev, &old);
+            if let Some(s) = &mut self.sites {
+                s.died(old.data.callsite, old.requested_bytes, temporary);
+            }
         }
         if let Some(born) = step.born {
             let bytes = born.requested_bytes;
@@ -122,6 +137,16 @@ impl Analyzer {
             self.frag.born(bytes, placement);
             if let Some(g) = &mut self.go_types {
                 g.born(ev.callsite, bytes, placement);
+            }
+            if let Some(s) = &mut self.sites {
+                s.born(&Alloc {
+                    seq: ev.seq,
+                    site: ev.callsite,
+                    bytes,
+                    resized_from: carried.map(|o| (o.requested_bytes, ev.addr != ev.old_addr)),
+                    waste_bytes: self.waste.rounding_waste(placement, bytes),
+                    latency_ns: ev.latency_ns,
+                });
             }
             born.data = match carried {
                 Some(o) => {
@@ -149,6 +174,9 @@ impl Analyzer {
                 },
             };
         }
+        if let Some(s) = &mut self.sites {
+            s.settle(self.live.live_requested_bytes(), ev.seq);
+        }
         self.frag.tick(ev.ts_ns);
     }
 
@@ -166,6 +194,13 @@ impl Analyzer {
         let waste = self.waste.report(&self.frag.peak_live_objects, TOP_SIZES);
         let latency = self.latency.report();
         let go_types = self.go_types.as_ref().map(GoTypes::report);
+        let live = &self.live;
+        let stacks = self.sites.map(|s| {
+            s.finish(
+                live.iter()
+                    .map(|(_, b)| (b.data.callsite, b.requested_bytes)),
+            )
+        });
         let replay = replay.map(|v| ReplayFigures::from_json(v, frag.peak_live_requested_bytes));
         let mut r = Report {
             schema: 1,
@@ -178,6 +213,8 @@ impl Analyzer {
             latency,
             replay,
             go_types,
+            call_sites: None,
+            stacks,
             metrics: BTreeMap::new(),
         };
         r.metrics = r.compute_metrics();
@@ -185,8 +222,9 @@ impl Analyzer {
     }
 }
 
-/// An object died, freed by `ev` (or retired by it: a missed free).
-fn death(workload: &mut Workload, ev: &Event, o: &Block<Obj>) {
+/// An object died, freed by `ev` (or retired by it: a missed free). Returns whether it was
+/// temporary.
+fn death(workload: &mut Workload, ev: &Event, o: &Block<Obj>) -> bool {
     workload.death(
         ev.thread,
         o.data.born_thread,
@@ -194,7 +232,7 @@ fn death(workload: &mut Workload, ev: &Event, o: &Block<Obj>) {
         ev.ts_ns.saturating_sub(o.data.born_ts_ns),
         workload.allocated_bytes - o.data.born_allocated_bytes,
         o.data.reallocs as u64,
-    );
+    )
 }
 
 /// Which trace a report is about.
@@ -222,11 +260,43 @@ pub struct Report {
     /// Per Go type, for a trace imported from a Go execution trace (rows by waste).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub go_types: Option<GoTypesReport>,
+    /// Per call site (a trace recorded with stacks; `None` for one imported from Go), once the
+    /// caller has named the stacks ([`Report::set_call_sites`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_sites: Option<CallSitesReport>,
+    /// The per-stack figures of the pass, for [`crate::callsites::build`].
+    #[serde(skip)]
+    pub stacks: Option<StackProfile>,
     /// Flat name -> number map that `compare` and `trend` read.
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// Call sites whose figures go into the flat metrics (`site.FUNCTION.FIGURE`).
+pub const SITE_METRICS: usize = 10;
+
 impl Report {
+    /// Sets the call-site views (named by the caller) and their metrics: for the top
+    /// [`SITE_METRICS`] allocating functions by bytes, `site.<function>.<figure>` (the name with
+    /// every character but letters and digits as `_`).
+    pub fn set_call_sites(&mut self, c: CallSitesReport) {
+        for f in c.functions.iter().take(SITE_METRICS) {
+            let name = crate::callsites::metric_name(&f.frame.function);
+            let g = &f.figures;
+            for (figure, v) in [
+                ("allocs", g.allocs),
+                ("bytes", g.bytes),
+                ("peak_live_bytes", g.peak_live_bytes),
+                ("leaked_bytes", g.leaked_bytes),
+                ("waste_bytes", g.waste_bytes),
+            ] {
+                self.metrics
+                    .entry(format!("site.{name}.{figure}"))
+                    .or_insert(v as f64);
+            }
+        }
+        self.call_sites = Some(c);
+    }
+
     fn compute_metrics(&self) -> BTreeMap<String, f64> {
         let w = &self.workload;
         let f = &self.frag;

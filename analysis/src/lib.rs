@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod callsites;
 pub mod charts;
 pub mod compare;
 pub mod folded;

@@ -352,7 +352,7 @@ mod tests {
             leaked_bytes: 100,
             ..StackWeights::default()
         };
-        profile.stacks.insert(Some(2), w);
+        profile.stacks.insert(Some(2), w.clone());
         profile.stacks.insert(None, w);
         let p = build(
             &profile,

@@ -1,31 +1,28 @@
 //! What each call stack allocated: the weights of the stack exports (folded, pprof) and of the
 //! call-site views.
 //!
-//! One ordered pass over a trace's events ([`StackProfiler::add`]) through the trace's one live
-//! rule ([`traces::live::LiveSet`], each block carrying its allocating event's [`Birth`]), with
-//! four figures per stack (an allocating event's call-site node; `None` for a call recorded
-//! without a stack):
+//! One ordered pass over a trace's events through the trace's one live rule
+//! ([`traces::live::LiveSet`]: the [`StackProfiler`]'s own, each block carrying its allocating
+//! event's [`Birth`], or the report analyzer's), its births and deaths fed to a
+//! [`SiteAccumulator`], with these figures per stack (an allocating event's call-site node;
+//! `None` for a call recorded without a stack):
 //! - `allocs`, `bytes`: allocating calls (every event that returned a block: a realloc too) and
 //!   the bytes they asked for, as `info` counts them;
 //! - `leaked_bytes`, `leaked_objects`: blocks still live at the end of the trace;
 //! - `peak_bytes`: bytes of the blocks live at the moment of the peak of live requested bytes
-//!   (the first event after which the live set held its largest total).
-//!
-//! The peak is found in the same pass, in memory that follows the number of stacks, not the
-//! trace's length: beside the per-stack live bytes at the last peak (`at_peak`) the profiler
-//! keeps the change of each stack's live bytes since then (`since_peak`). When the live total
-//! passes the peak, the changes are folded into `at_peak` and forgotten. Each change is folded
-//! at most once, so the pass stays linear.
+//!   (the first event after which the live set held its largest total);
+//! - reallocs and the bytes they copied, and (the report's pass only) temporary objects,
+//!   size-class waste and recorded latency.
 
 use rustc_hash::FxHashMap;
-use traces::live::{Birth, Block, LiveSet, Passed};
+use traces::live::{Birth, LiveSet, Passed};
 use traces::{Event, Header};
 
 /// A stack: the leaf node of an allocating event's call stack, or `None` (no stack recorded).
 pub type StackId = Option<u32>;
 
 /// What one stack allocated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StackWeights {
     /// Allocating calls (events that returned a block).
     pub allocs: u64,
@@ -38,6 +35,17 @@ pub struct StackWeights {
     pub peak_bytes: u64,
     /// Seq of the first event with this stack (it picks the modules loaded at the time).
     pub first_seq: u64,
+    /// Reallocs that returned a block, and the bytes the moving ones copied (the smaller of the
+    /// old and new sizes).
+    pub reallocs: u64,
+    pub realloc_copied_bytes: u64,
+    /// The call-site figures only the report's pass gives ([`SiteAccumulator::died`] and
+    /// [`SiteAccumulator::born`] with them): objects freed while temporary (the workload's
+    /// definition), bytes lost to size-class rounding, and the recorded latency of the calls.
+    pub temporary_objects: u64,
+    pub temporary_bytes: u64,
+    pub waste_bytes: u64,
+    pub latency: LatencyBuckets,
 }
 
 /// The weights of every stack of a trace.
@@ -51,20 +59,120 @@ pub struct StackProfile {
 
 impl StackProfile {
     /// The stacks sorted by id (`None` first): a stable order for outputs.
-    pub fn sorted(&self) -> Vec<(StackId, StackWeights)> {
-        let mut v: Vec<_> = self.stacks.iter().map(|(&k, &w)| (k, w)).collect();
+    pub fn sorted(&self) -> Vec<(StackId, &StackWeights)> {
+        let mut v: Vec<_> = self.stacks.iter().map(|(&k, w)| (k, w)).collect();
         v.sort_unstable_by_key(|&(k, _)| k);
         v
     }
+
+    /// Whether any allocating call was recorded with a stack.
+    pub fn has_stacks(&self) -> bool {
+        self.stacks.keys().any(Option::is_some)
+    }
 }
 
-/// Builds a [`StackProfile`] from events in seq order.
-pub struct StackProfiler {
-    live: LiveSet<Birth>,
+/// An allocation as the call-site figures see it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Alloc {
+    pub seq: u64,
+    pub site: StackId,
+    pub bytes: u64,
+    /// For a realloc: the requested bytes of the block it replaced, and whether it moved.
+    pub resized_from: Option<(u64, bool)>,
+    pub waste_bytes: u64,
+    pub latency_ns: u32,
+}
+
+/// The per-stack figures of one ordered pass, fed the births and deaths of a live set: the
+/// [`StackProfiler`] feeds it from its own, the report's analyzer from the one it keeps anyway.
+///
+/// The peak is found in memory that follows the number of stacks, not the trace's length:
+/// beside the per-stack live bytes at the last peak (`at_peak`) it keeps the change of each
+/// stack's live bytes since then (`since_peak`). When the live total passes the peak
+/// ([`SiteAccumulator::settle`]), the changes are folded into `at_peak` and forgotten. Each
+/// change is folded at most once, so the pass stays linear.
+#[derive(Default)]
+pub struct SiteAccumulator {
     profile: StackProfile,
-    /// Live bytes per stack at the last peak, and their change since.
     at_peak: FxHashMap<StackId, u64>,
     since_peak: FxHashMap<StackId, i64>,
+}
+
+impl SiteAccumulator {
+    /// A block was allocated (a realloc's new block included).
+    pub fn born(&mut self, a: &Alloc) {
+        let w = self
+            .profile
+            .stacks
+            .entry(a.site)
+            .or_insert_with(|| StackWeights {
+                first_seq: a.seq,
+                ..StackWeights::default()
+            });
+        w.allocs += 1;
+        w.bytes += a.bytes;
+        w.waste_bytes += a.waste_bytes;
+        if let Some((old, moved)) = a.resized_from {
+            w.reallocs += 1;
+            if moved {
+                w.realloc_copied_bytes += old.min(a.bytes);
+            }
+        }
+        if a.latency_ns > 0 {
+            w.latency.add(a.latency_ns);
+        }
+        *self.since_peak.entry(a.site).or_default() += a.bytes as i64;
+    }
+
+    /// A block of `site` was released (freed, moved by a realloc, or its free missed); it was
+    /// `temporary` by the workload's definition when the report's pass says so.
+    pub fn died(&mut self, site: StackId, bytes: u64, temporary: bool) {
+        *self.since_peak.entry(site).or_default() -= bytes as i64;
+        if temporary {
+            if let Some(w) = self.profile.stacks.get_mut(&site) {
+                w.temporary_objects += 1;
+                w.temporary_bytes += bytes;
+            }
+        }
+    }
+
+    /// After each event: `live` requested bytes are live now, after event `seq`.
+    #[inline]
+    pub fn settle(&mut self, live: u64, seq: u64) {
+        if live > self.profile.peak_live_bytes {
+            self.profile.peak_live_bytes = live;
+            self.profile.peak_seq = Some(seq);
+            for (site, change) in self.since_peak.drain() {
+                let at = self.at_peak.entry(site).or_default();
+                let now = *at as i64 + change;
+                debug_assert!(now >= 0, "stack {site:?} has {now} live bytes");
+                *at = now.max(0) as u64;
+            }
+        }
+    }
+
+    /// The profile, given the blocks still live at the end (site, requested bytes).
+    pub fn finish(mut self, live: impl Iterator<Item = (StackId, u64)>) -> StackProfile {
+        for (site, bytes) in self.at_peak {
+            if let Some(w) = self.profile.stacks.get_mut(&site) {
+                w.peak_bytes = bytes;
+            }
+        }
+        for (site, bytes) in live {
+            if let Some(w) = self.profile.stacks.get_mut(&site) {
+                w.leaked_objects += 1;
+                w.leaked_bytes += bytes;
+            }
+        }
+        self.profile
+    }
+}
+
+/// Builds a [`StackProfile`] from events in seq order, with a live set of its own (the stack
+/// exports; the report gets its figures from its analyzer's pass).
+pub struct StackProfiler {
+    live: LiveSet<Birth>,
+    sites: SiteAccumulator,
 }
 
 impl StackProfiler {
@@ -73,71 +181,113 @@ impl StackProfiler {
     pub fn new(header: &Header) -> StackProfiler {
         StackProfiler {
             live: LiveSet::new(header.forked_from),
-            profile: StackProfile::default(),
-            at_peak: FxHashMap::default(),
-            since_peak: FxHashMap::default(),
+            sites: SiteAccumulator::default(),
         }
     }
 
     /// Adds the next event.
     pub fn add(&mut self, ev: &Event) {
         let step = self.live.step(ev);
-        let gone = |b: Block<Birth>, since: &mut FxHashMap<StackId, i64>| {
-            *since.entry(b.data.callsite).or_default() -= b.requested_bytes as i64;
-        };
+        let mut resized_from = None;
         if let Passed::Released(b) = step.passed {
-            gone(b, &mut self.since_peak);
+            self.sites.died(b.data.callsite, b.requested_bytes, false);
+            if step.born.is_some() {
+                resized_from = Some((b.requested_bytes, ev.addr != ev.old_addr));
+            }
         }
         if let Some(b) = step.displaced {
-            gone(b, &mut self.since_peak);
+            self.sites.died(b.data.callsite, b.requested_bytes, false);
         }
         if let Some(born) = step.born {
             born.data = Birth::of(ev);
-            let bytes = born.requested_bytes;
-            let w = self
-                .profile
-                .stacks
-                .entry(ev.callsite)
-                .or_insert(StackWeights {
-                    first_seq: ev.seq,
-                    ..StackWeights::default()
-                });
-            w.allocs += 1;
-            w.bytes += bytes;
-            *self.since_peak.entry(ev.callsite).or_default() += bytes as i64;
+            self.sites.born(&Alloc {
+                seq: ev.seq,
+                site: ev.callsite,
+                bytes: born.requested_bytes,
+                resized_from,
+                waste_bytes: 0,
+                latency_ns: ev.latency_ns,
+            });
         }
-        let live = self.live.live_requested_bytes();
-        if live > self.profile.peak_live_bytes {
-            self.profile.peak_live_bytes = live;
-            self.profile.peak_seq = Some(ev.seq);
-            self.fold_into_peak();
-        }
-    }
-
-    /// The live bytes per stack now become the peak's.
-    fn fold_into_peak(&mut self) {
-        for (site, change) in self.since_peak.drain() {
-            let at = self.at_peak.entry(site).or_default();
-            let now = *at as i64 + change;
-            debug_assert!(now >= 0, "stack {site:?} has {now} live bytes");
-            *at = now.max(0) as u64;
-        }
+        self.sites.settle(self.live.live_requested_bytes(), ev.seq);
     }
 
     /// The profile: the peak's figures and what is still live.
-    pub fn finish(mut self) -> StackProfile {
-        for (site, bytes) in self.at_peak {
-            if let Some(w) = self.profile.stacks.get_mut(&site) {
-                w.peak_bytes = bytes;
+    pub fn finish(self) -> StackProfile {
+        let StackProfiler { live, sites } = self;
+        sites.finish(
+            live.iter()
+                .map(|(_, b)| (b.data.callsite, b.requested_bytes)),
+        )
+    }
+}
+
+/// Recorded latencies of a stack's calls in a few bytes: counts per bucket of a log scale with
+/// four buckets per power of two (values within 19 % of the truth), kept sparse (a call site's
+/// calls fall in a handful of buckets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyBuckets {
+    /// (bucket, calls), by bucket.
+    counts: Vec<(u8, u32)>,
+}
+
+impl LatencyBuckets {
+    /// Values below 8 have a bucket each; above, bucket `8 + 4 (log2 - 3) + quarter`.
+    fn bucket(ns: u32) -> u8 {
+        if ns < 8 {
+            return ns as u8;
+        }
+        let log = 31 - ns.leading_zeros();
+        let quarter = (ns >> (log - 2)) & 3;
+        (8 + (log - 3) * 4 + quarter) as u8
+    }
+
+    /// The largest value of bucket `b`.
+    fn upper(b: u8) -> u64 {
+        if b < 8 {
+            return b as u64;
+        }
+        let (log, quarter) = (3 + (b as u64 - 8) / 4, (b as u64 - 8) % 4);
+        ((4 + quarter + 1) << (log - 2)) - 1
+    }
+
+    pub fn add(&mut self, ns: u32) {
+        let b = Self::bucket(ns);
+        match self.counts.binary_search_by_key(&b, |&(k, _)| k) {
+            Ok(i) => self.counts[i].1 = self.counts[i].1.saturating_add(1),
+            Err(i) => self.counts.insert(i, (b, 1)),
+        }
+    }
+
+    pub fn merge(&mut self, other: &LatencyBuckets) {
+        for &(b, n) in &other.counts {
+            match self.counts.binary_search_by_key(&b, |&(k, _)| k) {
+                Ok(i) => self.counts[i].1 = self.counts[i].1.saturating_add(n),
+                Err(i) => self.counts.insert(i, (b, n)),
             }
         }
-        for (_, b) in self.live.iter() {
-            if let Some(w) = self.profile.stacks.get_mut(&b.data.callsite) {
-                w.leaked_objects += 1;
-                w.leaked_bytes += b.requested_bytes;
+    }
+
+    /// Calls with a recorded latency.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|&(_, n)| n as u64).sum()
+    }
+
+    /// The `q`-quantile (0..=1), as its bucket's largest value; `None` without calls.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for &(b, n) in &self.counts {
+            seen += n as u64;
+            if seen >= rank {
+                return Some(Self::upper(b));
             }
         }
-        self.profile
+        None
     }
 }
 
@@ -177,7 +327,7 @@ mod tests {
         let prof = p.finish();
         assert_eq!(prof.peak_live_bytes, 160);
         assert_eq!(prof.peak_seq, Some(4));
-        let w = |s| prof.stacks[&s];
+        let w = |s| prof.stacks[&s].clone();
         assert_eq!((w(Some(1)).allocs, w(Some(1)).bytes), (2, 170));
         assert_eq!(w(Some(1)).peak_bytes, 70);
         assert_eq!(w(Some(2)).peak_bytes, 50);
@@ -189,7 +339,35 @@ mod tests {
         );
         assert_eq!(w(Some(2)).leaked_bytes, 0);
         assert_eq!(w(Some(2)).first_seq, 1);
+        assert_eq!(
+            (w(Some(3)).reallocs, w(Some(3)).realloc_copied_bytes),
+            (1, 50)
+        );
         let peak_sum: u64 = prof.stacks.values().map(|w| w.peak_bytes).sum();
         assert_eq!(peak_sum, prof.peak_live_bytes);
+    }
+
+    #[test]
+    fn latency_buckets_give_quantiles_within_a_bucket() {
+        let mut l = LatencyBuckets::default();
+        assert_eq!(l.quantile(0.5), None);
+        for ns in 1..=1000u32 {
+            l.add(ns);
+        }
+        for (q, want) in [(0.5, 500.0), (0.99, 990.0), (1.0, 1000.0)] {
+            let got = l.quantile(q).unwrap() as f64;
+            assert!(got >= want && got <= want * 1.25, "q{q}: {got} for {want}");
+        }
+        // Every value lies in the bucket whose upper bound is the first at or above it.
+        for ns in [0u32, 1, 3, 4, 5, 7, 8, 100, 65535, u32::MAX] {
+            let b = LatencyBuckets::bucket(ns);
+            assert!(LatencyBuckets::upper(b) >= ns as u64, "{ns}");
+            assert!(b == 0 || LatencyBuckets::upper(b - 1) < ns as u64, "{ns}");
+        }
+        let mut m = LatencyBuckets::default();
+        m.merge(&l);
+        m.merge(&l);
+        assert_eq!(m.count(), 2000);
+        assert_eq!(m.quantile(0.5), l.quantile(0.5));
     }
 }

@@ -31,8 +31,89 @@ pub fn tables(r: &Report) -> Vec<Table> {
     waste_tables(r, &mut out);
     behaviour_tables(r, &mut out);
     latency_and_time_tables(r, &mut out);
+    call_site_tables(r, &mut out);
     metrics_table(r, &mut out);
     out
+}
+
+const SITE_HEADER: [&str; 13] = [
+    "allocs",
+    "bytes",
+    "peak_live_bytes",
+    "leaked_objects",
+    "leaked_bytes",
+    "temporary",
+    "temporary_bytes",
+    "reallocs",
+    "realloc_copied_bytes",
+    "waste_bytes",
+    "p50_ns",
+    "p99_ns",
+    "stacks",
+];
+
+fn site_cells(f: &crate::callsites::SiteFigures) -> Vec<String> {
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    vec![
+        f.allocs.to_string(),
+        f.bytes.to_string(),
+        f.peak_live_bytes.to_string(),
+        f.leaked_objects.to_string(),
+        f.leaked_bytes.to_string(),
+        f.temporary.to_string(),
+        f.temporary_bytes.to_string(),
+        f.reallocs.to_string(),
+        f.realloc_copied_bytes.to_string(),
+        f.waste_bytes.to_string(),
+        opt(f.p50_ns),
+        opt(f.p99_ns),
+    ]
+}
+
+/// Per call site: by allocating function and by stack (frames caller first, joined by `;`).
+fn call_site_tables(r: &Report, out: &mut Vec<Table>) {
+    let Some(c) = r.call_sites.as_ref().filter(|c| c.recorded) else {
+        return;
+    };
+    let mut header = vec!["function", "file", "line", "module"];
+    header.extend(SITE_HEADER);
+    out.push(Table {
+        name: "call_sites_functions",
+        title: "Call sites by allocating function",
+        header,
+        rows: c
+            .functions
+            .iter()
+            .map(|f| {
+                let mut row = vec![
+                    f.frame.function.clone(),
+                    f.frame.file.clone().unwrap_or_default(),
+                    f.frame.line.map(|l| l.to_string()).unwrap_or_default(),
+                    f.frame.module.clone().unwrap_or_default(),
+                ];
+                row.extend(site_cells(&f.figures));
+                row.push(f.stacks.to_string());
+                row
+            })
+            .collect(),
+    });
+    let mut header = vec!["stack"];
+    header.extend(&SITE_HEADER[..SITE_HEADER.len() - 1]);
+    out.push(Table {
+        name: "call_sites_stacks",
+        title: "Call sites by stack (caller first)",
+        header,
+        rows: c
+            .stacks
+            .iter()
+            .map(|st| {
+                let names: Vec<&str> = st.frames.iter().map(|f| f.function.as_str()).collect();
+                let mut row = vec![names.join(";")];
+                row.extend(site_cells(&st.figures));
+                row
+            })
+            .collect(),
+    });
 }
 
 /// What was asked for: the op mix and the request sizes.

@@ -70,6 +70,9 @@ pub fn summary(r: &Report) -> String {
     if let Some(g) = &r.go_types {
         go_types(&mut s, g);
     }
+    if let Some(c) = &r.call_sites {
+        call_sites(&mut s, c);
+    }
     s
 }
 
@@ -310,5 +313,95 @@ fn go_types(s: &mut String, g: &crate::gotypes::GoTypesReport) {
             t.waste_pct,
             bytes(t.peak_live_bytes)
         );
+    }
+}
+
+/// Rows per call-site table in the text report.
+pub const CALL_SITE_ROWS: usize = 10;
+
+/// A name cut to `width` characters (the end kept: a function's own name is at its end).
+fn fit(name: &str, width: usize) -> String {
+    let n = name.chars().count();
+    if n <= width {
+        return name.to_string();
+    }
+    "…".to_string() + &name.chars().skip(n - width + 1).collect::<String>()
+}
+
+fn site_row(s: &mut String, name: &str, f: &crate::callsites::SiteFigures) {
+    let temporary = if f.allocs > 0 {
+        format!("{:.0}%", 100.0 * f.temporary as f64 / f.allocs as f64)
+    } else {
+        "-".into()
+    };
+    let p99 = f.p99_ns.map_or("-".to_string(), ns);
+    let _ = writeln!(
+        s,
+        "  {:<40} {:>9} {:>10} {:>10} {:>10} {:>5} {:>10} {:>8}",
+        fit(name, 40),
+        count(f.allocs),
+        bytes(f.bytes),
+        bytes(f.peak_live_bytes),
+        bytes(f.leaked_bytes),
+        temporary,
+        bytes(f.waste_bytes),
+        p99
+    );
+}
+
+/// Who allocates, holds the peak, leaks, wastes and waits: by allocating function and by stack.
+fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport) {
+    if !c.recorded {
+        let _ = writeln!(s, "\nCall sites: {}", c.note.as_deref().unwrap_or_default());
+        return;
+    }
+    let header = |s: &mut String, what: &str| {
+        let _ = writeln!(
+            s,
+            "  {:<40} {:>9} {:>10} {:>10} {:>10} {:>5} {:>10} {:>8}",
+            what, "allocs", "bytes", "at peak", "leaked", "temp", "waste", "p99"
+        );
+    };
+    let _ = writeln!(
+        s,
+        "\nCall sites, bottom-up (by allocating function; {} functions, {} distinct stacks; at \
+         peak: live at the peak of {}; leaked: live at the end)",
+        c.functions.len(),
+        c.distinct_stacks,
+        bytes(c.peak_live_bytes)
+    );
+    header(s, "function");
+    for f in c.functions.iter().take(CALL_SITE_ROWS) {
+        site_row(s, &f.frame.function, &f.figures);
+    }
+    let mut by_peak: Vec<&crate::callsites::StackSite> = c.stacks.iter().collect();
+    by_peak.sort_by(|a, b| b.figures.peak_live_bytes.cmp(&a.figures.peak_live_bytes));
+    let _ = writeln!(
+        s,
+        "\nCall stacks, top-down (who holds the peak; caller first, the allocating function last)"
+    );
+    for st in by_peak
+        .iter()
+        .take(CALL_SITE_ROWS)
+        .filter(|st| st.figures.peak_live_bytes > 0)
+    {
+        let f = &st.figures;
+        let _ = writeln!(
+            s,
+            "  {} at peak, {} allocated in {} calls, {} leaked:",
+            bytes(f.peak_live_bytes),
+            bytes(f.bytes),
+            count(f.allocs),
+            bytes(f.leaked_bytes)
+        );
+        for frame in &st.frames {
+            let at = match (&frame.file, frame.line) {
+                (Some(file), Some(line)) => {
+                    format!("  ({}:{line})", symbolize::file_name(file))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "      {}{at}", frame.function);
+        }
     }
 }

@@ -160,6 +160,18 @@ impl Waste {
         placement
     }
 
+    /// The bytes an allocation of `size` placed at `p` loses to rounding (tiny objects: 0, their
+    /// blocks' waste is counted per block).
+    pub fn rounding_waste(&self, p: Placement, size: u64) -> u64 {
+        match p {
+            Placement::Zero | Placement::Tiny { .. } => 0,
+            Placement::Small { class } => {
+                (self.classes.size_bytes(sizeclass::SizeClass(class)) as u64).saturating_sub(size)
+            }
+            Placement::Large { rounded_bytes } => rounded_bytes.saturating_sub(size),
+        }
+    }
+
     /// The report, given the peak live objects per class (for span tail waste).
     pub fn report(&self, peak_live_objects: &[u64], top: usize) -> WasteReport {
         let t = &self.classes;

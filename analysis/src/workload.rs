@@ -146,7 +146,7 @@ impl Workload {
     }
 
     /// An object died: `age_ns` after its allocation, with `allocated_meanwhile` bytes allocated
-    /// since; `reallocs` is how many times it was resized.
+    /// since; `reallocs` is how many times it was resized. Returns whether it was temporary.
     pub fn death(
         &mut self,
         thread: u32,
@@ -155,11 +155,12 @@ impl Workload {
         age_ns: u64,
         allocated_meanwhile: u64,
         reallocs: u64,
-    ) {
+    ) -> bool {
         self.frees += 1;
         self.lifetime_ns.record(age_ns);
         self.lifetime_bytes.record(allocated_meanwhile);
-        if allocated_meanwhile < TEMPORARY_BYTES {
+        let temporary = allocated_meanwhile < TEMPORARY_BYTES;
+        if temporary {
             self.temporary_objects += 1;
             self.temporary_bytes += bytes;
         }
@@ -169,6 +170,7 @@ impl Workload {
         if thread != born_thread {
             t.cross_thread_frees += 1;
         }
+        temporary
     }
 
     /// A realloc of a live object from `old` to `new` bytes.

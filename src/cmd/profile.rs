@@ -95,10 +95,19 @@ pub fn run(args: Args) -> Result<i32> {
     )?;
 
     let mut problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
-    let report =
+    let mut report =
         analysis::analyze::analyze_file(&trace, SizeClasses::go(), Some(&replay_json), |e| {
             problems.note(&e)
         })?;
+    let reader = super::open_trace(&trace)?;
+    super::stacks::add_call_sites(
+        &mut report,
+        &reader,
+        &trace,
+        &super::stacks::SymbolArgs::default(),
+        100,
+    );
+    drop(reader);
     crate::out!("{}", analysis::text::summary(&report));
     crate::outln!();
     crate::out!("{}", replayed.summary());

@@ -8,6 +8,7 @@ use anyhow::Result;
 use replayer::sizeclass::SizeClasses;
 
 use super::output::Outputs;
+use super::stacks::SymbolArgs;
 use super::{digest, Problems};
 
 #[derive(clap::Args)]
@@ -46,6 +47,13 @@ pub struct Args {
     /// Print nothing on stdout.
     #[arg(short, long)]
     quiet: bool,
+    /// Call sites: list at least the top N stacks by each of bytes, peak, leaked and waste in
+    /// the JSON and CSV (every allocating function is listed; the text shows the top 10).
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    top: u32,
+    #[command(flatten)]
+    symbols: SymbolArgs,
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -91,7 +99,7 @@ pub fn run(args: Args) -> Result<i32> {
         .map(|s| super::import_go::go_type_names(&s));
     drop(opened);
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
-    let report = analysis::analyze::analyze_file_with_types(
+    let mut report = analysis::analyze::analyze_file_with_types(
         &args.trace,
         classes,
         replay.as_ref(),
@@ -101,6 +109,15 @@ pub fn run(args: Args) -> Result<i32> {
     if problems.is_fatal() {
         return Ok(problems.exit_code());
     }
+    let reader = super::open_trace(&args.trace)?;
+    super::stacks::add_call_sites(
+        &mut report,
+        &reader,
+        &args.trace,
+        &args.symbols,
+        args.top as usize,
+    );
+    drop(reader);
     if !args.quiet {
         crate::out!("{}", analysis::text::summary(&report));
         if !recording_end.is_clean() {

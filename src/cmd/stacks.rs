@@ -84,3 +84,30 @@ pub fn symbolize(
     }
     symbols
 }
+
+/// Names the stacks of `report`'s pass (when it has them: not a trace imported from Go) and
+/// sets its call-site views, listing at least `top` stacks per figure.
+pub fn add_call_sites(
+    report: &mut analysis::Report,
+    reader: &TraceReader,
+    path: &Path,
+    args: &SymbolArgs,
+    top: usize,
+) {
+    let Some(profile) = report.stacks.take() else {
+        return;
+    };
+    let stacks = load(reader, path);
+    let leaves: Vec<(u32, u64)> = profile
+        .stacks
+        .iter()
+        .filter_map(|(id, w)| id.map(|leaf| (leaf, w.first_seq)))
+        .collect();
+    let symbols = if leaves.is_empty() {
+        Symbols::default()
+    } else {
+        symbolize(&stacks, leaves, args)
+    };
+    let sites = analysis::callsites::build(&profile, &stacks.table, &symbols, top);
+    report.set_call_sites(sites);
+}

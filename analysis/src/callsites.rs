@@ -1,0 +1,360 @@
+//! The call-site views of a report: who allocates, who holds the peak, who leaks, who wastes and
+//! who is slow, per allocating function (bottom-up) and per whole call stack (top-down).
+//!
+//! The figures are the report pass's per-stack weights ([`crate::stacks::StackWeights`]), named
+//! here with the trace's stack table and the symbols the caller resolved. A *function* row sums
+//! every stack whose innermost frame (the function that called the allocator; an inlined call is
+//! a frame of its own) has that name; a *stack* row is one distinct sequence of frame names
+//! (stacks that differ only in return addresses within the same functions are one row).
+//!
+//! Which stacks are listed: every function; the stacks that are among the top
+//! [`CallSitesReport::listed_per_figure`] by any of bytes, peak, leaked and waste (a recording
+//! of a large program has tens of thousands; the rest only count in the function rows).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use symbolize::{Place, Symbols};
+use traces::StackTable;
+
+use crate::folded::{NO_STACK, UNKNOWN_STACK};
+use crate::stacks::{LatencyBuckets, StackProfile, StackWeights};
+
+/// What the call-site sections say about a trace recorded without stacks.
+pub const NO_STACKS_NOTE: &str = "recorded without stacks (record --stack-depth N, N > 0)";
+
+/// One frame of a call site.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SiteFrame {
+    /// The function's name (demangled), or `MODULE+0xOFFSET` where it cannot be named.
+    pub function: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The module's path (none for code outside every module).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+}
+
+/// The figures of one call site (a function or a stack).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SiteFigures {
+    /// Allocating calls (a realloc that returned a block is one) and the bytes they asked for.
+    pub allocs: u64,
+    pub bytes: u64,
+    /// Requested bytes of its blocks live at the peak of live requested bytes.
+    pub peak_live_bytes: u64,
+    /// Blocks and requested bytes still live when the trace ends (for a process that was killed
+    /// or stopped early: its live heap, not necessarily leaks).
+    pub leaked_objects: u64,
+    pub leaked_bytes: u64,
+    /// Objects freed while temporary (before 64 KiB more were allocated), and their bytes.
+    pub temporary: u64,
+    pub temporary_bytes: u64,
+    /// Reallocs that returned a block, and the bytes the moving ones copied.
+    pub reallocs: u64,
+    pub realloc_copied_bytes: u64,
+    /// Bytes lost to rounding up to the size class (or pages) under the report's class table.
+    pub waste_bytes: u64,
+    /// The real allocator's recorded latency of these calls (nanoseconds; within 19 %): absent
+    /// when the trace has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ns: Option<u64>,
+    #[serde(skip)]
+    latency: LatencyBuckets,
+}
+
+impl SiteFigures {
+    fn add(&mut self, w: &StackWeights) {
+        self.allocs += w.allocs;
+        self.bytes += w.bytes;
+        self.peak_live_bytes += w.peak_bytes;
+        self.leaked_objects += w.leaked_objects;
+        self.leaked_bytes += w.leaked_bytes;
+        self.temporary += w.temporary_objects;
+        self.temporary_bytes += w.temporary_bytes;
+        self.reallocs += w.reallocs;
+        self.realloc_copied_bytes += w.realloc_copied_bytes;
+        self.waste_bytes += w.waste_bytes;
+        self.latency.merge(&w.latency);
+    }
+
+    fn merge(&mut self, o: &SiteFigures) {
+        self.allocs += o.allocs;
+        self.bytes += o.bytes;
+        self.peak_live_bytes += o.peak_live_bytes;
+        self.leaked_objects += o.leaked_objects;
+        self.leaked_bytes += o.leaked_bytes;
+        self.temporary += o.temporary;
+        self.temporary_bytes += o.temporary_bytes;
+        self.reallocs += o.reallocs;
+        self.realloc_copied_bytes += o.realloc_copied_bytes;
+        self.waste_bytes += o.waste_bytes;
+        self.latency.merge(&o.latency);
+    }
+
+    fn settle(&mut self) {
+        self.p50_ns = self.latency.quantile(0.50);
+        self.p99_ns = self.latency.quantile(0.99);
+    }
+}
+
+/// A row of the bottom-up table: an allocating function.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FunctionSite {
+    #[serde(flatten)]
+    pub frame: SiteFrame,
+    /// Distinct stacks that end in it.
+    pub stacks: u64,
+    #[serde(flatten)]
+    pub figures: SiteFigures,
+}
+
+/// A row of the top-down table: one call stack.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StackSite {
+    /// Its frames, caller first: the last one is the allocating function.
+    pub frames: Vec<SiteFrame>,
+    #[serde(flatten)]
+    pub figures: SiteFigures,
+}
+
+/// The call-site views of a report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CallSitesReport {
+    /// Whether the trace has stacks; without, `note` says so and the lists are empty.
+    pub recorded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The peak of live requested bytes the `peak_live_bytes` figures are taken at.
+    pub peak_live_bytes: u64,
+    /// Distinct stacks in the trace, and how many `stacks` lists.
+    pub distinct_stacks: u64,
+    pub listed_per_figure: usize,
+    /// Every allocating function, by bytes allocated (largest first).
+    pub functions: Vec<FunctionSite>,
+    /// The top stacks (see the module comment), by bytes allocated.
+    pub stacks: Vec<StackSite>,
+}
+
+/// The frames of stack `id` (innermost first).
+fn frames_of(
+    id: Option<u32>,
+    first_seq: u64,
+    table: &StackTable,
+    symbols: &Symbols,
+) -> Vec<SiteFrame> {
+    let named = |function: &str| SiteFrame {
+        function: function.to_string(),
+        file: None,
+        line: None,
+        module: None,
+    };
+    let Some(leaf) = id else {
+        return vec![named(NO_STACK)];
+    };
+    if table.node(leaf).is_none() {
+        return vec![named(UNKNOWN_STACK)];
+    }
+    let mut out = Vec::new();
+    for place in symbols.stack(table, leaf, first_seq) {
+        match place {
+            Place::Module { module, frames, .. } if !frames.is_empty() => {
+                out.extend(frames.iter().map(|f| SiteFrame {
+                    function: f.function.clone(),
+                    file: f.file.clone(),
+                    line: f.line,
+                    module: Some(module.path.clone()),
+                }))
+            }
+            Place::Module { module, .. } => out.push(SiteFrame {
+                module: Some(module.path.clone()),
+                ..named(&place.label())
+            }),
+            Place::Unknown { .. } => out.push(named(&place.label())),
+        }
+    }
+    if out.is_empty() {
+        out.push(named(UNKNOWN_STACK));
+    }
+    out
+}
+
+/// The call-site views of `profile`, its stacks named from `table` and `symbols`; at least
+/// `top` stacks per figure are listed (100 or more).
+pub fn build(
+    profile: &StackProfile,
+    table: &StackTable,
+    symbols: &Symbols,
+    top: usize,
+) -> CallSitesReport {
+    if !profile.has_stacks() {
+        return without_stacks(profile);
+    }
+    // Stacks by their names (innermost first; file and line are not part of the key, so two
+    // call lines in one function are one row); then functions by the innermost name.
+    let mut by_names: BTreeMap<Vec<String>, (Vec<SiteFrame>, SiteFigures)> = BTreeMap::new();
+    for (id, w) in profile.sorted() {
+        if w.allocs == 0 {
+            continue;
+        }
+        let frames = frames_of(id, w.first_seq, table, symbols);
+        let key: Vec<String> = frames.iter().map(|f| f.function.clone()).collect();
+        let row = by_names
+            .entry(key)
+            .or_insert_with(|| (frames, SiteFigures::default()));
+        row.1.add(w);
+    }
+    let mut functions: BTreeMap<String, FunctionSite> = BTreeMap::new();
+    for (frames, figures) in by_names.values() {
+        let leaf = &frames[0];
+        let f = functions
+            .entry(leaf.function.clone())
+            .or_insert_with(|| FunctionSite {
+                frame: leaf.clone(),
+                stacks: 0,
+                figures: SiteFigures::default(),
+            });
+        f.stacks += 1;
+        f.figures.merge(figures);
+    }
+    let mut functions: Vec<FunctionSite> = functions.into_values().collect();
+    for f in &mut functions {
+        f.figures.settle();
+    }
+    functions.sort_by(|a, b| {
+        (b.figures.bytes, &a.frame.function).cmp(&(a.figures.bytes, &b.frame.function))
+    });
+
+    let distinct = by_names.len();
+    let listed = top.max(100);
+    let mut rows: Vec<StackSite> = by_names
+        .into_values()
+        .map(|(mut frames, mut figures)| {
+            figures.settle();
+            frames.reverse();
+            StackSite { frames, figures }
+        })
+        .collect();
+    let mut keep = vec![false; rows.len()];
+    let figures: [fn(&SiteFigures) -> u64; 4] = [
+        |f| f.bytes,
+        |f| f.peak_live_bytes,
+        |f| f.leaked_bytes,
+        |f| f.waste_bytes,
+    ];
+    for figure in figures {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(figure(&rows[i].figures)));
+        for &i in order.iter().take(listed) {
+            keep[i] |= figure(&rows[i].figures) > 0;
+        }
+    }
+    let mut i = 0;
+    rows.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    rows.sort_by(|a, b| b.figures.bytes.cmp(&a.figures.bytes));
+    CallSitesReport {
+        recorded: true,
+        note: None,
+        peak_live_bytes: profile.peak_live_bytes,
+        distinct_stacks: distinct as u64,
+        listed_per_figure: listed,
+        functions,
+        stacks: rows,
+    }
+}
+
+fn without_stacks(profile: &StackProfile) -> CallSitesReport {
+    CallSitesReport {
+        recorded: false,
+        note: Some(NO_STACKS_NOTE.to_string()),
+        peak_live_bytes: profile.peak_live_bytes,
+        ..CallSitesReport::default()
+    }
+}
+
+/// A function's name as a metric name (`compare --fail-if` takes letters, digits, `_` and `.`).
+pub fn metric_name(function: &str) -> String {
+    function
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(allocs: u64, bytes: u64, peak: u64, leaked: u64) -> StackWeights {
+        StackWeights {
+            allocs,
+            bytes,
+            peak_bytes: peak,
+            leaked_bytes: leaked,
+            leaked_objects: (leaked > 0) as u64,
+            ..StackWeights::default()
+        }
+    }
+
+    #[test]
+    fn functions_sum_their_stacks_and_stacks_read_caller_first() {
+        // 0x1000 (main) calls 0x2000 and 0x3000 (both unnamed without symbols: labels).
+        let mut table = StackTable::new();
+        assert!(table.push(1, 0, 0x1000));
+        assert!(table.push(2, 1, 0x2000));
+        assert!(table.push(3, 1, 0x3000));
+        assert!(table.push(4, 3, 0x2000));
+        let mut profile = StackProfile::default();
+        profile.stacks.insert(Some(2), weights(2, 200, 100, 0));
+        profile.stacks.insert(Some(4), weights(1, 50, 50, 50));
+        profile.stacks.insert(Some(3), weights(1, 10, 0, 0));
+        let r = build(&profile, &table, &Symbols::default(), 10);
+        assert!(r.recorded);
+        assert_eq!(r.distinct_stacks, 3);
+        let f: Vec<(&str, u64, u64, u64, u64)> = r
+            .functions
+            .iter()
+            .map(|f| {
+                let g = &f.figures;
+                (
+                    f.frame.function.as_str(),
+                    f.stacks,
+                    g.allocs,
+                    g.bytes,
+                    g.leaked_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(f, [("0x2000", 2, 3, 250, 50), ("0x3000", 1, 1, 10, 0)]);
+        let s: Vec<Vec<&str>> = r
+            .stacks
+            .iter()
+            .map(|s| s.frames.iter().map(|f| f.function.as_str()).collect())
+            .collect();
+        assert_eq!(
+            s,
+            [
+                vec!["0x1000", "0x2000"],
+                vec!["0x1000", "0x3000", "0x2000"],
+                vec!["0x1000", "0x3000"]
+            ]
+        );
+        assert_eq!(metric_name("std::vec<int>::push"), "std__vec_int___push");
+    }
+
+    #[test]
+    fn a_trace_without_stacks_says_so() {
+        let mut profile = StackProfile::default();
+        profile.stacks.insert(None, weights(5, 500, 100, 0));
+        let r = build(&profile, &StackTable::new(), &Symbols::default(), 10);
+        assert!(!r.recorded);
+        assert_eq!(r.note.as_deref(), Some(NO_STACKS_NOTE));
+        assert!(r.functions.is_empty() && r.stacks.is_empty());
+    }
+}

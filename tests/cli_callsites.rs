@@ -1,0 +1,172 @@
+//! `report`'s call-site views on a real recording: collector/tests/c/callsites.c (built -O2
+//! -fomit-frame-pointer, recorded under the real shim) has four allocating functions whose
+//! figures are computed by hand in its header; the JSON, the CSV and the text must give them.
+//! A recording without stacks says so in one line and reports the rest.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_allocscope"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env_remove("HOME")
+        .output()
+        .unwrap()
+}
+
+/// Builds and records callsites.c into `dir/t.atrace` with `--stack-depth depth`.
+fn record(dir: &Path, depth: &str) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("collector/tests/c/callsites.c");
+    let o = Command::new("cc")
+        .args(["-O2", "-fomit-frame-pointer", "-g", "-o"])
+        .arg(dir.join("callsites"))
+        .arg(&src)
+        .output()
+        .expect("cc (run `bash .ci/setup`)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::ok(&run(
+        dir,
+        &[
+            "record",
+            "-q",
+            "--stack-depth",
+            depth,
+            "-o",
+            "t.atrace",
+            "--",
+            "./callsites",
+        ],
+    ));
+}
+
+#[test]
+fn each_function_s_figures_are_the_hand_computed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    record(d, "64");
+    let text = common::ok(&run(
+        d,
+        &["report", "t.atrace", "--json", "r.json", "--csv", "csv"],
+    ));
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    let c = &doc["call_sites"];
+    assert_eq!(c["recorded"], true, "{c}");
+    assert_eq!(c["peak_live_bytes"], 108000 + 65536 + 11 * 98304);
+    let function = |name: &str| -> &Value {
+        c["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == name)
+            .unwrap_or_else(|| panic!("no function {name} in {c}"))
+    };
+    // (allocs, bytes, peak, leaked objects, leaked bytes, temporary, reallocs, copied, waste)
+    let figures = |f: &Value| -> [u64; 9] {
+        [
+            "allocs",
+            "bytes",
+            "peak_live_bytes",
+            "leaked_objects",
+            "leaked_bytes",
+            "temporary",
+            "reallocs",
+            "realloc_copied_bytes",
+            "waste_bytes",
+        ]
+        .map(|k| f[k].as_u64().unwrap_or_else(|| panic!("{k} in {f}")))
+    };
+    // keep_nodes: the array (8000 B, in the 8192-byte class) and 1000 nodes of 100 B (112-byte
+    // class), ten never freed.
+    assert_eq!(
+        figures(function("keep_nodes")),
+        [1001, 108000, 108000, 10, 1000, 0, 0, 0, 192 + 12 * 1000]
+    );
+    // scratch: 5000 temporaries of 33 B (48-byte class).
+    assert_eq!(
+        figures(function("scratch")),
+        [5000, 165000, 0, 0, 0, 5000, 0, 0, 15 * 5000]
+    );
+    // grow: 64 B doubled ten times, every realloc moving.
+    assert_eq!(
+        figures(function("grow")),
+        [11, 131008, 65536, 0, 0, 0, 10, 65472, 0]
+    );
+    // block: 11 blockers of 96 KiB, the last freed at once.
+    assert_eq!(
+        figures(function("block")),
+        [11, 11 * 98304, 11 * 98304, 0, 0, 1, 0, 0, 0]
+    );
+    // Functions by bytes; file and line from the debug information.
+    let order: Vec<&str> = c["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["block", "scratch", "grow", "keep_nodes"]);
+    assert!(function("scratch")["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("callsites.c"));
+    assert!(function("scratch")["p99_ns"].as_u64().unwrap() > 0);
+    // Stacks read caller first, through main, to the allocating function.
+    for s in c["stacks"].as_array().unwrap() {
+        let names: Vec<&str> = s["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["function"].as_str().unwrap())
+            .collect();
+        let main = names.iter().position(|&n| n == "main").expect("main");
+        let leaf = *names.last().unwrap();
+        let want: &[&str] = match leaf {
+            "block" => &["main", "grow", "block"],
+            l => &["main", l][..],
+        };
+        assert_eq!(&names[main..], want, "{names:?}");
+    }
+    // Metrics per function for compare and trend.
+    assert_eq!(doc["metrics"]["site.keep_nodes.leaked_bytes"], 1000.0);
+    assert_eq!(doc["metrics"]["site.scratch.waste_bytes"], 75000.0);
+    // The CSV tables and the text.
+    let csv = std::fs::read_to_string(d.join("csv/call_sites_functions.csv")).unwrap();
+    let row = csv.lines().find(|l| l.starts_with("grow,")).unwrap();
+    assert!(
+        row.contains(",11,131008,65536,0,0,0,0,10,65472,0,"),
+        "{row}"
+    );
+    let stacks = std::fs::read_to_string(d.join("csv/call_sites_stacks.csv")).unwrap();
+    assert!(
+        stacks.lines().any(|l| l.contains(";main;grow;block,11,")),
+        "{stacks}"
+    );
+    assert!(text.contains("Call sites, bottom-up"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("keep_nodes"))
+        .unwrap();
+    assert!(line.contains("1000 B"), "{line}");
+}
+
+#[test]
+fn a_recording_without_stacks_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    record(d, "0");
+    let text = common::ok(&run(d, &["report", "t.atrace", "--json", "r.json"]));
+    assert!(
+        text.contains("Call sites: recorded without stacks (record --stack-depth"),
+        "{text}"
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    assert_eq!(doc["call_sites"]["recorded"], false);
+    assert_eq!(doc["workload"]["allocs"], 1001 + 5000 + 11 + 11);
+}

@@ -11,8 +11,9 @@
 //! [`CallSitesReport::listed_per_figure`] by any of bytes, peak, leaked and waste (a recording
 //! of a large program has tens of thousands; the rest only count in the function rows).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use symbolize::{Place, Symbols};
 use traces::StackTable;
@@ -140,47 +141,98 @@ pub struct CallSitesReport {
     pub stacks: Vec<StackSite>,
 }
 
-/// The frames of stack `id` (innermost first).
-fn frames_of(
-    id: Option<u32>,
-    first_seq: u64,
-    table: &StackTable,
-    symbols: &Symbols,
-) -> Vec<SiteFrame> {
-    let named = |function: &str| SiteFrame {
-        function: function.to_string(),
-        file: None,
-        line: None,
-        module: None,
-    };
-    let Some(leaf) = id else {
-        return vec![named(NO_STACK)];
-    };
-    if table.node(leaf).is_none() {
-        return vec![named(UNKNOWN_STACK)];
-    }
-    let mut out = Vec::new();
-    for place in symbols.stack(table, leaf, first_seq) {
-        match place {
-            Place::Module { module, frames, .. } if !frames.is_empty() => {
-                out.extend(frames.iter().map(|f| SiteFrame {
-                    function: f.function.clone(),
-                    file: f.file.clone(),
-                    line: f.line,
-                    module: Some(module.path.clone()),
-                }))
-            }
-            Place::Module { module, .. } => out.push(SiteFrame {
-                module: Some(module.path.clone()),
-                ..named(&place.label())
-            }),
-            Place::Unknown { .. } => out.push(named(&place.label())),
+/// A frame as symbolization gives it, borrowed (a label is the one owned part).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct FrameKey<'s> {
+    function: Cow<'s, str>,
+    file: Option<&'s str>,
+    line: Option<u32>,
+    module: Option<&'s str>,
+}
+
+impl FrameKey<'_> {
+    fn to_frame(&self) -> SiteFrame {
+        SiteFrame {
+            function: self.function.to_string(),
+            file: self.file.map(str::to_string),
+            line: self.line,
+            module: self.module.map(str::to_string),
         }
     }
-    if out.is_empty() {
-        out.push(named(UNKNOWN_STACK));
+}
+
+/// Distinct frames and function names, numbered: a stack is a list of numbers, and only the
+/// rows listed own strings (a python recording has 15 000 stacks of 50 frames).
+#[derive(Default)]
+struct Interner<'s> {
+    frames: FxHashMap<FrameKey<'s>, u32>,
+    frame_list: Vec<FrameKey<'s>>,
+    names: FxHashMap<Cow<'s, str>, u32>,
+}
+
+impl<'s> Interner<'s> {
+    /// The frame's number and its function name's.
+    fn add(&mut self, f: FrameKey<'s>) -> (u32, u32) {
+        let n = self.names.len() as u32;
+        let name = *self.names.entry(f.function.clone()).or_insert(n);
+        let n = self.frame_list.len() as u32;
+        let id = *self.frames.entry(f.clone()).or_insert_with(|| n);
+        if id == n {
+            self.frame_list.push(f);
+        }
+        (id, name)
     }
-    out
+
+    /// The frames and names of stack `id`, innermost first.
+    fn stack(
+        &mut self,
+        id: Option<u32>,
+        first_seq: u64,
+        table: &StackTable,
+        symbols: &'s Symbols,
+    ) -> (Vec<u32>, Vec<u32>) {
+        let named = |function: &'static str| FrameKey {
+            function: Cow::Borrowed(function),
+            file: None,
+            line: None,
+            module: None,
+        };
+        let mut keys = Vec::new();
+        match id {
+            None => keys.push(named(NO_STACK)),
+            Some(leaf) if table.node(leaf).is_none() => keys.push(named(UNKNOWN_STACK)),
+            Some(leaf) => {
+                for place in symbols.stack(table, leaf, first_seq) {
+                    match place {
+                        Place::Module { module, frames, .. } if !frames.is_empty() => {
+                            keys.extend(frames.iter().map(|f| FrameKey {
+                                function: Cow::Borrowed(f.function.as_str()),
+                                file: f.file.as_deref(),
+                                line: f.line,
+                                module: Some(module.path.as_str()),
+                            }))
+                        }
+                        Place::Module { module, .. } => keys.push(FrameKey {
+                            function: Cow::Owned(place.label()),
+                            file: None,
+                            line: None,
+                            module: Some(module.path.as_str()),
+                        }),
+                        Place::Unknown { .. } => keys.push(FrameKey {
+                            function: Cow::Owned(place.label()),
+                            file: None,
+                            line: None,
+                            module: None,
+                        }),
+                    }
+                }
+                if keys.is_empty() {
+                    keys.push(named(UNKNOWN_STACK));
+                }
+            }
+        }
+        keys.into_iter().map(|k| self.add(k)).unzip()
+    }
 }
 
 /// The call-site views of `profile`, its stacks named from `table` and `symbols`; at least
@@ -195,26 +247,27 @@ pub fn build(
         return without_stacks(profile);
     }
     // Stacks by their names (innermost first; file and line are not part of the key, so two
-    // call lines in one function are one row); then functions by the innermost name.
-    let mut by_names: BTreeMap<Vec<String>, (Vec<SiteFrame>, SiteFigures)> = BTreeMap::new();
+    // call lines in one function are one row), each with the frames of its first stack; then
+    // functions by the innermost name.
+    let mut interner = Interner::default();
+    let mut by_names: FxHashMap<Vec<u32>, (Vec<u32>, SiteFigures)> = FxHashMap::default();
     for (id, w) in profile.sorted() {
         if w.allocs == 0 {
             continue;
         }
-        let frames = frames_of(id, w.first_seq, table, symbols);
-        let key: Vec<String> = frames.iter().map(|f| f.function.clone()).collect();
+        let (frames, names) = interner.stack(id, w.first_seq, table, symbols);
         let row = by_names
-            .entry(key)
+            .entry(names)
             .or_insert_with(|| (frames, SiteFigures::default()));
         row.1.add(w);
     }
-    let mut functions: BTreeMap<String, FunctionSite> = BTreeMap::new();
+    let mut functions: FxHashMap<u32, FunctionSite> = FxHashMap::default();
     for (frames, figures) in by_names.values() {
-        let leaf = &frames[0];
+        let leaf = &interner.frame_list[frames[0] as usize];
         let f = functions
-            .entry(leaf.function.clone())
+            .entry(interner.names[&leaf.function])
             .or_insert_with(|| FunctionSite {
-                frame: leaf.clone(),
+                frame: leaf.to_frame(),
                 stacks: 0,
                 figures: SiteFigures::default(),
             });
@@ -231,14 +284,7 @@ pub fn build(
 
     let distinct = by_names.len();
     let listed = top.max(100);
-    let mut rows: Vec<StackSite> = by_names
-        .into_values()
-        .map(|(mut frames, mut figures)| {
-            figures.settle();
-            frames.reverse();
-            StackSite { frames, figures }
-        })
-        .collect();
+    let mut rows: Vec<(Vec<u32>, SiteFigures)> = by_names.into_values().collect();
     let mut keep = vec![false; rows.len()];
     let figures: [fn(&SiteFigures) -> u64; 4] = [
         |f| f.bytes,
@@ -248,9 +294,9 @@ pub fn build(
     ];
     for figure in figures {
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(figure(&rows[i].figures)));
+        order.sort_by_key(|&i| std::cmp::Reverse(figure(&rows[i].1)));
         for &i in order.iter().take(listed) {
-            keep[i] |= figure(&rows[i].figures) > 0;
+            keep[i] |= figure(&rows[i].1) > 0;
         }
     }
     let mut i = 0;
@@ -258,7 +304,22 @@ pub fn build(
         i += 1;
         keep[i - 1]
     });
-    rows.sort_by(|a, b| b.figures.bytes.cmp(&a.figures.bytes));
+    let mut stacks: Vec<StackSite> = rows
+        .into_iter()
+        .map(|(frames, mut figures)| {
+            figures.settle();
+            StackSite {
+                frames: frames
+                    .iter()
+                    .rev()
+                    .map(|&f| interner.frame_list[f as usize].to_frame())
+                    .collect(),
+                figures,
+            }
+        })
+        .collect();
+    // By bytes, then by frames: the same trace always lists them in the same order.
+    stacks.sort_by(|a, b| (b.figures.bytes, &a.frames).cmp(&(a.figures.bytes, &b.frames)));
     CallSitesReport {
         recorded: true,
         note: None,
@@ -266,7 +327,7 @@ pub fn build(
         distinct_stacks: distinct as u64,
         listed_per_figure: listed,
         functions,
-        stacks: rows,
+        stacks,
     }
 }
 

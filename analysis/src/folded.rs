@@ -76,7 +76,7 @@ pub fn lines(
 ) -> Vec<(String, u64)> {
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for (id, w) in profile.sorted() {
-        let n = weight.of(&w);
+        let n = weight.of(w);
         if n == 0 {
             continue;
         }

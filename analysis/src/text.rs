@@ -375,7 +375,7 @@ fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport) {
         site_row(s, &f.frame.function, &f.figures);
     }
     let mut by_peak: Vec<&crate::callsites::StackSite> = c.stacks.iter().collect();
-    by_peak.sort_by(|a, b| b.figures.peak_live_bytes.cmp(&a.figures.peak_live_bytes));
+    by_peak.sort_by_key(|s| std::cmp::Reverse(s.figures.peak_live_bytes));
     let _ = writeln!(
         s,
         "\nCall stacks, top-down (who holds the peak; caller first, the allocating function last)"

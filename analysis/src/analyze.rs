@@ -35,8 +35,21 @@ struct Obj {
     born_allocated_bytes: u64,
     born_thread: u32,
     reallocs: u32,
-    /// The call-site field: for a trace imported from Go, the object's Go type id.
-    callsite: Option<u32>,
+    /// Whom the object is counted for: its stack's number in the call-site figures
+    /// ([`SiteAccumulator::born`]), or for a trace imported from Go its Go type id (the
+    /// call-site field; [`NO_TYPE`] for none). One field, not two: the live set holds one
+    /// `Obj` per live object.
+    site: u32,
+}
+
+/// [`Obj::site`] of an object of a Go trace without a type.
+const NO_TYPE: u32 = u32::MAX;
+
+impl Obj {
+    /// The object's Go type (a trace imported from Go).
+    fn go_type(&self) -> Option<u32> {
+        (self.site != NO_TYPE).then_some(self.site)
+    }
 }
 
 impl Default for Obj {
@@ -47,7 +60,7 @@ impl Default for Obj {
             born_allocated_bytes: 0,
             born_thread: 0,
             reallocs: 0,
-            callsite: None,
+            site: 0,
         }
     }
 }
@@ -105,17 +118,17 @@ impl Analyzer {
         if let Passed::Released(old) = step.passed {
             self.frag.died(old.requested_bytes, old.data.placement);
             if let Some(g) = &mut self.go_types {
-                g.died(old.data.callsite, old.requested_bytes);
+                g.died(old.data.go_type(), old.requested_bytes);
             }
             if step.born.is_some() {
                 carried = Some(old);
                 if let Some(s) = &mut self.sites {
-                    s.died(old.data.callsite, old.requested_bytes, false);
+                    s.died(old.data.site, old.requested_bytes, false);
                 }
             } else {
                 let temporary = death(&mut self.workload, ev, &old);
                 if let Some(s) = &mut self.sites {
-                    s.died(old.data.callsite, old.requested_bytes, temporary);
+                    s.died(old.data.site, old.requested_bytes, temporary);
                 }
             }
         }
@@ -123,11 +136,11 @@ impl Analyzer {
             // A live address returned again: the trace missed a free.
             self.frag.died(old.requested_bytes, old.data.placement);
             if let Some(g) = &mut self.go_types {
-                g.died(old.data.callsite, old.requested_bytes);
+                g.died(old.data.go_type(), old.requested_bytes);
             }
             let temporary = death(&mut self.workload, ev, &old);
             if let Some(s) = &mut self.sites {
-                s.died(old.data.callsite, old.requested_bytes, temporary);
+                s.died(old.data.site, old.requested_bytes, temporary);
             }
         }
         if let Some(born) = step.born {
@@ -138,16 +151,17 @@ impl Analyzer {
             if let Some(g) = &mut self.go_types {
                 g.born(ev.callsite, bytes, placement);
             }
-            if let Some(s) = &mut self.sites {
-                s.born(&Alloc {
+            let site = match &mut self.sites {
+                Some(s) => s.born(&Alloc {
                     seq: ev.seq,
                     site: ev.callsite,
                     bytes,
                     resized_from: carried.map(|o| (o.requested_bytes, ev.addr != ev.old_addr)),
                     waste_bytes: self.waste.rounding_waste(placement, bytes),
                     latency_ns: ev.latency_ns,
-                });
-            }
+                }),
+                None => ev.callsite.unwrap_or(NO_TYPE),
+            };
             born.data = match carried {
                 Some(o) => {
                     let chain = o.data.reallocs + 1;
@@ -160,7 +174,7 @@ impl Analyzer {
                     Obj {
                         placement,
                         reallocs: chain,
-                        callsite: ev.callsite,
+                        site,
                         ..o.data
                     }
                 }
@@ -170,7 +184,7 @@ impl Analyzer {
                     born_allocated_bytes: self.workload.allocated_bytes,
                     born_thread: ev.thread,
                     reallocs: 0,
-                    callsite: ev.callsite,
+                    site,
                 },
             };
         }
@@ -195,12 +209,9 @@ impl Analyzer {
         let latency = self.latency.report();
         let go_types = self.go_types.as_ref().map(GoTypes::report);
         let live = &self.live;
-        let stacks = self.sites.map(|s| {
-            s.finish(
-                live.iter()
-                    .map(|(_, b)| (b.data.callsite, b.requested_bytes)),
-            )
-        });
+        let stacks = self
+            .sites
+            .map(|s| s.finish(live.iter().map(|(_, b)| (b.data.site, b.requested_bytes))));
         let replay = replay.map(|v| ReplayFigures::from_json(v, frag.peak_live_requested_bytes));
         let mut r = Report {
             schema: 1,

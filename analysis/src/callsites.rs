@@ -162,12 +162,16 @@ impl FrameKey<'_> {
 }
 
 /// Distinct frames and function names, numbered: a stack is a list of numbers, and only the
-/// rows listed own strings (a python recording has 15 000 stacks of 50 frames).
+/// rows listed own strings (a python recording has 15 000 stacks of 50 frames). Each return
+/// address is named once (`by_place`): stacks share most of their frames.
 #[derive(Default)]
 struct Interner<'s> {
     frames: FxHashMap<FrameKey<'s>, u32>,
     frame_list: Vec<FrameKey<'s>>,
     names: FxHashMap<Cow<'s, str>, u32>,
+    /// (module id or `u32::MAX`, address in it) -> its (frame, name) pairs in `arena`.
+    by_place: FxHashMap<(u32, u64), (u32, u32)>,
+    arena: Vec<(u32, u32)>,
 }
 
 impl<'s> Interner<'s> {
@@ -176,11 +180,55 @@ impl<'s> Interner<'s> {
         let n = self.names.len() as u32;
         let name = *self.names.entry(f.function.clone()).or_insert(n);
         let n = self.frame_list.len() as u32;
-        let id = *self.frames.entry(f.clone()).or_insert_with(|| n);
+        let id = *self.frames.entry(f.clone()).or_insert(n);
         if id == n {
             self.frame_list.push(f);
         }
         (id, name)
+    }
+
+    /// The (frame, name) pairs of one place, innermost first, named on first sight.
+    fn place(&mut self, place: Place<'s>) -> std::ops::Range<usize> {
+        let key = match place {
+            Place::Module {
+                module, file_addr, ..
+            } => (module.id, file_addr),
+            Place::Unknown { addr } => (u32::MAX, addr),
+        };
+        if let Some(&(start, len)) = self.by_place.get(&key) {
+            return start as usize..(start + len) as usize;
+        }
+        let mut keys = Vec::new();
+        match place {
+            Place::Module { module, frames, .. } if !frames.is_empty() => {
+                keys.extend(frames.iter().map(|f| FrameKey {
+                    function: Cow::Borrowed(f.function.as_str()),
+                    file: f.file.as_deref(),
+                    line: f.line,
+                    module: Some(module.path.as_str()),
+                }))
+            }
+            Place::Module { module, .. } => keys.push(FrameKey {
+                function: Cow::Owned(place.label()),
+                file: None,
+                line: None,
+                module: Some(module.path.as_str()),
+            }),
+            Place::Unknown { .. } => keys.push(FrameKey {
+                function: Cow::Owned(place.label()),
+                file: None,
+                line: None,
+                module: None,
+            }),
+        }
+        let start = self.arena.len();
+        for k in keys {
+            let pair = self.add(k);
+            self.arena.push(pair);
+        }
+        self.by_place
+            .insert(key, (start as u32, (self.arena.len() - start) as u32));
+        start..self.arena.len()
     }
 
     /// The frames and names of stack `id`, innermost first.
@@ -197,41 +245,21 @@ impl<'s> Interner<'s> {
             line: None,
             module: None,
         };
-        let mut keys = Vec::new();
+        let mut pairs = Vec::new();
         match id {
-            None => keys.push(named(NO_STACK)),
-            Some(leaf) if table.node(leaf).is_none() => keys.push(named(UNKNOWN_STACK)),
+            None => pairs.push(self.add(named(NO_STACK))),
+            Some(leaf) if table.node(leaf).is_none() => pairs.push(self.add(named(UNKNOWN_STACK))),
             Some(leaf) => {
-                for place in symbols.stack(table, leaf, first_seq) {
-                    match place {
-                        Place::Module { module, frames, .. } if !frames.is_empty() => {
-                            keys.extend(frames.iter().map(|f| FrameKey {
-                                function: Cow::Borrowed(f.function.as_str()),
-                                file: f.file.as_deref(),
-                                line: f.line,
-                                module: Some(module.path.as_str()),
-                            }))
-                        }
-                        Place::Module { module, .. } => keys.push(FrameKey {
-                            function: Cow::Owned(place.label()),
-                            file: None,
-                            line: None,
-                            module: Some(module.path.as_str()),
-                        }),
-                        Place::Unknown { .. } => keys.push(FrameKey {
-                            function: Cow::Owned(place.label()),
-                            file: None,
-                            line: None,
-                            module: None,
-                        }),
-                    }
+                for addr in table.frames(leaf) {
+                    let range = self.place(symbols.place(addr, first_seq));
+                    pairs.extend_from_slice(&self.arena[range]);
                 }
-                if keys.is_empty() {
-                    keys.push(named(UNKNOWN_STACK));
+                if pairs.is_empty() {
+                    pairs.push(self.add(named(UNKNOWN_STACK)));
                 }
             }
         }
-        keys.into_iter().map(|k| self.add(k)).unzip()
+        pairs.into_iter().unzip()
     }
 }
 

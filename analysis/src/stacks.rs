@@ -86,29 +86,50 @@ pub struct Alloc {
 /// The per-stack figures of one ordered pass, fed the births and deaths of a live set: the
 /// [`StackProfiler`] feeds it from its own, the report's analyzer from the one it keeps anyway.
 ///
-/// The peak is found in memory that follows the number of stacks, not the trace's length:
-/// beside the per-stack live bytes at the last peak (`at_peak`) it keeps the change of each
-/// stack's live bytes since then (`since_peak`). When the live total passes the peak
-/// ([`SiteAccumulator::settle`]), the changes are folded into `at_peak` and forgotten. Each
-/// change is folded at most once, so the pass stays linear.
+/// Each stack gets a dense number when first seen ([`SiteAccumulator::born`] returns it; a
+/// death names it, so the per-event work is array indexing). The peak is found in memory that
+/// follows the number of stacks, not the trace's length: beside each stack's live bytes now it
+/// keeps its live bytes at the last peak and the list of stacks changed since. When the live
+/// total passes the peak ([`SiteAccumulator::settle`]), the changed stacks' figures are copied
+/// and the list cleared: the work is the changes', so the pass stays linear (a map drained at
+/// every new peak walked its whole capacity each time: most events of a growing heap).
 #[derive(Default)]
 pub struct SiteAccumulator {
-    profile: StackProfile,
-    at_peak: FxHashMap<StackId, u64>,
-    since_peak: FxHashMap<StackId, i64>,
+    /// Stack number + 1 by leaf node, for nodes below [`DIRECT_NODES`] (0: not seen).
+    by_node: Vec<u32>,
+    /// The others: larger node ids (a crafted trace's), and `None`.
+    by_id: FxHashMap<StackId, u32>,
+    sites: Vec<Site>,
+    /// Stacks whose live bytes changed since the last peak, each once (`Site::changed`).
+    dirty: Vec<u32>,
+    peak_live_bytes: u64,
+    peak_seq: Option<u64>,
+}
+
+/// Node ids below this are numbered through a table (4 bytes each), not a map: a stack's
+/// number is then one load on every allocation.
+const DIRECT_NODES: u32 = 1 << 22;
+
+/// One stack's state: what a birth or death touches, together.
+struct Site {
+    id: StackId,
+    weights: StackWeights,
+    live_now: u64,
+    at_peak: u64,
+    changed: bool,
 }
 
 impl SiteAccumulator {
-    /// A block was allocated (a realloc's new block included).
-    pub fn born(&mut self, a: &Alloc) {
-        let w = self
-            .profile
-            .stacks
-            .entry(a.site)
-            .or_insert_with(|| StackWeights {
-                first_seq: a.seq,
-                ..StackWeights::default()
-            });
+    /// A block was allocated (a realloc's new block included). Returns the stack's number, for
+    /// its death.
+    #[inline]
+    pub fn born(&mut self, a: &Alloc) -> u32 {
+        let i = match self.number(a.site) {
+            Some(i) => i,
+            None => self.add_site(a.site, a.seq),
+        };
+        let site = &mut self.sites[i as usize];
+        let w = &mut site.weights;
         w.allocs += 1;
         w.bytes += a.bytes;
         w.waste_bytes += a.waste_bytes;
@@ -121,50 +142,108 @@ impl SiteAccumulator {
         if a.latency_ns > 0 {
             w.latency.add(a.latency_ns);
         }
-        *self.since_peak.entry(a.site).or_default() += a.bytes as i64;
+        site.live_now += a.bytes;
+        if !site.changed {
+            site.changed = true;
+            self.dirty.push(i);
+        }
+        i
     }
 
-    /// A block of `site` was released (freed, moved by a realloc, or its free missed); it was
-    /// `temporary` by the workload's definition when the report's pass says so.
-    pub fn died(&mut self, site: StackId, bytes: u64, temporary: bool) {
-        *self.since_peak.entry(site).or_default() -= bytes as i64;
-        if temporary {
-            if let Some(w) = self.profile.stacks.get_mut(&site) {
-                w.temporary_objects += 1;
-                w.temporary_bytes += bytes;
+    #[cold]
+    fn add_site(&mut self, id: StackId, seq: u64) -> u32 {
+        let i = self.sites.len() as u32;
+        match id {
+            Some(node) if node < DIRECT_NODES => {
+                let n = node as usize;
+                if self.by_node.len() <= n {
+                    self.by_node.resize((n + 1).next_power_of_two(), 0);
+                }
+                self.by_node[n] = i + 1;
             }
+            _ => {
+                self.by_id.insert(id, i);
+            }
+        }
+        self.sites.push(Site {
+            id,
+            weights: StackWeights {
+                first_seq: seq,
+                ..StackWeights::default()
+            },
+            live_now: 0,
+            at_peak: 0,
+            changed: false,
+        });
+        i
+    }
+
+    /// The number of stack `id`, if it was born.
+    #[inline]
+    pub fn number(&self, id: StackId) -> Option<u32> {
+        match id {
+            Some(node) if node < DIRECT_NODES => match self.by_node.get(node as usize) {
+                Some(&n) if n > 0 => Some(n - 1),
+                _ => None,
+            },
+            _ => self.by_id.get(&id).copied(),
+        }
+    }
+
+    /// A block of stack number `i` was released (freed, moved by a realloc, or its free
+    /// missed); it was `temporary` by the workload's definition when the report's pass says so.
+    #[inline]
+    pub fn died(&mut self, i: u32, bytes: u64, temporary: bool) {
+        let site = &mut self.sites[i as usize];
+        debug_assert!(
+            site.live_now >= bytes,
+            "stack {i} releases more than it holds"
+        );
+        site.live_now = site.live_now.saturating_sub(bytes);
+        if !site.changed {
+            site.changed = true;
+            self.dirty.push(i);
+        }
+        if temporary {
+            site.weights.temporary_objects += 1;
+            site.weights.temporary_bytes += bytes;
         }
     }
 
     /// After each event: `live` requested bytes are live now, after event `seq`.
     #[inline]
     pub fn settle(&mut self, live: u64, seq: u64) {
-        if live > self.profile.peak_live_bytes {
-            self.profile.peak_live_bytes = live;
-            self.profile.peak_seq = Some(seq);
-            for (site, change) in self.since_peak.drain() {
-                let at = self.at_peak.entry(site).or_default();
-                let now = *at as i64 + change;
-                debug_assert!(now >= 0, "stack {site:?} has {now} live bytes");
-                *at = now.max(0) as u64;
+        if live > self.peak_live_bytes {
+            self.peak_live_bytes = live;
+            self.peak_seq = Some(seq);
+            for i in self.dirty.drain(..) {
+                let site = &mut self.sites[i as usize];
+                site.at_peak = site.live_now;
+                site.changed = false;
             }
         }
     }
 
-    /// The profile, given the blocks still live at the end (site, requested bytes).
-    pub fn finish(mut self, live: impl Iterator<Item = (StackId, u64)>) -> StackProfile {
-        for (site, bytes) in self.at_peak {
-            if let Some(w) = self.profile.stacks.get_mut(&site) {
-                w.peak_bytes = bytes;
-            }
+    /// The profile, given the blocks still live at the end (stack number, requested bytes).
+    pub fn finish(mut self, live: impl Iterator<Item = (u32, u64)>) -> StackProfile {
+        for (i, bytes) in live {
+            let w = &mut self.sites[i as usize].weights;
+            w.leaked_objects += 1;
+            w.leaked_bytes += bytes;
         }
-        for (site, bytes) in live {
-            if let Some(w) = self.profile.stacks.get_mut(&site) {
-                w.leaked_objects += 1;
-                w.leaked_bytes += bytes;
-            }
+        let stacks = self
+            .sites
+            .into_iter()
+            .map(|mut site| {
+                site.weights.peak_bytes = site.at_peak;
+                (site.id, site.weights)
+            })
+            .collect();
+        StackProfile {
+            stacks,
+            peak_live_bytes: self.peak_live_bytes,
+            peak_seq: self.peak_seq,
         }
-        self.profile
     }
 }
 
@@ -189,14 +268,21 @@ impl StackProfiler {
     pub fn add(&mut self, ev: &Event) {
         let step = self.live.step(ev);
         let mut resized_from = None;
-        if let Passed::Released(b) = step.passed {
-            self.sites.died(b.data.callsite, b.requested_bytes, false);
+        let mut gone = |b: &traces::live::Block<Birth>| {
+            let i = self
+                .sites
+                .number(b.data.callsite)
+                .expect("a live block's stack was born");
+            self.sites.died(i, b.requested_bytes, false);
+        };
+        if let Passed::Released(b) = &step.passed {
+            gone(b);
             if step.born.is_some() {
                 resized_from = Some((b.requested_bytes, ev.addr != ev.old_addr));
             }
         }
-        if let Some(b) = step.displaced {
-            self.sites.died(b.data.callsite, b.requested_bytes, false);
+        if let Some(b) = &step.displaced {
+            gone(b);
         }
         if let Some(born) = step.born {
             born.data = Birth::of(ev);
@@ -215,10 +301,11 @@ impl StackProfiler {
     /// The profile: the peak's figures and what is still live.
     pub fn finish(self) -> StackProfile {
         let StackProfiler { live, sites } = self;
-        sites.finish(
-            live.iter()
-                .map(|(_, b)| (b.data.callsite, b.requested_bytes)),
-        )
+        let live: Vec<(u32, u64)> = live
+            .iter()
+            .filter_map(|(_, b)| Some((sites.number(b.data.callsite)?, b.requested_bytes)))
+            .collect();
+        sites.finish(live.into_iter())
     }
 }
 

@@ -4,8 +4,7 @@
 mod common;
 use common::{allocscope, ok};
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 /// Imports `csv` as `name.atrace` in `dir` and runs `report --json name.json` plus `extra`.
 fn report(dir: &Path, name: &str, csv: &str, extra: &[&str]) -> serde_json::Value {
@@ -126,13 +125,6 @@ fn johnstone_wilson_and_lifetimes_of_a_known_pattern() {
     assert!((r2["metrics"]["page_frag"].as_f64().unwrap() - 0.6).abs() < 1e-12);
 }
 
-fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 #[test]
 fn charts_and_html_render() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,34 +170,12 @@ fn charts_and_html_render() {
         "not self-contained"
     );
 
-    let Some(chrome) = chromium() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("chromium is missing on CI (apt-get install -y chromium)");
-        }
-        eprintln!("\n!!! SKIPPED: headless Chromium check of index.html (install the chromium package) !!!\n");
+    let Some(chrome) = common::chromium() else {
         return;
     };
     let url = format!("file://{}", d.join("out/index.html").display());
-    let child = Command::new(chrome)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--dump-dom",
-            &url,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (dom, console) = common::chromium_load(&chrome, &url);
+    assert!(console.is_empty(), "{console:?}");
     assert!(
         dom.contains("allocscope report") && dom.matches("<svg").count() == 4,
         "{dom}"

@@ -170,3 +170,43 @@ fn a_recording_without_stacks_says_so() {
     assert_eq!(doc["call_sites"]["recorded"], false);
     assert_eq!(doc["workload"]["allocs"], 1001 + 5000 + 11 + 11);
 }
+
+#[test]
+fn flame_graphs_are_files_and_frames_of_the_page_and_search_finds_a_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    record(d, "64");
+    common::ok(&run(d, &["report", "t.atrace", "-q", "-o", "out"]));
+    for figure in ["bytes", "allocs", "peak", "leaked", "waste"] {
+        let svg = std::fs::read_to_string(d.join(format!("out/flame-{figure}.svg"))).unwrap();
+        assert!(svg.contains("keep_nodes"), "flame-{figure}.svg");
+    }
+    let html = std::fs::read_to_string(d.join("out/index.html")).unwrap();
+    assert_eq!(
+        html.matches("<iframe").count(),
+        5,
+        "one frame per flame graph"
+    );
+    assert_eq!(html.matches("src=\"data:image/svg+xml;base64,").count(), 5);
+    assert!(html.contains("Call sites, bottom-up"));
+    let Some(chrome) = common::chromium() else {
+        return;
+    };
+    let (dom, console) = common::chromium_load(
+        &chrome,
+        &format!("file://{}", d.join("out/index.html").display()),
+    );
+    assert!(console.is_empty(), "{console:?}");
+    assert!(dom.contains("Flame graphs"), "{dom}");
+    // inferno's search, driven by the URL: keep_nodes allocated 108000 of the 1 485 352 bytes,
+    // and holds all of the leaked bytes.
+    for (figure, matched) in [("bytes", "Matched: 7.3%"), ("leaked", "Matched: 100%")] {
+        let url = format!(
+            "file://{}?s=keep_nodes",
+            d.join(format!("out/flame-{figure}.svg")).display()
+        );
+        let (dom, console) = common::chromium_load(&chrome, &url);
+        assert!(console.is_empty(), "{console:?}");
+        assert!(dom.contains(matched), "flame-{figure}.svg: {dom}");
+    }
+}

@@ -33,6 +33,9 @@ pub enum Weight {
     Leaked,
     /// Requested bytes live at the peak of live requested bytes.
     Peak,
+    /// Bytes lost to size-class rounding (the report's pass only: the exports' profile has
+    /// none).
+    Waste,
 }
 
 impl Weight {
@@ -42,6 +45,7 @@ impl Weight {
             Weight::Bytes => w.bytes,
             Weight::Leaked => w.leaked_bytes,
             Weight::Peak => w.peak_bytes,
+            Weight::Waste => w.waste_bytes,
         }
     }
 }

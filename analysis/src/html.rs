@@ -1,7 +1,11 @@
 //! The one-page HTML report: charts inline as SVG, tables as HTML, no outside resources (no
-//! scripts, fonts or links), so the file can be mailed or attached to a CI run as it is.
+//! fonts or links), so the file can be mailed or attached to a CI run as it is. Flame graphs
+//! carry inferno's script (search, zoom), which expects a document of its own: each is a frame
+//! whose source is the SVG itself as a data: URI.
 
 use std::fmt::Write;
+
+use base64::Engine;
 
 use crate::analyze::Report;
 use crate::charts::Chart;
@@ -56,6 +60,27 @@ pub fn page(title: &str, summary: &str, charts: &[Chart], tables: &[Table]) -> S
         esc(title)
     );
     let _ = writeln!(s, "<h2>Summary</h2>\n<pre>{}</pre>", esc(summary));
+    let (flames, charts): (Vec<&Chart>, Vec<&Chart>) =
+        charts.iter().partition(|c| crate::flame::is_flame(c));
+    if !flames.is_empty() {
+        s.push_str(
+            "<h2>Flame graphs</h2>\n<p>Callers below, allocating functions on top; click a \
+             frame to zoom, Search (or Ctrl-F in a graph) to highlight a function. Each is also \
+             a file of its own beside this page.</p>\n",
+        );
+        for c in flames {
+            let _ = writeln!(
+                s,
+                "<figure id=\"{}\">\n<iframe title=\"{}\" style=\"width:100%;height:640px;border:0\" \
+                 src=\"data:image/svg+xml;base64,{}\"></iframe>\n<figcaption>{} ({}.svg)</figcaption>\n</figure>",
+                esc(&c.name),
+                esc(&c.title),
+                base64::engine::general_purpose::STANDARD.encode(c.svg.as_bytes()),
+                esc(&c.title),
+                esc(&c.name)
+            );
+        }
+    }
     if !charts.is_empty() {
         s.push_str("<h2>Charts</h2>\n");
         for c in charts {

@@ -20,6 +20,7 @@ pub mod analyze;
 pub mod callsites;
 pub mod charts;
 pub mod compare;
+pub mod flame;
 pub mod folded;
 pub mod frag;
 pub mod gotypes;

@@ -100,13 +100,14 @@ pub fn run(args: Args) -> Result<i32> {
             problems.note(&e)
         })?;
     let reader = super::open_trace(&trace)?;
-    super::stacks::add_call_sites(
+    let flames = super::stacks::add_call_sites(
         &mut report,
         &reader,
         &trace,
         &super::stacks::SymbolArgs::default(),
         100,
-    );
+        true,
+    )?;
     drop(reader);
     crate::out!("{}", analysis::text::summary(&report));
     crate::outln!();
@@ -116,7 +117,8 @@ pub fn run(args: Args) -> Result<i32> {
         crate::outln!("\nrecording ended: {}", end.description);
     }
     let doc = super::report::with_recording_end(&report, &end)?;
-    let charts = analysis::charts::report_charts(&report, true)?;
+    let mut charts = flames;
+    charts.extend(analysis::charts::report_charts(&report, true)?);
     let page = super::report::write_dir(&outputs, "-o", &args.out, &report, &doc, &charts)?;
     crate::outln!("\nwrote {} (open it in a browser)", page.display());
     Ok(exit_code)

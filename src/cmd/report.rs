@@ -20,8 +20,8 @@ use super::{digest, Problems};
 pub struct Args {
     /// Trace file (.atrace).
     trace: PathBuf,
-    /// Write DIR/index.html (one self-contained page), DIR/report.json and the charts as SVG
-    /// and PNG into DIR.
+    /// Write DIR/index.html (one self-contained page), DIR/report.json, the charts as SVG
+    /// and PNG and, for a trace with stacks, the flame graphs as DIR/flame-*.svg into DIR.
     #[arg(short = 'o', long = "out", value_name = "DIR")]
     out: Option<PathBuf>,
     /// Write the report as JSON (with a flat `metrics` map for compare/trend).
@@ -110,13 +110,14 @@ pub fn run(args: Args) -> Result<i32> {
         return Ok(problems.exit_code());
     }
     let reader = super::open_trace(&args.trace)?;
-    super::stacks::add_call_sites(
+    let flames = super::stacks::add_call_sites(
         &mut report,
         &reader,
         &args.trace,
         &args.symbols,
         args.top as usize,
-    );
+        args.out.is_some(),
+    )?;
     drop(reader);
     if !args.quiet {
         crate::out!("{}", analysis::text::summary(&report));
@@ -132,7 +133,8 @@ pub fn run(args: Args) -> Result<i32> {
         })?;
     }
     if let Some(d) = &args.out {
-        let mut charts = analysis::charts::report_charts(&report, true)?;
+        let mut charts = flames;
+        charts.extend(analysis::charts::report_charts(&report, true)?);
         if let Some(points) = &timeline {
             charts.push(analysis::charts::replay_timeline_chart(points, true)?);
         }

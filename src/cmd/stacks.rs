@@ -86,16 +86,18 @@ pub fn symbolize(
 }
 
 /// Names the stacks of `report`'s pass (when it has them: not a trace imported from Go) and
-/// sets its call-site views, listing at least `top` stacks per figure.
+/// sets its call-site views, listing at least `top` stacks per figure. With `flames`, returns
+/// the flame graphs too.
 pub fn add_call_sites(
     report: &mut analysis::Report,
     reader: &TraceReader,
     path: &Path,
     args: &SymbolArgs,
     top: usize,
-) {
+    flames: bool,
+) -> std::io::Result<Vec<analysis::charts::Chart>> {
     let Some(profile) = report.stacks.take() else {
-        return;
+        return Ok(Vec::new());
     };
     let stacks = load(reader, path);
     let leaves: Vec<(u32, u64)> = profile
@@ -109,5 +111,11 @@ pub fn add_call_sites(
         symbolize(&stacks, leaves, args)
     };
     let sites = analysis::callsites::build(&profile, &stacks.table, &symbols, top);
+    let graphs = if flames && sites.recorded {
+        analysis::flame::flame_graphs(&profile, &stacks.table, &symbols)?
+    } else {
+        Vec::new()
+    };
     report.set_call_sites(sites);
+    Ok(graphs)
 }

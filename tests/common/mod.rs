@@ -128,3 +128,44 @@ pub fn allocscope_measured(
         elapsed,
     }
 }
+
+/// Headless Chromium, when installed (`.ci/setup` installs it; CI must have it).
+pub fn chromium() -> Option<std::path::PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("chromium is missing on CI (apt-get install -y chromium)");
+        }
+        eprintln!("\n!!! SKIPPED: headless Chromium checks (install the chromium package) !!!\n");
+    }
+    found
+}
+
+/// Loads `url` in headless Chromium; returns the DOM after load and what the page's scripts
+/// logged to the console (one line each; errors show as "Uncaught ...").
+pub fn chromium_load(chrome: &Path, url: &str) -> (String, Vec<String>) {
+    let out = std::process::Command::new(chrome)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {err}");
+    let console = err
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}

@@ -22,6 +22,11 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 
 /// Builds and records callsites.c into `dir/t.atrace` with `--stack-depth depth`.
 fn record(dir: &Path, depth: &str) {
+    record_as(dir, depth, "t.atrace", &[]);
+}
+
+/// Builds and records callsites.c with `args` into `dir/out`.
+fn record_as(dir: &Path, depth: &str, out: &str, args: &[&str]) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("collector/tests/c/callsites.c");
     let o = Command::new("cc")
         .args(["-O2", "-fomit-frame-pointer", "-g", "-o"])
@@ -38,10 +43,13 @@ fn record(dir: &Path, depth: &str) {
             "--stack-depth",
             depth,
             "-o",
-            "t.atrace",
+            out,
             "--",
             "./callsites",
-        ],
+        ]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>(),
     ));
 }
 
@@ -209,4 +217,67 @@ fn flame_graphs_are_files_and_frames_of_the_page_and_search_finds_a_function() {
         assert!(console.is_empty(), "{console:?}");
         assert!(dom.contains(matched), "flame-{figure}.svg: {dom}");
     }
+}
+
+#[test]
+fn compare_lists_the_call_sites_that_grew_and_gates_on_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    record_as(d, "64", "a.atrace", &[]);
+    record_as(d, "64", "b.atrace", &["8000"]);
+    for (t, j) in [("a.atrace", "a.json"), ("b.atrace", "b.json")] {
+        common::ok(&run(d, &["report", t, "-q", "--json", j]));
+    }
+    // scratch made 3000 more temporaries of 33 bytes: 99 000 more bytes, 45 000 more waste.
+    let o = run(
+        d,
+        &[
+            "compare",
+            "a.json",
+            "b.json",
+            "--fail-if",
+            "site.scratch.bytes>+10%",
+        ],
+    );
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{md}");
+    assert!(
+        md.contains("| site.scratch.bytes | 165000 | 264000 | +99000 (+60.0%) | site.scratch.bytes>+10% | ❌ regression |"),
+        "{md}"
+    );
+    let grew = |what: &str| -> String {
+        md.split("#### Call sites whose ")
+            .find(|s| s.starts_with(what))
+            .unwrap_or_else(|| panic!("no section on {what}: {md}"))
+            .to_string()
+    };
+    assert!(
+        grew("bytes allocated").contains("| `scratch` | 165000 | 264000 |"),
+        "{md}"
+    );
+    assert!(
+        grew("size-class waste").contains("| `scratch` | 75000 | 120000 |"),
+        "{md}"
+    );
+    assert!(
+        grew("bytes live at the peak").contains("None grew."),
+        "{md}"
+    );
+    // A gate that holds.
+    let o = run(
+        d,
+        &[
+            "compare",
+            "a.json",
+            "b.json",
+            "--fail-if",
+            "site.keep_nodes.bytes>+1%",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

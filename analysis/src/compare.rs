@@ -241,6 +241,119 @@ pub fn markdown(rows: &[Row], base_name: &str, new_name: &str) -> String {
     s
 }
 
+/// Rows of the call-site section of a comparison, per figure.
+pub const SITE_ROWS: usize = 10;
+
+/// One allocating function in two reports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SiteRow {
+    pub function: String,
+    /// (base, new) per figure; 0 where a report does not list the function.
+    pub allocs: (u64, u64),
+    pub bytes: (u64, u64),
+    pub peak_live_bytes: (u64, u64),
+    pub waste_bytes: (u64, u64),
+}
+
+/// The call sites of two report JSONs, joined by function; or why there are none to compare
+/// (one line: a report without `call_sites`, or recorded without stacks).
+pub fn site_rows(
+    base: &serde_json::Value,
+    new: &serde_json::Value,
+) -> std::result::Result<Vec<SiteRow>, String> {
+    fn functions(v: &serde_json::Value) -> Option<&Vec<serde_json::Value>> {
+        let c = v.get("call_sites")?;
+        if c.get("recorded")? != true {
+            return None;
+        }
+        c.get("functions")?.as_array()
+    }
+    let (Some(b), Some(n)) = (functions(base), functions(new)) else {
+        let which = match (functions(base).is_some(), functions(new).is_some()) {
+            (false, false) => "neither report has",
+            (false, true) => "the baseline has no",
+            _ => "the new report has no",
+        };
+        return Err(format!(
+            "call sites not compared: {which} call sites (a report of a trace recorded with \
+             stacks has them)"
+        ));
+    };
+    let mut rows: BTreeMap<String, SiteRow> = BTreeMap::new();
+    for (side, list) in [(0, b), (1, n)] {
+        for f in list {
+            let Some(name) = f.get("function").and_then(serde_json::Value::as_str) else {
+                continue;
+            };
+            let row = rows.entry(name.to_string()).or_insert_with(|| SiteRow {
+                function: name.to_string(),
+                allocs: (0, 0),
+                bytes: (0, 0),
+                peak_live_bytes: (0, 0),
+                waste_bytes: (0, 0),
+            });
+            let get = |k: &str| f.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            for (slot, key) in [
+                (&mut row.allocs, "allocs"),
+                (&mut row.bytes, "bytes"),
+                (&mut row.peak_live_bytes, "peak_live_bytes"),
+                (&mut row.waste_bytes, "waste_bytes"),
+            ] {
+                if side == 0 {
+                    slot.0 += get(key);
+                } else {
+                    slot.1 += get(key);
+                }
+            }
+        }
+    }
+    Ok(rows.into_values().collect())
+}
+
+/// The markdown section of the call sites that grew most: per figure (bytes allocated, bytes
+/// at the peak, waste), the [`SITE_ROWS`] functions with the largest increase.
+pub fn sites_markdown(rows: &std::result::Result<Vec<SiteRow>, String>) -> String {
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(why) => return format!("\n{why}\n"),
+    };
+    let mut s = String::new();
+    let figures: [(&str, fn(&SiteRow) -> (u64, u64)); 4] = [
+        ("bytes allocated", |r| r.bytes),
+        ("bytes live at the peak", |r| r.peak_live_bytes),
+        ("size-class waste", |r| r.waste_bytes),
+        ("allocating calls", |r| r.allocs),
+    ];
+    for (what, figure) in figures {
+        let mut grew: Vec<(&SiteRow, i128)> = rows
+            .iter()
+            .map(|r| {
+                let (b, n) = figure(r);
+                (r, n as i128 - b as i128)
+            })
+            .filter(|&(_, d)| d > 0)
+            .collect();
+        grew.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.function.cmp(&b.0.function)));
+        s.push_str(&format!("\n#### Call sites whose {what} grew most\n\n"));
+        if grew.is_empty() {
+            s.push_str("None grew.\n");
+            continue;
+        }
+        s.push_str("| function | base | new | change |\n|---|---:|---:|---:|\n");
+        for (r, _) in grew.iter().take(SITE_ROWS) {
+            let (b, n) = figure(r);
+            s.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                r.function.replace('|', "\\|").replace('`', "'"),
+                b,
+                n,
+                change(b as f64, n as f64)
+            ));
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +373,42 @@ mod tests {
         assert!(l[4].crossed(0.0, 101.0));
         assert!(l[1].crossed(0.0, 1.0));
         assert!(!l[1].crossed(0.0, 0.0));
+    }
+
+    #[test]
+    fn call_sites_that_grew_most_and_reports_without_them() {
+        let report = |sites: &str| -> serde_json::Value {
+            serde_json::from_str(&format!(
+                r#"{{"metrics":{{}},"call_sites":{{"recorded":true,"functions":[{sites}]}}}}"#
+            ))
+            .unwrap()
+        };
+        let base = report(
+            r#"{"function":"a","allocs":10,"bytes":100,"peak_live_bytes":50,"waste_bytes":5},
+               {"function":"gone","allocs":1,"bytes":7,"peak_live_bytes":0,"waste_bytes":0}"#,
+        );
+        let new = report(
+            r#"{"function":"a","allocs":10,"bytes":300,"peak_live_bytes":40,"waste_bytes":5},
+               {"function":"b|c","allocs":2,"bytes":20,"peak_live_bytes":20,"waste_bytes":1}"#,
+        );
+        let rows = site_rows(&base, &new).unwrap();
+        assert_eq!(rows.len(), 3);
+        let md = sites_markdown(&Ok(rows));
+        let bytes = md.split("#### ").nth(1).unwrap();
+        assert!(
+            bytes.contains("| `a` | 100 | 300 | +200 (+200.0%) |"),
+            "{md}"
+        );
+        assert!(
+            bytes.find("`a`").unwrap() < bytes.find("`b\\|c`").unwrap(),
+            "{md}"
+        );
+        let peak = md.split("#### ").nth(2).unwrap();
+        assert!(!peak.contains("`a`") && peak.contains("`b\\|c`"), "{md}");
+        let without: serde_json::Value = serde_json::from_str(r#"{"metrics":{}}"#).unwrap();
+        let why = site_rows(&without, &new).unwrap_err();
+        assert!(why.contains("the baseline has no call sites"), "{why}");
+        assert_eq!(sites_markdown(&Err(why.clone())).trim(), why);
     }
 
     #[test]

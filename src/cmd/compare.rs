@@ -1,6 +1,8 @@
 //! `allocscope compare BASE.json NEW.json [--fail-if LIMITS]`: a markdown table of the two
-//! results' `metrics` (replay or report JSON), exit 1 when a limit is crossed, 0 otherwise, 2 on
-//! bad input. Limit grammar in `analysis::compare`.
+//! results' `metrics` (replay or report JSON) and, for two reports with call sites, the
+//! functions whose bytes, peak, waste and calls grew most; exit 1 when a limit is crossed, 0
+//! otherwise, 2 on bad input. Limit grammar in `analysis::compare`; a function's figures are
+//! metrics too (`site.FUNCTION.bytes`, for each report's top functions).
 
 use std::path::PathBuf;
 
@@ -38,14 +40,23 @@ pub fn run(args: Args) -> Result<i32> {
         Some(e) => compare::parse_limits(e)?,
         None => Vec::new(),
     };
-    let base = metrics(&args.base, &read_json(&args.base)?)?;
-    let new = metrics(&args.new, &read_json(&args.new)?)?;
+    let (base_doc, new_doc) = (read_json(&args.base)?, read_json(&args.new)?);
+    let base = metrics(&args.base, &base_doc)?;
+    let new = metrics(&args.new, &new_doc)?;
     let rows = compare::compare(&base, &new, &limits)?;
-    let md = compare::markdown(
+    let mut md = compare::markdown(
         &rows,
         &args.base.display().to_string(),
         &args.new.display().to_string(),
     );
+    // Two reports: their call sites too (a replay JSON has none, and says nothing).
+    if base_doc.get("kind").and_then(|k| k.as_str()) == Some("report")
+        && new_doc.get("kind").and_then(|k| k.as_str()) == Some("report")
+    {
+        md.push_str(&compare::sites_markdown(&compare::site_rows(
+            &base_doc, &new_doc,
+        )));
+    }
     if let Some(p) = &args.markdown {
         outputs.write("--markdown", p, md.as_bytes())?;
     }

@@ -1,8 +1,8 @@
 // Call sites with known figures, for `report`'s call-site views (tests/cli_callsites.rs).
 //
 // - keep_nodes: 1000 blocks of 100 bytes, all live at the peak, 10 of them never freed;
-// - scratch: 5000 blocks of 33 bytes, each freed at once (temporary; 33 -> Go's 48-byte
-//   class: 15 bytes of waste each);
+// - scratch: 5000 blocks of 33 bytes (or as many as the first argument says), each freed at
+//   once (temporary; 33 -> Go's 48-byte class: 15 bytes of waste each);
 // - grow: one buffer grown by realloc from 64 to 64 KiB, doubling (10 reallocs), then freed;
 //   after each step `block` allocates 96 KiB (12 Go pages: no waste) behind it, larger than any
 //   free chunk, so every realloc moves and copies the old block (64 + 128 + ... + 32 KiB = 65472
@@ -57,9 +57,9 @@ __attribute__((noinline)) static void grow(void) {
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     void **nodes = keep_nodes(1000);
-    scratch(5000);
+    scratch(argc > 1 ? atoi(argv[1]) : 5000);
     grow();
     for (int i = 10; i < 1000; i++) {
         free(nodes[i]);

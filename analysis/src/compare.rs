@@ -318,7 +318,8 @@ pub fn sites_markdown(rows: &std::result::Result<Vec<SiteRow>, String>) -> Strin
         Err(why) => return format!("\n{why}\n"),
     };
     let mut s = String::new();
-    let figures: [(&str, fn(&SiteRow) -> (u64, u64)); 4] = [
+    type Figure = fn(&SiteRow) -> (u64, u64);
+    let figures: [(&str, Figure); 4] = [
         ("bytes allocated", |r| r.bytes),
         ("bytes live at the peak", |r| r.peak_live_bytes),
         ("size-class waste", |r| r.waste_bytes),

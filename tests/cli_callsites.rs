@@ -281,3 +281,41 @@ fn compare_lists_the_call_sites_that_grew_and_gates_on_one() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+#[test]
+fn go_tool_pprof_agrees_with_the_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    record(d, "64");
+    common::ok(&run(d, &["report", "t.atrace", "-q", "--json", "r.json"]));
+    common::ok(&run(
+        d,
+        &[
+            "export",
+            "t.atrace",
+            "--format",
+            "pprof",
+            "-o",
+            "heap.pb.gz",
+        ],
+    ));
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    // pprof's flat figure of a function is what its own calls allocated: the bottom-up row.
+    for (sample, key) in [
+        ("alloc_space", "bytes"),
+        ("alloc_objects", "allocs"),
+        ("inuse_space", "leaked_bytes"),
+    ] {
+        let top = common::pprof_top(d, "heap.pb.gz", sample);
+        for f in doc["call_sites"]["functions"].as_array().unwrap() {
+            let name = f["function"].as_str().unwrap();
+            let ours = f[key].as_u64().unwrap();
+            assert_eq!(
+                top.get(name).copied().unwrap_or(0),
+                ours,
+                "{sample} of {name}: {top:?}"
+            );
+        }
+    }
+}

@@ -203,52 +203,6 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// The Go toolchain: $ALLOCSCOPE_GO (what CI installs), else `go` on PATH.
-fn go() -> PathBuf {
-    std::env::var_os("ALLOCSCOPE_GO")
-        .map(Into::into)
-        .unwrap_or_else(|| "go".into())
-}
-
-/// `go tool pprof -top` of `profile` for `sample`: flat value per function (`(inline)` marks
-/// dropped), in exact units.
-fn pprof_top(dir: &Path, profile: &str, sample: &str) -> BTreeMap<String, u64> {
-    let o = Command::new(go())
-        .args(["tool", "pprof", "-top", "-nodefraction=0", "-unit=B"])
-        .arg(format!("-sample_index={sample}"))
-        .arg(profile)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("this test needs Go: run `bash .ci/setup` or set ALLOCSCOPE_GO ({e})")
-        });
-    let text = common::ok(&o);
-    let mut flat = BTreeMap::new();
-    let mut table = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("flat") {
-            table = true;
-            continue;
-        }
-        if !table {
-            continue;
-        }
-        // flat flat% sum% cum cum% name...
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        assert!(cols.len() >= 6, "{line:?} in {text}");
-        let n: u64 = cols[0]
-            .trim_end_matches('B')
-            .parse()
-            .unwrap_or_else(|_| panic!("{line:?}"));
-        let name = cols[5..].join(" ");
-        let name = name.trim_end_matches(" (inline)").to_string();
-        if n > 0 {
-            *flat.entry(name).or_default() += n;
-        }
-    }
-    flat
-}
-
 #[test]
 fn pprof_export_reads_in_go_tool_pprof_with_the_folded_figures() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,7 +238,7 @@ fn pprof_export_reads_in_go_tool_pprof_with_the_folded_figures() {
             ],
         ));
         let folded = by_leaf(&parse_folded(&text));
-        let top = pprof_top(d, "heap.pb.gz", sample);
+        let top = common::pprof_top(d, "heap.pb.gz", sample);
         assert_eq!(
             top, folded,
             "{sample} (pprof) against --weight {weight} (folded)"

@@ -169,3 +169,53 @@ pub fn chromium_load(chrome: &Path, url: &str) -> (String, Vec<String>) {
         .collect();
     (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
+
+/// The Go toolchain: $ALLOCSCOPE_GO (what CI installs), else `go` on PATH.
+pub fn go_tool() -> std::path::PathBuf {
+    std::env::var_os("ALLOCSCOPE_GO")
+        .map(Into::into)
+        .unwrap_or_else(|| "go".into())
+}
+
+/// `go tool pprof -top` of `profile` for `sample`: flat value per function (`(inline)` marks
+/// dropped), in exact units.
+pub fn pprof_top(
+    dir: &Path,
+    profile: &str,
+    sample: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let o = std::process::Command::new(go_tool())
+        .args(["tool", "pprof", "-top", "-nodefraction=0", "-unit=B"])
+        .arg(format!("-sample_index={sample}"))
+        .arg(profile)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test needs Go: run `bash .ci/setup` or set ALLOCSCOPE_GO ({e})")
+        });
+    let text = ok(&o);
+    let mut flat = std::collections::BTreeMap::new();
+    let mut table = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("flat") {
+            table = true;
+            continue;
+        }
+        if !table {
+            continue;
+        }
+        // flat flat% sum% cum cum% name...
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert!(cols.len() >= 6, "{line:?} in {text}");
+        let n: u64 = cols[0]
+            .trim_end_matches('B')
+            .parse()
+            .unwrap_or_else(|_| panic!("{line:?}"));
+        let name = cols[5..].join(" ");
+        let name = name.trim_end_matches(" (inline)").to_string();
+        if n > 0 {
+            *flat.entry(name).or_default() += n;
+        }
+    }
+    flat
+}

@@ -111,6 +111,24 @@ fn each_function_s_figures_are_the_hand_computed_ones() {
         figures(function("block")),
         [11, 11 * 98304, 11 * 98304, 0, 0, 1, 0, 0, 0]
     );
+    // The request sizes behind the waste: (request, allocations, slot, waste).
+    let sizes = |name: &str| -> Vec<[u64; 4]> {
+        function(name)["waste_sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                ["request_bytes", "allocs", "slot_bytes", "waste_bytes"]
+                    .map(|k| w[k].as_u64().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(sizes("scratch"), [[33, 5000, 48, 75000]]);
+    assert_eq!(
+        sizes("keep_nodes"),
+        [[100, 1000, 112, 12000], [8000, 1, 8192, 192]]
+    );
+    assert!(sizes("grow").is_empty());
     // Functions by bytes; file and line from the debug information.
     let order: Vec<&str> = c["functions"]
         .as_array()
@@ -156,6 +174,13 @@ fn each_function_s_figures_are_the_hand_computed_ones() {
         "{stacks}"
     );
     assert!(text.contains("Call sites, bottom-up"), "{text}");
+    let wastes = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("scratch") && l.contains("x5,000"));
+    assert!(
+        wastes.is_some_and(|l| l.contains("33 B x5,000 in 48 B")),
+        "{text}"
+    );
     let line = text
         .lines()
         .find(|l| l.trim_start().starts_with("keep_nodes"))

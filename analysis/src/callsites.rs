@@ -19,7 +19,7 @@ use symbolize::{Place, Symbols};
 use traces::StackTable;
 
 use crate::folded::{NO_STACK, UNKNOWN_STACK};
-use crate::stacks::{LatencyBuckets, StackProfile, StackWeights};
+use crate::stacks::{LatencyBuckets, StackProfile, StackWeights, WasteSizes};
 
 /// What the call-site sections say about a trace recorded without stacks.
 pub const NO_STACKS_NOTE: &str = "recorded without stacks (record --stack-depth N, N > 0)";
@@ -64,8 +64,26 @@ pub struct SiteFigures {
     pub p50_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ns: Option<u64>,
+    /// The request sizes that cause the waste, most waste first (at most
+    /// [`WASTE_SIZES`]): request bytes, allocations, and the slot each took.
+    pub waste_sizes: Vec<WasteSize>,
     #[serde(skip)]
     latency: LatencyBuckets,
+    #[serde(skip)]
+    sizes: WasteSizes,
+}
+
+/// Request sizes listed per call site.
+pub const WASTE_SIZES: usize = 5;
+
+/// A request size that wastes bytes at a call site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WasteSize {
+    pub request_bytes: u64,
+    pub allocs: u64,
+    /// The class slot (or pages) each took: request + waste per allocation.
+    pub slot_bytes: u64,
+    pub waste_bytes: u64,
 }
 
 impl SiteFigures {
@@ -81,6 +99,7 @@ impl SiteFigures {
         self.realloc_copied_bytes += w.realloc_copied_bytes;
         self.waste_bytes += w.waste_bytes;
         self.latency.merge(&w.latency);
+        self.sizes.merge(&w.waste_sizes);
     }
 
     fn merge(&mut self, o: &SiteFigures) {
@@ -95,11 +114,24 @@ impl SiteFigures {
         self.realloc_copied_bytes += o.realloc_copied_bytes;
         self.waste_bytes += o.waste_bytes;
         self.latency.merge(&o.latency);
+        self.sizes.merge(&o.sizes);
     }
 
     fn settle(&mut self) {
         self.p50_ns = self.latency.quantile(0.50);
         self.p99_ns = self.latency.quantile(0.99);
+        let mut sizes = self.sizes.sizes.clone();
+        sizes.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        self.waste_sizes = sizes
+            .into_iter()
+            .take(WASTE_SIZES)
+            .map(|(request_bytes, allocs, waste_bytes)| WasteSize {
+                request_bytes,
+                allocs,
+                slot_bytes: request_bytes + waste_bytes / allocs.max(1),
+                waste_bytes,
+            })
+            .collect();
     }
 }
 

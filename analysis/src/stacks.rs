@@ -46,6 +46,8 @@ pub struct StackWeights {
     pub temporary_bytes: u64,
     pub waste_bytes: u64,
     pub latency: LatencyBuckets,
+    /// The request sizes that wasted bytes, and how much.
+    pub waste_sizes: WasteSizes,
 }
 
 /// The weights of every stack of a trace.
@@ -141,6 +143,9 @@ impl SiteAccumulator {
         }
         if a.latency_ns > 0 {
             w.latency.add(a.latency_ns);
+        }
+        if a.waste_bytes > 0 {
+            w.waste_sizes.add(a.bytes, 1, a.waste_bytes);
         }
         site.live_now += a.bytes;
         if !site.changed {
@@ -309,6 +314,38 @@ impl StackProfiler {
     }
 }
 
+/// The request sizes whose rounding wasted bytes at one call site: the first
+/// [`WasteSizes::KEPT`] distinct sizes exactly (a call site asks for a handful), the waste of any
+/// other size in `other_bytes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WasteSizes {
+    /// (request bytes, allocations, waste bytes).
+    pub sizes: Vec<(u64, u64, u64)>,
+    pub other_bytes: u64,
+}
+
+impl WasteSizes {
+    pub const KEPT: usize = 8;
+
+    pub fn add(&mut self, size: u64, allocs: u64, waste: u64) {
+        if let Some(e) = self.sizes.iter_mut().find(|e| e.0 == size) {
+            e.1 += allocs;
+            e.2 += waste;
+        } else if self.sizes.len() < Self::KEPT {
+            self.sizes.push((size, allocs, waste));
+        } else {
+            self.other_bytes += waste;
+        }
+    }
+
+    pub fn merge(&mut self, o: &WasteSizes) {
+        for &(size, allocs, waste) in &o.sizes {
+            self.add(size, allocs, waste);
+        }
+        self.other_bytes += o.other_bytes;
+    }
+}
+
 /// Recorded latencies of a stack's calls in a few bytes: counts per bucket of a log scale with
 /// four buckets per power of two (values within 19 % of the truth), kept sparse (a call site's
 /// calls fall in a handful of buckets).
@@ -456,5 +493,20 @@ mod tests {
         m.merge(&l);
         assert_eq!(m.count(), 2000);
         assert_eq!(m.quantile(0.5), l.quantile(0.5));
+    }
+
+    #[test]
+    fn waste_sizes_keep_the_first_sizes_and_count_the_rest_as_other() {
+        let mut w = WasteSizes::default();
+        for size in 1..=10u64 {
+            w.add(size, 1, 100);
+        }
+        w.add(3, 2, 50);
+        assert_eq!(w.sizes.len(), WasteSizes::KEPT);
+        assert_eq!(w.sizes[2], (3, 3, 150));
+        assert_eq!(w.other_bytes, 200);
+        let mut m = WasteSizes::default();
+        m.merge(&w);
+        assert_eq!(m, w);
     }
 }

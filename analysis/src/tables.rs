@@ -70,6 +70,15 @@ fn site_cells(f: &crate::callsites::SiteFigures) -> Vec<String> {
     ]
 }
 
+/// The request sizes behind a site's waste: `REQUESTxALLOCS->SLOT` joined by spaces.
+fn waste_sizes_cell(f: &crate::callsites::SiteFigures) -> String {
+    f.waste_sizes
+        .iter()
+        .map(|w| format!("{}x{}->{}", w.request_bytes, w.allocs, w.slot_bytes))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Per call site: by allocating function and by stack (frames caller first, joined by `;`).
 fn call_site_tables(r: &Report, out: &mut Vec<Table>) {
     let Some(c) = r.call_sites.as_ref().filter(|c| c.recorded) else {
@@ -77,6 +86,7 @@ fn call_site_tables(r: &Report, out: &mut Vec<Table>) {
     };
     let mut header = vec!["function", "file", "line", "module"];
     header.extend(SITE_HEADER);
+    header.push("waste_sizes");
     out.push(Table {
         name: "call_sites_functions",
         title: "Call sites by allocating function",
@@ -93,6 +103,7 @@ fn call_site_tables(r: &Report, out: &mut Vec<Table>) {
                 ];
                 row.extend(site_cells(&f.figures));
                 row.push(f.stacks.to_string());
+                row.push(waste_sizes_cell(&f.figures));
                 row
             })
             .collect(),

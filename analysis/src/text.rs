@@ -374,6 +374,41 @@ fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport) {
     for f in c.functions.iter().take(CALL_SITE_ROWS) {
         site_row(s, &f.frame.function, &f.figures);
     }
+    let mut by_waste: Vec<&crate::callsites::FunctionSite> = c
+        .functions
+        .iter()
+        .filter(|f| f.figures.waste_bytes > 0)
+        .collect();
+    by_waste.sort_by_key(|f| std::cmp::Reverse(f.figures.waste_bytes));
+    if !by_waste.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWho wastes (size-class rounding by function, and the request sizes that cause it)"
+        );
+        for f in by_waste.iter().take(CALL_SITE_ROWS) {
+            let sizes: Vec<String> = f
+                .figures
+                .waste_sizes
+                .iter()
+                .take(3)
+                .map(|w| {
+                    format!(
+                        "{} x{} in {}",
+                        bytes(w.request_bytes),
+                        count(w.allocs),
+                        bytes(w.slot_bytes)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {:<40} {:>10}  {}",
+                fit(&f.frame.function, 40),
+                bytes(f.figures.waste_bytes),
+                sizes.join(", ")
+            );
+        }
+    }
     let mut by_peak: Vec<&crate::callsites::StackSite> = c.stacks.iter().collect();
     by_peak.sort_by_key(|s| std::cmp::Reverse(s.figures.peak_live_bytes));
     let _ = writeln!(

@@ -231,6 +231,25 @@ fn flame_graphs_are_files_and_frames_of_the_page_and_search_finds_a_function() {
     );
     assert!(console.is_empty(), "{console:?}");
     assert!(dom.contains("Flame graphs"), "{dom}");
+    assert!(
+        dom.contains("<b>1.0 MiB</b><span>holds most at the peak: block</span>"),
+        "key figures: {dom}"
+    );
+    // The tables sort in the page: by bytes (as written), and by waste when asked.
+    let first_row = |dom: &str| -> String {
+        let table = &dom[dom.find("data-name=\"call_sites_functions\"").unwrap()..];
+        let rows: Vec<&str> = table.split("<tr>").collect();
+        rows[2].split("</td>").next().unwrap().replace("<td>", "")
+    };
+    assert_eq!(first_row(&dom), "block");
+    let url = format!(
+        "file://{}#sort=call_sites_functions:waste_bytes",
+        d.join("out/index.html").display()
+    );
+    let (dom, console) = common::chromium_load(&chrome, &url);
+    assert!(console.is_empty(), "{console:?}");
+    assert_eq!(first_row(&dom), "scratch", "sorted by waste");
+    assert!(dom.contains("aria-sort=\"descending\""));
     // inferno's search, driven by the URL: keep_nodes allocated 108000 of the 1 485 352 bytes,
     // and holds all of the leaked bytes.
     for (figure, matched) in [("bytes", "Matched: 7.3%"), ("leaked", "Matched: 100%")] {

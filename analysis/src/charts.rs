@@ -258,6 +258,9 @@ where
     Ok(())
 }
 
+/// The most class labels under the waste chart (every k-th class is named).
+const WASTE_LABELS: usize = 20;
+
 fn waste<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -269,6 +272,8 @@ where
         .map(|c| c.waste_pct.max(c.theoretical_max_waste_pct))
         .fold(1.0, f64::max);
     let labels: Vec<String> = cs.iter().map(|c| c.size_bytes.to_string()).collect();
+    // At most WASTE_LABELS class labels: Go's 67 classes side by side overlapped.
+    let stride = n.div_ceil(WASTE_LABELS);
     let mut chart = ChartBuilder::on(root)
         .caption(
             format!("Internal waste per size class ({} table)", r.waste.table),
@@ -283,7 +288,9 @@ where
         .disable_x_mesh()
         .x_labels(n + 1)
         .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(i) if i % stride == 0 => {
+                labels.get(*i).cloned().unwrap_or_default()
+            }
             _ => String::new(),
         })
         .x_desc("size class (bytes per object)")

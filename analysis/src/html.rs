@@ -24,10 +24,61 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #cc
 table{border-collapse:collapse;margin:.5em 0;font-size:.85em}\
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f0f0f0}\
 td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow-x:auto}\
-figure{margin:1em 0}svg{max-width:100%;height:auto}";
+figure{margin:1em 0}svg{max-width:100%;height:auto}\
+.cards{display:flex;flex-wrap:wrap;gap:.6em;margin:1em 0}\
+.card{border:1px solid #ccc;border-radius:6px;padding:.5em .9em;min-width:8em;background:#fafafa}\
+.card b{display:block;font-size:1.3em}.card span{font-size:.8em;color:#555}\
+th.sortable{cursor:pointer}th.sortable:hover{background:#e0e0e0}\
+th[aria-sort=descending]::after{content:\" \\25BC\"}th[aria-sort=ascending]::after{content:\" \\25B2\"}";
+
+/// Click a table's header to sort by that column (numbers as numbers; again to reverse).
+/// `#sort=TABLE:COLUMN` in the page's address sorts a table when it opens (largest first).
+const SORT_SCRIPT: &str = r#"
+function cellValue(td) {
+  var t = td.textContent.trim();
+  var n = Number(t.replace(/,/g, ''));
+  return (t !== '' && !isNaN(n)) ? n : t.toLowerCase();
+}
+function sortTable(table, col, descending) {
+  var rows = Array.prototype.slice.call(table.tBodies[0].rows, 1);
+  rows.sort(function (a, b) {
+    var x = cellValue(a.cells[col]), y = cellValue(b.cells[col]);
+    var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === 'number' ? -1 : 1);
+    return descending ? -c : c;
+  });
+  rows.forEach(function (r) { table.tBodies[0].appendChild(r); });
+  Array.prototype.forEach.call(table.rows[0].cells, function (th, i) {
+    if (i === col) th.setAttribute('aria-sort', descending ? 'descending' : 'ascending');
+    else th.removeAttribute('aria-sort');
+  });
+}
+document.querySelectorAll('table[data-name]').forEach(function (table) {
+  Array.prototype.forEach.call(table.rows[0].cells, function (th, i) {
+    th.className = 'sortable';
+    th.addEventListener('click', function () {
+      sortTable(table, i, th.getAttribute('aria-sort') !== 'descending');
+    });
+  });
+});
+var wanted = /sort=([^:&]+):([^&]+)/.exec(decodeURIComponent(location.hash));
+if (wanted) {
+  var table = document.querySelector('table[data-name="' + wanted[1] + '"]');
+  if (table) {
+    Array.prototype.forEach.call(table.rows[0].cells, function (th, i) {
+      if (th.textContent === wanted[2]) sortTable(table, i, true);
+    });
+  }
+}
+"#;
 
 fn table_html(s: &mut String, t: &Table, max_rows: usize) {
-    let _ = writeln!(s, "<h3>{}</h3>\n<table>\n<tr>", esc(t.title));
+    let _ = writeln!(
+        s,
+        "<h3 id=\"{}\">{}</h3>\n<table data-name=\"{}\">\n<tr>",
+        esc(t.name),
+        esc(t.title),
+        esc(t.name)
+    );
     for h in &t.header {
         let _ = write!(s, "<th>{}</th>", esc(h));
     }
@@ -50,8 +101,14 @@ fn table_html(s: &mut String, t: &Table, max_rows: usize) {
     }
 }
 
-/// A page with a title, a summary, charts and tables.
-pub fn page(title: &str, summary: &str, charts: &[Chart], tables: &[Table]) -> String {
+/// A page with a title, key figures (label, value), a summary, charts and tables.
+pub fn page(
+    title: &str,
+    key_figures: &[(String, String)],
+    summary: &str,
+    charts: &[Chart],
+    tables: &[Table],
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -59,6 +116,18 @@ pub fn page(title: &str, summary: &str, charts: &[Chart], tables: &[Table]) -> S
         esc(title),
         esc(title)
     );
+    if !key_figures.is_empty() {
+        s.push_str("<div class=\"cards\">\n");
+        for (label, value) in key_figures {
+            let _ = writeln!(
+                s,
+                "<div class=\"card\"><b>{}</b><span>{}</span></div>",
+                esc(value),
+                esc(label)
+            );
+        }
+        s.push_str("</div>\n");
+    }
     let _ = writeln!(s, "<h2>Summary</h2>\n<pre>{}</pre>", esc(summary));
     let (flames, charts): (Vec<&Chart>, Vec<&Chart>) =
         charts.iter().partition(|c| crate::flame::is_flame(c));
@@ -101,8 +170,47 @@ pub fn page(title: &str, summary: &str, charts: &[Chart], tables: &[Table]) -> S
             }
         }
     }
+    let _ = writeln!(s, "<script>{SORT_SCRIPT}</script>");
     s.push_str("</body>\n</html>\n");
     s
+}
+
+/// The figures a reader looks for first.
+fn key_figures(r: &Report) -> Vec<(String, String)> {
+    use crate::text::{bytes, count, ns};
+    let w = &r.workload;
+    let mut v = vec![
+        ("events".to_string(), count(w.events)),
+        ("allocations".into(), count(w.allocs)),
+        ("allocated".into(), bytes(w.allocated_bytes)),
+        (
+            "peak live (requested)".into(),
+            bytes(r.frag.peak_live_requested_bytes),
+        ),
+        (
+            "size-class waste".into(),
+            format!("{:.1}%", r.waste.waste_pct),
+        ),
+        ("live at the end".into(), count(w.live_objects_at_end)),
+    ];
+    if r.latency.recorded {
+        v.push(("allocator p99".into(), ns(r.latency.all_ns.p99)));
+    }
+    if let Some(h) = r.replay.as_ref().and_then(|x| x.peak_heap_inuse_bytes) {
+        v.push(("replayed peak HeapInuse".into(), bytes(h)));
+    }
+    if let Some(f) = r
+        .call_sites
+        .as_ref()
+        .and_then(|c| c.functions.iter().max_by_key(|f| f.figures.peak_live_bytes))
+        .filter(|f| f.figures.peak_live_bytes > 0)
+    {
+        v.push((
+            format!("holds most at the peak: {}", f.frame.function),
+            bytes(f.figures.peak_live_bytes),
+        ));
+    }
+    v
 }
 
 /// The report's page (`index.html`), charts already rendered. The caller writes it.
@@ -110,6 +218,7 @@ pub fn report_page(r: &Report, charts: &[Chart]) -> String {
     let title = format!("allocscope report: {}", r.trace.path);
     page(
         &title,
+        &key_figures(r),
         &crate::text::summary(r),
         charts,
         &crate::tables::tables(r),

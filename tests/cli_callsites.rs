@@ -239,8 +239,15 @@ fn flame_graphs_are_files_and_frames_of_the_page_and_search_finds_a_function() {
     let first_row = |dom: &str| -> String {
         let table = &dom[dom.find("data-name=\"call_sites_functions\"").unwrap()..];
         let rows: Vec<&str> = table.split("<tr>").collect();
-        rows[2].split("</td>").next().unwrap().replace("<td>", "")
+        let cell = rows[2].split("</td>").next().unwrap();
+        // The text of the first cell (a link to the flame graph).
+        let text = cell.rsplit("\">").next().unwrap();
+        text.trim_end_matches("</a>").to_string()
     };
+    assert!(
+        dom.contains("<a href=\"flame-bytes.svg?s=keep_nodes\""),
+        "functions link to the flame graph: {dom}"
+    );
     assert_eq!(first_row(&dom), "block");
     let url = format!(
         "file://{}#sort=call_sites_functions:waste_bytes",

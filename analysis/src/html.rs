@@ -71,7 +71,29 @@ if (wanted) {
 }
 "#;
 
-fn table_html(s: &mut String, t: &Table, max_rows: usize) {
+/// A link that opens flame graph `flame` with `function` searched (inferno reads `?s=` as a
+/// regular expression: the name is escaped, then percent-encoded).
+pub fn flame_search_link(flame: &str, function: &str) -> String {
+    let mut re = String::new();
+    for c in function.chars() {
+        if "\\^$.|?*+()[]{}".contains(c) {
+            re.push('\\');
+        }
+        re.push(c);
+    }
+    let mut q = String::new();
+    for b in re.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            q.push(b as char);
+        } else {
+            let _ = write!(q, "%{b:02X}");
+        }
+    }
+    format!("{flame}.svg?s={q}")
+}
+
+/// `link`: for the first cell of each row, the address it links to.
+fn table_html(s: &mut String, t: &Table, max_rows: usize, link: Option<&dyn Fn(&str) -> String>) {
     let _ = writeln!(
         s,
         "<h3 id=\"{}\">{}</h3>\n<table data-name=\"{}\">\n<tr>",
@@ -85,8 +107,20 @@ fn table_html(s: &mut String, t: &Table, max_rows: usize) {
     s.push_str("</tr>\n");
     for row in t.rows.iter().take(max_rows) {
         s.push_str("<tr>");
-        for c in row {
-            let _ = write!(s, "<td>{}</td>", esc(c));
+        for (i, c) in row.iter().enumerate() {
+            match link {
+                Some(to) if i == 0 => {
+                    let _ = write!(
+                        s,
+                        "<td><a href=\"{}\" title=\"find it in the flame graph\">{}</a></td>",
+                        esc(&to(c)),
+                        esc(c)
+                    );
+                }
+                _ => {
+                    let _ = write!(s, "<td>{}</td>", esc(c));
+                }
+            }
         }
         s.push_str("</tr>\n");
     }
@@ -131,6 +165,13 @@ pub fn page(
     let _ = writeln!(s, "<h2>Summary</h2>\n<pre>{}</pre>", esc(summary));
     let (flames, charts): (Vec<&Chart>, Vec<&Chart>) =
         charts.iter().partition(|c| crate::flame::is_flame(c));
+    // Each allocating function links to itself in the bytes flame graph.
+    let bytes_flame = flames
+        .iter()
+        .find(|c| c.name == format!("{}bytes", crate::flame::FLAME_PREFIX))
+        .map(|c| c.name.clone());
+    let to_flame =
+        |function: &str| flame_search_link(bytes_flame.as_deref().unwrap_or(""), function);
     if !flames.is_empty() {
         s.push_str(
             "<h2>Flame graphs</h2>\n<p>Callers below, allocating functions on top; click a \
@@ -165,9 +206,12 @@ pub fn page(
     if !tables.is_empty() {
         s.push_str("<h2>Tables</h2>\n");
         for t in tables {
-            if t.name != "timeline" {
-                table_html(&mut s, t, 200);
+            if t.name == "timeline" {
+                continue;
             }
+            let link: Option<&dyn Fn(&str) -> String> =
+                (t.name == "call_sites_functions" && bytes_flame.is_some()).then_some(&to_flame);
+            table_html(&mut s, t, 200, link);
         }
     }
     let _ = writeln!(s, "<script>{SORT_SCRIPT}</script>");
@@ -223,4 +267,22 @@ pub fn report_page(r: &Report, charts: &[Chart]) -> String {
         charts,
         &crate::tables::tables(r),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flame_links_escape_the_name_for_the_search_and_the_address() {
+        assert_eq!(
+            flame_search_link("flame-bytes", "keep_nodes"),
+            "flame-bytes.svg?s=keep_nodes"
+        );
+        assert_eq!(
+            flame_search_link("f", "operator new(unsigned long)"),
+            "f.svg?s=operator%20new%5C%28unsigned%20long%5C%29"
+        );
+        assert_eq!(flame_search_link("f", "a<b>&c"), "f.svg?s=a%3Cb%3E%26c");
+    }
 }

@@ -6,19 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allocscope"))
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_CACHE_HOME", dir.join("cache"))
-        .env_remove("HOME")
-        .output()
-        .unwrap()
-}
+use common::allocscope_own_cache as run;
 
 /// Builds and records callsites.c into `dir/t.atrace` with `--stack-depth depth`.
 fn record(dir: &Path, depth: &str) {
@@ -27,14 +18,7 @@ fn record(dir: &Path, depth: &str) {
 
 /// Builds and records callsites.c with `args` into `dir/out`.
 fn record_as(dir: &Path, depth: &str, out: &str, args: &[&str]) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("collector/tests/c/callsites.c");
-    let o = Command::new("cc")
-        .args(["-O2", "-fomit-frame-pointer", "-g", "-o"])
-        .arg(dir.join("callsites"))
-        .arg(&src)
-        .output()
-        .expect("cc (run `bash .ci/setup`)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::build_c("cc", "callsites.c", dir, "callsites", &[]);
     common::ok(&run(
         dir,
         &[

@@ -9,41 +9,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs `allocscope ARGS` in `dir` with the symbol cache under `dir/cache`.
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allocscope"))
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_CACHE_HOME", dir.join("cache"))
-        .env_remove("HOME")
-        .output()
-        .unwrap()
-}
-
-/// Builds `collector/tests/c/<src>` into `dir/<out>` at -O2 without frame pointers.
-fn build(compiler: &str, src: &str, dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("collector/tests/c")
-        .join(src);
-    let exe = dir.join(out);
-    let o = Command::new(compiler)
-        .args(["-O2", "-fomit-frame-pointer", "-g", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("{compiler}: {e} (run `bash .ci/setup`)"));
-    assert!(
-        o.status.success(),
-        "{compiler} {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    exe
-}
+use common::{allocscope_own_cache as run, build_c as build};
 
 /// Records stacks.c (plugin loaded, settled, never closed) into `dir/s.atrace`; returns the
 /// program's output.

@@ -86,22 +86,27 @@ pub struct WasteSize {
     pub waste_bytes: u64,
 }
 
-impl SiteFigures {
-    fn add(&mut self, w: &StackWeights) {
-        self.allocs += w.allocs;
-        self.bytes += w.bytes;
-        self.peak_live_bytes += w.peak_bytes;
-        self.leaked_objects += w.leaked_objects;
-        self.leaked_bytes += w.leaked_bytes;
-        self.temporary += w.temporary_objects;
-        self.temporary_bytes += w.temporary_bytes;
-        self.reallocs += w.reallocs;
-        self.realloc_copied_bytes += w.realloc_copied_bytes;
-        self.waste_bytes += w.waste_bytes;
-        self.latency.merge(&w.latency);
-        self.sizes.merge(&w.waste_sizes);
+impl From<&StackWeights> for SiteFigures {
+    fn from(w: &StackWeights) -> SiteFigures {
+        SiteFigures {
+            allocs: w.allocs,
+            bytes: w.bytes,
+            peak_live_bytes: w.peak_bytes,
+            leaked_objects: w.leaked_objects,
+            leaked_bytes: w.leaked_bytes,
+            temporary: w.temporary_objects,
+            temporary_bytes: w.temporary_bytes,
+            reallocs: w.reallocs,
+            realloc_copied_bytes: w.realloc_copied_bytes,
+            waste_bytes: w.waste_bytes,
+            latency: w.latency.clone(),
+            sizes: w.waste_sizes.clone(),
+            ..SiteFigures::default()
+        }
     }
+}
 
+impl SiteFigures {
     fn merge(&mut self, o: &SiteFigures) {
         self.allocs += o.allocs;
         self.bytes += o.bytes;
@@ -319,7 +324,7 @@ pub fn build(
         let row = by_names
             .entry(names)
             .or_insert_with(|| (frames, SiteFigures::default()));
-        row.1.add(w);
+        row.1.merge(&SiteFigures::from(w));
     }
     let mut functions: FxHashMap<u32, FunctionSite> = FxHashMap::default();
     for (frames, figures) in by_names.values() {

@@ -273,12 +273,12 @@ impl StackProfiler {
     pub fn add(&mut self, ev: &Event) {
         let step = self.live.step(ev);
         let mut resized_from = None;
+        // Every live block was born through `sites` (a fork child's inherited blocks are never
+        // released as blocks), so its stack has a number.
         let mut gone = |b: &traces::live::Block<Birth>| {
-            let i = self
-                .sites
-                .number(b.data.callsite)
-                .expect("a live block's stack was born");
-            self.sites.died(i, b.requested_bytes, false);
+            if let Some(i) = self.sites.number(b.data.callsite) {
+                self.sites.died(i, b.requested_bytes, false);
+            }
         };
         if let Passed::Released(b) = &step.passed {
             gone(b);

@@ -219,3 +219,44 @@ pub fn pprof_top(
     }
     flat
 }
+
+/// Runs `allocscope ARGS` in `dir` with the symbol cache under `dir/cache`: a test never reads
+/// or writes the user's cache.
+pub fn allocscope_own_cache(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_allocscope"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env_remove("HOME")
+        .output()
+        .unwrap()
+}
+
+/// Builds `collector/tests/c/<src>` with `compiler` into `dir/<out>` at -O2 without frame
+/// pointers, with debug information (only the call-frame information can unwind it).
+pub fn build_c(
+    compiler: &str,
+    src: &str,
+    dir: &Path,
+    out: &str,
+    extra: &[&str],
+) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("collector/tests/c")
+        .join(src);
+    let exe = dir.join(out);
+    let o = Command::new(compiler)
+        .args(["-O2", "-fomit-frame-pointer", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("{compiler}: {e} (run `bash .ci/setup`)"));
+    assert!(
+        o.status.success(),
+        "{compiler} {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    exe
+}

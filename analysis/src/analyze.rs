@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use replayer::sizeclass::SizeClasses;
 use serde::Serialize;
-use traces::live::{Block, LiveSet, Passed};
+use traces::live::{Anomalies, Block, LiveSet, Passed};
 use traces::{Event, Header};
 
 use crate::callsites::CallSitesReport;
@@ -20,6 +20,7 @@ use crate::latency::{Latency, LatencyReport};
 use crate::replay_json::ReplayFigures;
 use crate::stacks::{Alloc, SiteAccumulator, StackProfile};
 use crate::waste::{Placement, Waste, WasteReport};
+use crate::window::{Position, Window, WindowInfo};
 use crate::workload::{Workload, WorkloadReport};
 
 /// Rows in the "top wasting request sizes" table.
@@ -31,7 +32,7 @@ struct Obj {
     placement: Placement,
     /// When the object was first allocated (a realloc continues it).
     born_ts_ns: u64,
-    /// `Workload::allocated_bytes` right after this object's first allocation.
+    /// `Workload::clock_bytes` right after this object's first allocation.
     born_allocated_bytes: u64,
     born_thread: u32,
     reallocs: u32,
@@ -75,6 +76,8 @@ pub struct Analyzer {
     go_types: Option<GoTypes>,
     /// Per call stack (not for a trace imported from Go, whose call-site field holds types).
     sites: Option<SiteAccumulator>,
+    /// The live set's anomaly counts when the report window started.
+    anomalies_before: Anomalies,
 }
 
 impl Analyzer {
@@ -88,6 +91,7 @@ impl Analyzer {
             waste: Waste::new(classes),
             latency: Latency::default(),
             sites: Some(SiteAccumulator::default()),
+            anomalies_before: Anomalies::default(),
         }
     }
 
@@ -181,7 +185,7 @@ impl Analyzer {
                 None => Obj {
                     placement,
                     born_ts_ns: ev.ts_ns,
-                    born_allocated_bytes: self.workload.allocated_bytes,
+                    born_allocated_bytes: self.workload.clock_bytes,
                     born_thread: ev.thread,
                     reallocs: 0,
                     site,
@@ -194,6 +198,24 @@ impl Analyzer {
         self.frag.tick(ev.ts_ns);
     }
 
+    /// A report window starts ([`crate::window`]): every count starts from zero, the live heap
+    /// and each peak from what is live now. Returns the objects and requested bytes live.
+    pub fn start_window(&mut self) -> (u64, u64) {
+        let live = self.live.live_requested_bytes();
+        self.workload.start_window();
+        self.waste.start_window();
+        self.frag.start_window();
+        self.latency.start_window();
+        if let Some(g) = &mut self.go_types {
+            g.start_window();
+        }
+        if let Some(s) = &mut self.sites {
+            s.start_window(live);
+        }
+        self.anomalies_before = *self.live.anomalies();
+        (self.live.len() as u64, live)
+    }
+
     /// Objects live now.
     pub fn live_objects(&self) -> usize {
         self.live.len()
@@ -204,7 +226,10 @@ impl Analyzer {
         let frag = self.frag.report();
         let workload = self
             .workload
-            .report(self.live.len() as u64, *self.live.anomalies());
+            .report(
+                self.live.len() as u64,
+                self.live.anomalies().since(&self.anomalies_before),
+            );
         let waste = self.waste.report(&self.frag.peak_live_objects, TOP_SIZES);
         let latency = self.latency.report();
         let go_types = self.go_types.as_ref().map(GoTypes::report);
@@ -241,7 +266,7 @@ fn death(workload: &mut Workload, ev: &Event, o: &Block<Obj>) -> bool {
         o.data.born_thread,
         o.requested_bytes,
         ev.ts_ns.saturating_sub(o.data.born_ts_ns),
-        workload.allocated_bytes - o.data.born_allocated_bytes,
+        workload.clock_bytes - o.data.born_allocated_bytes,
         o.data.reallocs as u64,
     )
 }
@@ -253,6 +278,9 @@ pub struct TraceInfo {
     pub events: u64,
     /// Timestamps were synthesised (no real clock): time-based figures mean little.
     pub synthetic_clock: bool,
+    /// The report's window (`report --from/--to`); `None`: the whole trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowInfo>,
 }
 
 /// A whole report (what `--json` writes).
@@ -379,45 +407,98 @@ pub fn analyze_file(
     replay: Option<&serde_json::Value>,
     on_problem: impl FnMut(traces::TraceError),
 ) -> crate::Result<Report> {
-    analyze_file_with_types(path, classes, replay, None, on_problem)
+    let whole = Window::WHOLE;
+    analyze_file_with(path, classes, replay, None, &whole, on_problem)
 }
 
 /// [`analyze_file`], with the per-Go-type view when `go_types` (the import's type table) is
-/// given.
-pub fn analyze_file_with_types(
+/// given, over the events of `window` ([`crate::window`]; reading stops at its end).
+pub fn analyze_file_with(
     path: &std::path::Path,
     classes: SizeClasses,
     replay: Option<&serde_json::Value>,
     go_types: Option<Vec<GoTypeName>>,
+    window: &Window,
     mut on_problem: impl FnMut(traces::TraceError),
 ) -> crate::Result<Report> {
-    let reader = traces::TraceReader::open(path).map_err(|e| crate::AnalysisError::Input {
+    let input_err = |msg: String| crate::AnalysisError::Input {
         path: path.display().to_string(),
-        msg: e.to_string(),
-    })?;
+        msg,
+    };
+    let reader = traces::TraceReader::open(path).map_err(|e| input_err(e.to_string()))?;
+    let synthetic_clock = reader.header().clock == traces::ClockSource::Synthetic;
+    if synthetic_clock && [window.from, window.to].iter().flatten().any(|b| b.is_time()) {
+        return Err(input_err(format!(
+            "has no real clock (its timestamps are made up): give the window {} in events \
+             (--from 1000ev)",
+            window.describe()
+        )));
+    }
     let mut an = Analyzer::for_trace(classes, reader.header());
     if let Some(names) = go_types {
         an = an.with_go_types(names);
     }
     let bar = crate::progress_bar(reader.event_count());
-    let mut events = 0u64;
+    // Events read, the first one's time, and the window's record once it has started.
+    let mut read = 0u64;
+    let mut first_ts = None;
+    let mut last_at = Position {
+        event: 0,
+        since_start_ns: 0,
+    };
+    let mut info: Option<WindowInfo> = None;
     for ev in reader.events() {
         match ev {
             Ok(ev) => {
+                let first = *first_ts.get_or_insert(ev.ts_ns);
+                let at = Position {
+                    event: read,
+                    since_start_ns: ev.ts_ns.saturating_sub(first),
+                };
+                if window.ended(at) {
+                    break;
+                }
+                if info.is_none() && window.started(at) {
+                    let (objects, bytes) = if read > 0 { an.start_window() } else { (0, 0) };
+                    info = Some(WindowInfo {
+                        from: window.from.map(|b| b.to_string()),
+                        to: window.to.map(|b| b.to_string()),
+                        first_event: read,
+                        first_ns: at.since_start_ns,
+                        live_objects_at_start: objects,
+                        live_bytes_at_start: bytes,
+                        ..WindowInfo::default()
+                    });
+                }
                 an.add(&ev);
-                events += 1;
-                if events & 0xffff == 0 {
-                    bar.set_position(events);
+                last_at = at;
+                read += 1;
+                if read & 0xffff == 0 {
+                    bar.set_position(read);
                 }
             }
             Err(e) => on_problem(e),
         }
     }
     bar.finish_and_clear();
-    let info = TraceInfo {
-        path: path.display().to_string(),
-        events,
-        synthetic_clock: reader.header().clock == traces::ClockSource::Synthetic,
+    let mut info = match info {
+        Some(i) => i,
+        None if window.is_whole() => WindowInfo::default(),
+        None => {
+            return Err(input_err(format!(
+                "no event falls in the window {} (the trace has {read} events over {} ms)",
+                window.describe(),
+                last_at.since_start_ns / 1_000_000
+            )))
+        }
     };
-    Ok(an.finish(info, replay))
+    info.end_event = read;
+    info.last_ns = last_at.since_start_ns;
+    let trace = TraceInfo {
+        path: path.display().to_string(),
+        events: read - info.first_event,
+        synthetic_clock,
+        window: (!window.is_whole()).then_some(info),
+    };
+    Ok(an.finish(trace, replay))
 }

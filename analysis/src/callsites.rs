@@ -317,7 +317,8 @@ pub fn build(
     let mut interner = Interner::default();
     let mut by_names: FxHashMap<Vec<u32>, (Vec<u32>, SiteFigures)> = FxHashMap::default();
     for (id, w) in profile.sorted() {
-        if w.allocs == 0 {
+        // A stack with no allocation still holds bytes when a report window starts after it.
+        if w.allocs == 0 && w.peak_bytes == 0 && w.leaked_objects == 0 {
             continue;
         }
         let (frames, names) = interner.stack(id, w.first_seq, table, symbols);

@@ -172,6 +172,19 @@ impl Frag {
         }
     }
 
+    /// A report window starts: the peaks start from the live figures now, the timeline anew
+    /// (its points keep the trace's event numbers).
+    pub fn start_window(&mut self) {
+        self.peak_live_objects.clone_from(&self.live_objects);
+        self.peak_requested = self.live_requested;
+        self.peak_rounded = self.live_rounded;
+        self.peak_span_heap = self.span_heap;
+        self.peak_requested_event = self.events;
+        self.points.clear();
+        self.window = 1;
+        self.in_window = 0;
+    }
+
     /// After each event: peaks and the timeline.
     pub fn tick(&mut self, ts_ns: u64) {
         if self.live_requested > self.peak_requested {

@@ -119,12 +119,25 @@ impl GoTypes {
         a.live_objects = a.live_objects.saturating_sub(1);
     }
 
+    /// A report window starts: counts start from zero, peaks from what is live now.
+    pub fn start_window(&mut self) {
+        for a in &mut self.acc {
+            *a = Acc {
+                live: a.live,
+                peak_live: a.live,
+                live_objects: a.live_objects,
+                peak_live_objects: a.live_objects,
+                ..Acc::default()
+            };
+        }
+    }
+
     pub fn report(&self) -> GoTypesReport {
         let mut types: Vec<GoTypeRow> = self
             .acc
             .iter()
             .enumerate()
-            .filter(|(_, a)| a.allocs > 0)
+            .filter(|(_, a)| a.allocs > 0 || a.peak_live > 0)
             .map(|(i, a)| {
                 let (name, size, ptr) = match self.names.get(i) {
                     Some(n) => (n.name.clone(), n.size, n.ptr_bytes > 0),

@@ -235,7 +235,13 @@ fn key_figures(r: &Report) -> Vec<(String, String)> {
             "size-class waste".into(),
             format!("{:.1}%", r.waste.waste_pct),
         ),
-        ("live at the end".into(), count(w.live_objects_at_end)),
+        (
+            match r.trace.window {
+                Some(_) => "live at the window's end".into(),
+                None => "live at the end".into(),
+            },
+            count(w.live_objects_at_end),
+        ),
     ];
     if r.latency.recorded {
         v.push(("allocator p99".into(), ns(r.latency.all_ns.p99)));
@@ -259,7 +265,12 @@ fn key_figures(r: &Report) -> Vec<(String, String)> {
 
 /// The report's page (`index.html`), charts already rendered. The caller writes it.
 pub fn report_page(r: &Report, charts: &[Chart]) -> String {
-    let title = format!("allocscope report: {}", r.trace.path);
+    let mut title = format!("allocscope report: {}", r.trace.path);
+    if let Some(w) = &r.trace.window {
+        let from = w.from.as_deref().unwrap_or("start");
+        let to = w.to.as_deref().unwrap_or("end");
+        title.push_str(&format!(", window {from} to {to}"));
+    }
     page(
         &title,
         &key_figures(r),

@@ -51,6 +51,11 @@ impl Latency {
         }
     }
 
+    /// A report window starts: the calls before it are forgotten.
+    pub fn start_window(&mut self) {
+        *self = Latency::default();
+    }
+
     pub fn report(&self) -> LatencyReport {
         LatencyReport {
             recorded: self.nonzero > 0,

@@ -36,6 +36,7 @@ pub mod text;
 pub mod trend;
 pub mod tune;
 pub mod waste;
+pub mod window;
 pub mod workload;
 
 pub use analyze::{Analyzer, Report};

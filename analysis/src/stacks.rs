@@ -54,7 +54,8 @@ pub struct StackWeights {
 #[derive(Clone, Debug, Default)]
 pub struct StackProfile {
     pub stacks: FxHashMap<StackId, StackWeights>,
-    /// The peak of live requested bytes, and the seq of the event that reached it first.
+    /// The peak of live requested bytes, and the seq of the event that reached it first
+    /// (`None`: no event did, the peak of a report window is at its start).
     pub peak_live_bytes: u64,
     pub peak_seq: Option<u64>,
 }
@@ -227,6 +228,23 @@ impl SiteAccumulator {
                 site.changed = false;
             }
         }
+    }
+
+    /// A report window starts with `live` requested bytes live: the counts start from zero,
+    /// the peak from what each stack holds now (a peak the window never passes is at its
+    /// start, `peak_seq` then `None`).
+    pub fn start_window(&mut self, live: u64) {
+        for site in &mut self.sites {
+            site.weights = StackWeights {
+                first_seq: site.weights.first_seq,
+                ..StackWeights::default()
+            };
+            site.at_peak = site.live_now;
+            site.changed = false;
+        }
+        self.dirty.clear();
+        self.peak_live_bytes = live;
+        self.peak_seq = None;
     }
 
     /// The profile, given the blocks still live at the end (stack number, requested bytes).

@@ -71,7 +71,7 @@ pub fn summary(r: &Report) -> String {
         go_types(&mut s, g);
     }
     if let Some(c) = &r.call_sites {
-        call_sites(&mut s, c);
+        call_sites(&mut s, c, r.trace.window.is_some());
     }
     s
 }
@@ -80,6 +80,9 @@ pub fn summary(r: &Report) -> String {
 fn overview(s: &mut String, r: &Report) {
     let w = &r.workload;
     let _ = writeln!(s, "allocscope report: {}", r.trace.path);
+    if let Some(line) = window_line(r) {
+        let _ = writeln!(s, "  {line}");
+    }
     let clock = if r.trace.synthetic_clock {
         " (synthetic clock)"
     } else {
@@ -115,6 +118,29 @@ fn overview(s: &mut String, r: &Report) {
         w.per_thread.len(),
         w.anomalies
     );
+}
+
+/// What a report window covered, in one line (`None` for the whole trace).
+pub fn window_line(r: &Report) -> Option<String> {
+    let w = r.trace.window.as_ref()?;
+    let bounds: Vec<String> = [("from", &w.from), ("to", &w.to)]
+        .iter()
+        .filter_map(|(flag, b)| Some(format!("--{flag} {}", b.as_deref()?)))
+        .collect();
+    let time = if r.trace.synthetic_clock {
+        String::new()
+    } else {
+        format!(" ({} to {} after the first)", ns(w.first_ns), ns(w.last_ns))
+    };
+    Some(format!(
+        "window {}: events {} to {}{time}; {} in {} objects live at its start (in the live \
+         figures and peaks, not counted as allocations)",
+        bounds.join(" "),
+        count(w.first_event),
+        count(w.end_event.saturating_sub(1)),
+        bytes(w.live_bytes_at_start),
+        count(w.live_objects_at_start),
+    ))
 }
 
 /// Peak memory: requested, rounded, span heap, and the replay's heap when there is one.
@@ -350,7 +376,8 @@ fn site_row(s: &mut String, name: &str, f: &crate::callsites::SiteFigures) {
 }
 
 /// Who allocates, holds the peak, leaks, wastes and waits: by allocating function and by stack.
-fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport) {
+fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport, windowed: bool) {
+    let end = if windowed { "window's end" } else { "end" };
     if !c.recorded {
         let _ = writeln!(s, "\nCall sites: {}", c.note.as_deref().unwrap_or_default());
         return;
@@ -365,7 +392,7 @@ fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport) {
     let _ = writeln!(
         s,
         "\nCall sites, bottom-up (by allocating function; {} functions, {} distinct stacks; at \
-         peak: live at the peak of {}; leaked: live at the end)",
+         peak: live at the peak of {}; leaked: live at the {end})",
         c.functions.len(),
         c.distinct_stacks,
         bytes(c.peak_live_bytes)

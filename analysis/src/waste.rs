@@ -67,7 +67,10 @@ pub struct Waste {
     per_class: Vec<ClassAcc>,
     tiny_allocs: u64,
     tiny_requested_bytes: u64,
+    /// Tiny blocks opened (within the window: opened in it, or open when it started).
     tiny_blocks: u64,
+    /// The last tiny block's number (blocks are numbered from 1).
+    last_tiny_block: u64,
     open_block: HashMap<u32, TinyBlock>,
     large_allocs: u64,
     large_requested_bytes: u64,
@@ -86,6 +89,7 @@ impl Waste {
             tiny_allocs: 0,
             tiny_requested_bytes: 0,
             tiny_blocks: 0,
+            last_tiny_block: 0,
             open_block: HashMap::default(),
             large_allocs: 0,
             large_requested_bytes: 0,
@@ -108,7 +112,7 @@ impl Waste {
             sizeclass::Placement::Tiny => {
                 self.tiny_allocs += 1;
                 self.tiny_requested_bytes += size;
-                let next = &mut self.tiny_blocks;
+                let (count, last) = (&mut self.tiny_blocks, &mut self.last_tiny_block);
                 let b = self.open_block.entry(thread).or_insert(TinyBlock {
                     id: 0,
                     used_bytes: GO_TINY_BLOCK_BYTES,
@@ -117,9 +121,10 @@ impl Waste {
                 if b.id != 0 && off + size <= GO_TINY_BLOCK_BYTES {
                     b.used_bytes = off + size;
                 } else {
-                    *next += 1;
+                    *count += 1;
+                    *last += 1;
                     *b = TinyBlock {
-                        id: *next,
+                        id: *last,
                         used_bytes: size,
                     };
                 }
@@ -158,6 +163,19 @@ impl Waste {
             self.by_size.insert(size, (1, waste));
         }
         placement
+    }
+
+    /// Forgets what was counted so far and keeps the open tiny blocks (a report window starts):
+    /// a block open now counts as one of the window's, the objects it already holds as its
+    /// waste.
+    pub fn start_window(&mut self) {
+        *self = Waste {
+            classes: self.classes.clone(),
+            tiny_blocks: self.open_block.values().filter(|b| b.id != 0).count() as u64,
+            last_tiny_block: self.last_tiny_block,
+            open_block: std::mem::take(&mut self.open_block),
+            ..Waste::new(self.classes.clone())
+        };
     }
 
     /// The bytes an allocation of `size` placed at `p` loses to rounding (tiny objects: 0, their

@@ -85,6 +85,9 @@ pub struct Workload {
     pub realloc: ReallocStats,
     pub first_ts_ns: Option<u64>,
     pub last_ts_ns: u64,
+    /// Requested bytes of every allocating call since the trace began: the clock lifetimes in
+    /// bytes are measured on (a report window restarts the counts, not this).
+    pub clock_bytes: u64,
 }
 
 impl Default for Workload {
@@ -110,6 +113,7 @@ impl Default for Workload {
             realloc: ReallocStats::default(),
             first_ts_ns: None,
             last_ts_ns: 0,
+            clock_bytes: 0,
         }
     }
 }
@@ -137,12 +141,21 @@ impl Workload {
     pub fn alloc(&mut self, thread: u32, bytes: u64) {
         self.allocs += 1;
         self.allocated_bytes += bytes;
+        self.clock_bytes += bytes;
         let b = &mut self.log2[log2_bucket(bytes)];
         b.allocs += 1;
         b.requested_bytes += bytes;
         let t = self.per_thread.entry(thread).or_default();
         t.allocs += 1;
         t.requested_bytes += bytes;
+    }
+
+    /// A report window starts: every count from zero; the byte clock runs on.
+    pub fn start_window(&mut self) {
+        *self = Workload {
+            clock_bytes: self.clock_bytes,
+            ..Workload::default()
+        };
     }
 
     /// An object died: `age_ns` after its allocation, with `allocated_meanwhile` bytes allocated

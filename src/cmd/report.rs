@@ -41,6 +41,15 @@ pub struct Args {
     /// HeapInuse, HeapSys and RSS over the replay in the HTML report (needs -o).
     #[arg(long, value_name = "FILE.csv", requires = "out")]
     replay_timeline: Option<PathBuf>,
+    /// Start the report at this point: a time since the trace's first event (250ms, 1.5s,
+    /// 800us) or an event number (120000ev). Every count covers the window; the live figures,
+    /// peaks and "leaked" include what was live when it started.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["replay", "replay_timeline"])]
+    from: Option<analysis::window::Bound>,
+    /// End the report before this point (same forms as --from); the events after it are not
+    /// read.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["replay", "replay_timeline"])]
+    to: Option<analysis::window::Bound>,
     /// Report on what a truncated trace holds instead of failing.
     #[arg(long)]
     allow_truncated: bool,
@@ -75,6 +84,11 @@ pub fn run(args: Args) -> Result<i32> {
             outputs.check_dir(flag, d)?;
         }
     }
+    let window = analysis::window::Window {
+        from: args.from,
+        to: args.to,
+    };
+    window.check().map_err(anyhow::Error::msg)?;
     let classes = match &args.classes {
         Some(p) => {
             let text = analysis::replay_json::read_regular(p)?;
@@ -99,11 +113,12 @@ pub fn run(args: Args) -> Result<i32> {
         .map(|s| super::import_go::go_type_names(&s));
     drop(opened);
     let mut problems = Problems::new(&args.trace, args.allow_truncated);
-    let mut report = analysis::analyze::analyze_file_with_types(
+    let mut report = analysis::analyze::analyze_file_with(
         &args.trace,
         classes,
         replay.as_ref(),
         go_types,
+        &window,
         |e| problems.note(&e),
     )?;
     if problems.is_fatal() {

@@ -161,6 +161,17 @@ impl Anomalies {
     pub fn inconsistencies(&self) -> u64 {
         self.unknown_frees + self.double_frees + self.missed_frees
     }
+
+    /// The anomalies met after `earlier` was taken (counts of the same set at an earlier point).
+    pub fn since(&self, earlier: &Anomalies) -> Anomalies {
+        Anomalies {
+            failed_calls: self.failed_calls.saturating_sub(earlier.failed_calls),
+            unknown_frees: self.unknown_frees.saturating_sub(earlier.unknown_frees),
+            double_frees: self.double_frees.saturating_sub(earlier.double_frees),
+            inherited_frees: self.inherited_frees.saturating_sub(earlier.inherited_frees),
+            missed_frees: self.missed_frees.saturating_sub(earlier.missed_frees),
+        }
+    }
 }
 
 /// Lists the kinds that occurred ("2 failed calls, 1 double free"), or says "none".

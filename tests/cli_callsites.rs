@@ -298,7 +298,7 @@ fn compare_lists_the_call_sites_that_grew_and_gates_on_one() {
         grew("bytes live at the peak").contains("None grew."),
         "{md}"
     );
-    // A gate that holds.
+    // A gate that holds, and the page with differential flame graphs.
     let o = run(
         d,
         &[
@@ -307,6 +307,8 @@ fn compare_lists_the_call_sites_that_grew_and_gates_on_one() {
             "b.json",
             "--fail-if",
             "site.keep_nodes.bytes>+1%",
+            "--html",
+            "cmp.html",
         ],
     );
     assert_eq!(
@@ -315,6 +317,48 @@ fn compare_lists_the_call_sites_that_grew_and_gates_on_one() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    let html = std::fs::read_to_string(d.join("cmp.html")).unwrap();
+    let graph = |name: &str| -> String {
+        use base64::Engine;
+        let at = html
+            .find(&format!("<figure id=\"flame-diff-{name}\">"))
+            .unwrap_or_else(|| panic!("no flame-diff-{name}"));
+        let data = html[at..].split("base64,").nth(1).unwrap();
+        let data = &data[..data.find('"').unwrap()];
+        let svg = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        String::from_utf8(svg).unwrap()
+    };
+    // A frame: its title (name, count in the new report, change) and its colour.
+    let frame = |svg: &str, function: &str| -> (String, String) {
+        let g = svg
+            .split("<g>")
+            .find(|g| g.contains(&format!("<title>{function} (")))
+            .unwrap_or_else(|| panic!("no frame {function}"));
+        let title = g.split("<title>").nth(1).unwrap();
+        let fill = g.split("fill=\"").nth(1).unwrap();
+        (
+            title[..title.find('<').unwrap()].to_string(),
+            fill[..fill.find('"').unwrap()].to_string(),
+        )
+    };
+    // scratch grew: as wide as its new bytes, red; keep_nodes did not change: neither colour.
+    let bytes = graph("bytes");
+    let (title, fill) = frame(&bytes, "scratch");
+    assert!(title.starts_with("scratch (264,000 bytes"), "{title}");
+    assert!(fill.starts_with("rgb(255,") && fill != "rgb(255,255,255)", "{fill}");
+    assert_eq!(frame(&bytes, "keep_nodes").1, "rgb(250,250,250)");
+    assert!(frame(&graph("waste"), "scratch").1.starts_with("rgb(255,"));
+    assert_eq!(frame(&graph("peak"), "block").1, "rgb(250,250,250)");
+    let Some(chrome) = common::chromium() else {
+        return;
+    };
+    let (dom, console) =
+        common::chromium_load(&chrome, &format!("file://{}", d.join("cmp.html").display()));
+    assert!(console.is_empty(), "{console:?}");
+    assert!(dom.contains("Flame graphs"), "{dom}");
+    assert!(dom.contains("165000 → 264000") || dom.contains("allocated_bytes"), "{dom}");
 }
 
 #[test]

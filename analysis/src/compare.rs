@@ -310,6 +310,98 @@ pub fn site_rows(
     Ok(rows.into_values().collect())
 }
 
+/// The folded lines of a report JSON's listed call stacks (`call_sites.stacks`: the top stacks
+/// by each figure, see [`crate::callsites`]) weighted by `figure` (a key of a stack's figures:
+/// `bytes`, `peak_live_bytes`, ...). Empty for a report without call sites.
+pub fn report_folded(doc: &serde_json::Value, figure: &str) -> Vec<(String, u64)> {
+    let Some(stacks) = doc
+        .pointer("/call_sites/stacks")
+        .and_then(serde_json::Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    for s in stacks {
+        let n = s.get(figure).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let Some(frames) = s.get("frames").and_then(serde_json::Value::as_array) else {
+            continue;
+        };
+        if n == 0 || frames.is_empty() {
+            continue;
+        }
+        let names = frames.iter().map(|f| {
+            f.get("function")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        });
+        *lines.entry(crate::folded::join(names)).or_default() += n;
+    }
+    lines.into_iter().collect()
+}
+
+/// Metrics shown as key figures at the top of the comparison page, when both results have them.
+const PAGE_FIGURES: [&str; 6] = [
+    "allocated_bytes",
+    "peak_live_requested",
+    "waste_pct",
+    "recorded_p99_ns",
+    "peak_heap",
+    "temporary_pct",
+];
+
+/// The comparison as one self-contained HTML page (`compare --html`): the key metrics, the
+/// markdown text, and for two reports with call sites differential flame graphs of bytes
+/// allocated, bytes at the peak and waste over their listed stacks.
+pub fn page(
+    rows: &[Row],
+    markdown: &str,
+    (base_name, base): (&str, &serde_json::Value),
+    (new_name, new): (&str, &serde_json::Value),
+) -> std::io::Result<String> {
+    let mut figures: Vec<(String, String)> = PAGE_FIGURES
+        .iter()
+        .filter_map(|&m| {
+            let r = rows.iter().find(|r| r.metric == m)?;
+            let (b, n) = (r.base?, r.new?);
+            let change = if b != 0.0 {
+                format!(" ({:+.1}%)", 100.0 * (n - b) / b.abs())
+            } else {
+                String::new()
+            };
+            Some((m.to_string(), format!("{} → {}{change}", num(b), num(n))))
+        })
+        .collect();
+    let crossed = rows.iter().filter(|r| r.crossed).count();
+    if rows.iter().any(|r| !r.limits.is_empty()) {
+        figures.push(("limits crossed".into(), crossed.to_string()));
+    }
+    let mut charts = Vec::new();
+    for (figure, name, title) in [
+        ("bytes", "bytes", "Bytes allocated"),
+        ("peak_live_bytes", "peak", "Bytes live at the peak"),
+        ("waste_bytes", "waste", "Size-class waste"),
+    ] {
+        let caption = format!(
+            "{title}, by call stack: frames as wide as in {new_name}, red where they grew and \
+             blue where they shrank since {base_name} (over the stacks each report lists)"
+        );
+        let title = format!("{title}: {base_name} → {new_name}");
+        let (b, n) = (report_folded(base, figure), report_folded(new, figure));
+        if let Some(c) =
+            crate::flame::diff_flame_graph(&b, &n, name, (&title, &caption), "bytes")?
+        {
+            charts.push(c);
+        }
+    }
+    Ok(crate::html::page(
+        &format!("allocscope compare: {base_name} → {new_name}"),
+        &figures,
+        markdown,
+        &charts,
+        &[],
+    ))
+}
+
 /// The markdown section of the call sites that grew most: per figure (bytes allocated, bytes
 /// at the peak, waste), the [`SITE_ROWS`] functions with the largest increase.
 pub fn sites_markdown(rows: &std::result::Result<Vec<SiteRow>, String>) -> String {

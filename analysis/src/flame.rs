@@ -19,6 +19,67 @@ pub fn is_flame(chart: &Chart) -> bool {
     chart.name.starts_with(FLAME_PREFIX)
 }
 
+/// The start of a differential flame graph's name (the comparison page's, a file of its own
+/// nowhere).
+pub const DIFF_PREFIX: &str = "flame-diff-";
+
+/// Whether `chart` is a differential flame graph.
+pub fn is_diff(chart: &Chart) -> bool {
+    chart.name.starts_with(DIFF_PREFIX)
+}
+
+/// A differential flame graph of two reports' folded lines (`base`, `new`), named
+/// `flame-diff-<name>`, `title` in the graph and `caption` under it: frames as wide as in
+/// `new`, red where they grew, blue where they shrank (inferno's differential mode). `None`
+/// when neither has a line.
+pub fn diff_flame_graph(
+    base: &[(String, u64)],
+    new: &[(String, u64)],
+    name: &str,
+    (title, caption): (&str, &str),
+    unit: &str,
+) -> std::io::Result<Option<Chart>> {
+    if base.is_empty() && new.is_empty() {
+        return Ok(None);
+    }
+    let text = |lines: &[(String, u64)]| -> Vec<u8> {
+        lines
+            .iter()
+            .flat_map(|(f, n)| format!("{f} {n}\n").into_bytes())
+            .collect()
+    };
+    let mut joined = Vec::new();
+    inferno::differential::from_readers(
+        inferno::differential::Options::default(),
+        text(base).as_slice(),
+        text(new).as_slice(),
+        &mut joined,
+    )?;
+    let mut opts = options(title, unit);
+    // Red and blue come from the difference, not from the palette.
+    opts.colors = inferno::flamegraph::Palette::default();
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_reader(&mut opts, joined.as_slice(), &mut svg)?;
+    Ok(Some(Chart {
+        name: format!("{DIFF_PREFIX}{name}"),
+        title: caption.to_string(),
+        svg: String::from_utf8_lossy(&svg).into_owned(),
+        png: None,
+    }))
+}
+
+/// inferno's options for one of our graphs.
+fn options(title: &str, unit: &str) -> inferno::flamegraph::Options<'static> {
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title.to_string();
+    opts.count_name = unit.to_string();
+    opts.colors =
+        inferno::flamegraph::Palette::Basic(inferno::flamegraph::color::BasicPalette::Mem);
+    // Colours from the names, not at random: the same trace gives the same file.
+    opts.hash = true;
+    opts
+}
+
 /// The flame graphs of `profile` with something to show (a trace without leaks has no leak
 /// graph), named `flame-<figure>`.
 pub fn flame_graphs(
@@ -65,13 +126,7 @@ pub fn flame_graphs(
             continue;
         }
         let text: Vec<String> = lines.iter().map(|(f, n)| format!("{f} {n}")).collect();
-        let mut opts = inferno::flamegraph::Options::default();
-        opts.title = title.to_string();
-        opts.count_name = unit.to_string();
-        opts.colors =
-            inferno::flamegraph::Palette::Basic(inferno::flamegraph::color::BasicPalette::Mem);
-        // Colours from the names, not at random: the same trace gives the same file.
-        opts.hash = true;
+        let mut opts = options(title, unit);
         let mut svg = Vec::new();
         inferno::flamegraph::from_lines(&mut opts, text.iter().map(String::as_str), &mut svg)?;
         out.push(Chart {

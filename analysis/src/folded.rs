@@ -85,16 +85,22 @@ pub fn lines(
             continue;
         }
         let names = frame_names(id, w.first_seq, table, symbols);
-        let mut line = String::new();
-        for (i, name) in names.iter().rev().enumerate() {
-            if i > 0 {
-                line.push(';');
-            }
-            push_frame(&mut line, name);
-        }
+        let line = join(names.iter().rev().map(|n| n.as_ref()));
         *out.entry(line).or_default() += n;
     }
     out.into_iter().collect()
+}
+
+/// A folded line's frames: `names` (root first) joined by `;`, each through [`push_frame`].
+pub fn join<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut line = String::new();
+    for (i, name) in names.enumerate() {
+        if i > 0 {
+            line.push(';');
+        }
+        push_frame(&mut line, name);
+    }
+    line
 }
 
 /// Appends a frame name with the folded format's separators taken out: `;` (between frames)

@@ -173,21 +173,32 @@ pub fn page(
     let to_flame =
         |function: &str| flame_search_link(bytes_flame.as_deref().unwrap_or(""), function);
     if !flames.is_empty() {
-        s.push_str(
+        let files = if flames.iter().any(|c| crate::flame::is_diff(c)) {
+            ""
+        } else {
+            " Each is also a file of its own beside this page."
+        };
+        let _ = writeln!(
+            s,
             "<h2>Flame graphs</h2>\n<p>Callers below, allocating functions on top; click a \
-             frame to zoom, Search (or Ctrl-F in a graph) to highlight a function. Each is also \
-             a file of its own beside this page.</p>\n",
+             frame to zoom, Search (or Ctrl-F in a graph) to highlight a function.{files}</p>",
         );
         for c in flames {
+            // A comparison's graphs live in its page only; a report's are files beside it too.
+            let file = if crate::flame::is_diff(c) {
+                String::new()
+            } else {
+                format!(" ({}.svg)", c.name)
+            };
             let _ = writeln!(
                 s,
                 "<figure id=\"{}\">\n<iframe title=\"{}\" style=\"width:100%;height:640px;border:0\" \
-                 src=\"data:image/svg+xml;base64,{}\"></iframe>\n<figcaption>{} ({}.svg)</figcaption>\n</figure>",
+                 src=\"data:image/svg+xml;base64,{}\"></iframe>\n<figcaption>{}{}</figcaption>\n</figure>",
                 esc(&c.name),
                 esc(&c.title),
                 base64::engine::general_purpose::STANDARD.encode(c.svg.as_bytes()),
                 esc(&c.title),
-                esc(&c.name)
+                esc(&file)
             );
         }
     }

@@ -1,6 +1,7 @@
 //! `allocscope compare BASE.json NEW.json [--fail-if LIMITS]`: a markdown table of the two
 //! results' `metrics` (replay or report JSON) and, for two reports with call sites, the
-//! functions whose bytes, peak, waste and calls grew most; exit 1 when a limit is crossed, 0
+//! functions whose bytes, peak, waste and calls grew most (and with `--html`, differential
+//! flame graphs); exit 1 when a limit is crossed, 0
 //! otherwise, 2 on bad input. Limit grammar in `analysis::compare`; a function's figures are
 //! metrics too (`site.FUNCTION.bytes`, for each report's top functions).
 
@@ -25,6 +26,10 @@ pub struct Args {
     /// Also write the markdown table to FILE (for a PR comment); replaced if it exists.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Also write the comparison as one self-contained HTML page: the table, and for two
+    /// reports with call sites differential flame graphs (red: grew, blue: shrank).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -33,8 +38,10 @@ pub fn run(args: Args) -> Result<i32> {
     let outputs = Outputs::new()
         .input("the baseline result", &args.base)
         .input("the new result", &args.new);
-    if let Some(p) = &args.markdown {
-        outputs.check("--markdown", p)?;
+    for (flag, p) in [("--markdown", &args.markdown), ("--html", &args.html)] {
+        if let Some(p) = p {
+            outputs.check(flag, p)?;
+        }
     }
     let limits = match &args.fail_if {
         Some(e) => compare::parse_limits(e)?,
@@ -59,6 +66,16 @@ pub fn run(args: Args) -> Result<i32> {
     }
     if let Some(p) = &args.markdown {
         outputs.write("--markdown", p, md.as_bytes())?;
+    }
+    if let Some(p) = &args.html {
+        let (b, n) = (args.base.display(), args.new.display());
+        let page = compare::page(
+            &rows,
+            &md,
+            (&b.to_string(), &base_doc),
+            (&n.to_string(), &new_doc),
+        )?;
+        outputs.write("--html", p, page.as_bytes())?;
     }
     crate::out!("{md}");
     Ok(if rows.iter().any(|r| r.crossed) { 1 } else { 0 })

@@ -347,7 +347,10 @@ fn compare_lists_the_call_sites_that_grew_and_gates_on_one() {
     let bytes = graph("bytes");
     let (title, fill) = frame(&bytes, "scratch");
     assert!(title.starts_with("scratch (264,000 bytes"), "{title}");
-    assert!(fill.starts_with("rgb(255,") && fill != "rgb(255,255,255)", "{fill}");
+    assert!(
+        fill.starts_with("rgb(255,") && fill != "rgb(255,255,255)",
+        "{fill}"
+    );
     assert_eq!(frame(&bytes, "keep_nodes").1, "rgb(250,250,250)");
     assert!(frame(&graph("waste"), "scratch").1.starts_with("rgb(255,"));
     assert_eq!(frame(&graph("peak"), "block").1, "rgb(250,250,250)");
@@ -358,7 +361,10 @@ fn compare_lists_the_call_sites_that_grew_and_gates_on_one() {
         common::chromium_load(&chrome, &format!("file://{}", d.join("cmp.html").display()));
     assert!(console.is_empty(), "{console:?}");
     assert!(dom.contains("Flame graphs"), "{dom}");
-    assert!(dom.contains("165000 → 264000") || dom.contains("allocated_bytes"), "{dom}");
+    assert!(
+        dom.contains("165000 → 264000") || dom.contains("allocated_bytes"),
+        "{dom}"
+    );
 }
 
 #[test]

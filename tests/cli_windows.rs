@@ -14,7 +14,10 @@ use common::allocscope_own_cache as run;
 
 fn record(dir: &Path) {
     common::build_c("cc", "phases.c", dir, "phases", &[]);
-    common::ok(&run(dir, &["record", "-q", "-o", "t.atrace", "--", "./phases"]));
+    common::ok(&run(
+        dir,
+        &["record", "-q", "-o", "t.atrace", "--", "./phases"],
+    ));
 }
 
 /// `report t.atrace ARGS --json NAME`, read back.
@@ -84,10 +87,7 @@ fn a_window_reports_one_phase_with_the_heap_it_started_with() {
         site(&w, "cache"),
         [501, 504_000, 504_000, 501, 504_000, 0, 500 * 24 + 96]
     );
-    assert_eq!(
-        site(&w, "churn"),
-        [3000, 120_000, 0, 0, 0, 3000, 3000 * 8]
-    );
+    assert_eq!(site(&w, "churn"), [3000, 120_000, 0, 0, 0, 3000, 3000 * 8]);
     assert_eq!(site(&w, "build"), [0, 0, 216_000, 1001, 216_000, 0, 0]);
     let names: Vec<&str> = w["call_sites"]["functions"]
         .as_array()
@@ -121,7 +121,13 @@ fn a_window_reports_one_phase_with_the_heap_it_started_with() {
     // Windows that tile the trace add up to it.
     let whole = report(d, "all.json", &[]);
     let first = report(d, "f.json", &["--to", "200ms"]);
-    for key in ["allocs", "frees", "allocated_bytes", "events", "temporary_objects"] {
+    for key in [
+        "allocs",
+        "frees",
+        "allocated_bytes",
+        "events",
+        "temporary_objects",
+    ] {
         let sum: u64 = [&first, &w, &last]
             .iter()
             .map(|r| u(&r["workload"][key]))
@@ -155,8 +161,14 @@ fn bad_window_bounds_get_one_line() {
     for (args, says) in [
         (&["--from", "250"][..], "250ms"),
         (&["--to", "1.5ev"][..], "120000ev"),
-        (&["--from", "9ev", "--to", "3ev"][..], "is not after --from 9ev"),
-        (&["--from", "5s"][..], "no event falls in the window --from 5s"),
+        (
+            &["--from", "9ev", "--to", "3ev"][..],
+            "is not after --from 9ev",
+        ),
+        (
+            &["--from", "5s"][..],
+            "no event falls in the window --from 5s",
+        ),
         (
             &["--from", "1ms", "--replay", "t.atrace"][..],
             "cannot be used with",

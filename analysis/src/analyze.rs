@@ -224,12 +224,10 @@ impl Analyzer {
     /// The report. `replay` is a replay JSON of the same trace, when the user gave one.
     pub fn finish(self, trace: TraceInfo, replay: Option<&serde_json::Value>) -> Report {
         let frag = self.frag.report();
-        let workload = self
-            .workload
-            .report(
-                self.live.len() as u64,
-                self.live.anomalies().since(&self.anomalies_before),
-            );
+        let workload = self.workload.report(
+            self.live.len() as u64,
+            self.live.anomalies().since(&self.anomalies_before),
+        );
         let waste = self.waste.report(&self.frag.peak_live_objects, TOP_SIZES);
         let latency = self.latency.report();
         let go_types = self.go_types.as_ref().map(GoTypes::report);
@@ -427,7 +425,12 @@ pub fn analyze_file_with(
     };
     let reader = traces::TraceReader::open(path).map_err(|e| input_err(e.to_string()))?;
     let synthetic_clock = reader.header().clock == traces::ClockSource::Synthetic;
-    if synthetic_clock && [window.from, window.to].iter().flatten().any(|b| b.is_time()) {
+    if synthetic_clock
+        && [window.from, window.to]
+            .iter()
+            .flatten()
+            .any(|b| b.is_time())
+    {
         return Err(input_err(format!(
             "has no real clock (its timestamps are made up): give the window {} in events \
              (--from 1000ev)",

@@ -322,7 +322,10 @@ pub fn report_folded(doc: &serde_json::Value, figure: &str) -> Vec<(String, u64)
     };
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
     for s in stacks {
-        let n = s.get(figure).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let n = s
+            .get(figure)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
         let Some(frames) = s.get("frames").and_then(serde_json::Value::as_array) else {
             continue;
         };
@@ -387,8 +390,7 @@ pub fn page(
         );
         let title = format!("{title}: {base_name} → {new_name}");
         let (b, n) = (report_folded(base, figure), report_folded(new, figure));
-        if let Some(c) =
-            crate::flame::diff_flame_graph(&b, &n, name, (&title, &caption), "bytes")?
+        if let Some(c) = crate::flame::diff_flame_graph(&b, &n, name, (&title, &caption), "bytes")?
         {
             charts.push(c);
         }

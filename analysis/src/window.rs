@@ -203,7 +203,16 @@ mod tests {
 
     #[test]
     fn a_bound_without_unit_or_number_says_what_to_write() {
-        for bad in ["250", "ms", "-1ms", "1.5ev", "nanms", "infs", "1e30s", "12 parsecs"] {
+        for bad in [
+            "250",
+            "ms",
+            "-1ms",
+            "1.5ev",
+            "nanms",
+            "infs",
+            "1e30s",
+            "12 parsecs",
+        ] {
             let e = bad.parse::<Bound>().unwrap_err();
             assert!(e.contains("250ms") || e.contains("120000ev"), "{bad}: {e}");
         }
@@ -232,7 +241,9 @@ mod tests {
             to: Some(b),
         };
         assert!(w(Bound::Event(5), Bound::Event(5)).check().is_err());
-        assert!(w(Bound::SinceStartNs(9), Bound::SinceStartNs(3)).check().is_err());
+        assert!(w(Bound::SinceStartNs(9), Bound::SinceStartNs(3))
+            .check()
+            .is_err());
         assert!(w(Bound::Event(5), Bound::Event(6)).check().is_ok());
         // Different units cannot be compared before the trace is read.
         assert!(w(Bound::Event(5), Bound::SinceStartNs(0)).check().is_ok());

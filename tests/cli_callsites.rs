@@ -404,3 +404,107 @@ fn go_tool_pprof_agrees_with_the_json() {
         }
     }
 }
+
+#[test]
+fn the_go_model_s_heap_at_its_peak_is_split_by_call_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    record(d, "64");
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join(name)).unwrap()).unwrap()
+    };
+    let function = |doc: &Value, name: &str| -> Option<u64> {
+        doc["call_sites"]["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == name)
+            .unwrap_or_else(|| panic!("no function {name}"))["go_heap_at_peak_bytes"]
+            .as_u64()
+    };
+    // Without a GC nothing is swept: the peak is the end, every allocation in its slot.
+    common::ok(&run(
+        d,
+        &[
+            "replay", "t.atrace", "-q", "--gogc", "off", "--json", "off.json",
+        ],
+    ));
+    common::ok(&run(
+        d,
+        &[
+            "report", "t.atrace", "-q", "--replay", "off.json", "--json", "r.json", "--csv", "csv",
+        ],
+    ));
+    let r = read("r.json");
+    // keep_nodes: the 8000-byte array in an 8192-byte slot, 1000 nodes in 112-byte slots;
+    // scratch: 5000 slots of 48 bytes (freed, never swept); grow: 64 B to 32 KiB in slots of
+    // their own size, 64 KiB as 8 whole pages; block: 11 spans of 12 pages.
+    let want = [
+        ("keep_nodes", 8192 + 1000 * 112),
+        ("scratch", 5000 * 48),
+        ("grow", 65472 + 65536),
+        ("block", 11 * 98304),
+    ];
+    for (name, bytes) in want {
+        assert_eq!(function(&r, name), Some(bytes), "{name}");
+    }
+    let heap = &r["call_sites"]["go_heap_at_peak"];
+    let held: u64 = want.iter().map(|w| w.1).sum();
+    assert_eq!(
+        heap["heap_inuse_bytes"].as_u64().unwrap(),
+        held + heap["free_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(heap["no_site_bytes"], 0);
+    assert_eq!(
+        heap["heap_inuse_bytes"],
+        read("off.json")["model"]["peak"]["heap_inuse"]
+    );
+    assert_eq!(r["metrics"]["site.block.go_heap_at_peak_bytes"], 1081344.0);
+    let csv = std::fs::read_to_string(d.join("csv/call_sites_functions.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .contains(",go_heap_at_peak_bytes,"));
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("scratch,") && l.contains(",240000,")),
+        "{csv}"
+    );
+
+    // With the GC the peak comes earlier and carries garbage not yet swept: still all of it
+    // split, and no site where the trace had none.
+    common::ok(&run(d, &["replay", "t.atrace", "-q", "--json", "gc.json"]));
+    let text = common::ok(&run(
+        d,
+        &[
+            "report", "t.atrace", "--replay", "gc.json", "--json", "g.json", "-o", "out",
+        ],
+    ));
+    let g = read("g.json");
+    let heap = &g["call_sites"]["go_heap_at_peak"];
+    let held: u64 = ["keep_nodes", "scratch", "grow", "block"]
+        .iter()
+        .map(|n| function(&g, n).unwrap())
+        .sum();
+    assert_eq!(
+        heap["heap_inuse_bytes"].as_u64().unwrap(),
+        held + heap["free_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(
+        heap["heap_inuse_bytes"],
+        read("gc.json")["model"]["peak"]["heap_inuse"]
+    );
+    assert!(
+        text.contains("Who holds the Go model's heap at its peak"),
+        "{text}"
+    );
+    assert!(d.join("out/flame-go-heap.svg").exists());
+    // A report without a replay has no such figure.
+    assert_eq!(function(&read("r.json"), "block"), Some(1081344));
+    common::ok(&run(
+        d,
+        &["report", "t.atrace", "-q", "--json", "plain.json"],
+    ));
+    assert_eq!(function(&read("plain.json"), "block"), None);
+}

@@ -232,9 +232,15 @@ impl Analyzer {
         let latency = self.latency.report();
         let go_types = self.go_types.as_ref().map(GoTypes::report);
         let live = &self.live;
-        let stacks = self
+        let mut stacks = self
             .sites
             .map(|s| s.finish(live.iter().map(|(_, b)| (b.data.site, b.requested_bytes))));
+        if let (Some(s), Some(heap)) = (
+            &mut stacks,
+            replay.and_then(crate::replay_json::go_heap_at_peak),
+        ) {
+            s.add_go_heap(heap);
+        }
         let replay = replay.map(|v| ReplayFigures::from_json(v, frag.peak_live_requested_bytes));
         let mut r = Report {
             schema: 1,
@@ -328,6 +334,11 @@ impl Report {
             ] {
                 self.metrics
                     .entry(format!("site.{name}.{figure}"))
+                    .or_insert(v as f64);
+            }
+            if let Some(v) = g.go_heap_at_peak_bytes {
+                self.metrics
+                    .entry(format!("site.{name}.go_heap_at_peak_bytes"))
                     .or_insert(v as f64);
             }
         }

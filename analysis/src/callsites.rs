@@ -64,6 +64,10 @@ pub struct SiteFigures {
     pub p50_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ns: Option<u64>,
+    /// Bytes of the Go model's HeapInuse at its peak its objects held (slots, whole spans for
+    /// large objects): given a Go-model replay of the trace (`report --replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go_heap_at_peak_bytes: Option<u64>,
     /// The request sizes that cause the waste, most waste first (at most
     /// [`WASTE_SIZES`]): request bytes, allocations, and the slot each took.
     pub waste_sizes: Vec<WasteSize>,
@@ -118,6 +122,9 @@ impl SiteFigures {
         self.reallocs += o.reallocs;
         self.realloc_copied_bytes += o.realloc_copied_bytes;
         self.waste_bytes += o.waste_bytes;
+        if let Some(b) = o.go_heap_at_peak_bytes {
+            *self.go_heap_at_peak_bytes.get_or_insert(0) += b;
+        }
         self.latency.merge(&o.latency);
         self.sizes.merge(&o.sizes);
     }
@@ -169,6 +176,10 @@ pub struct CallSitesReport {
     pub note: Option<String>,
     /// The peak of live requested bytes the `peak_live_bytes` figures are taken at.
     pub peak_live_bytes: u64,
+    /// The Go model's HeapInuse at its peak that the `go_heap_at_peak_bytes` figures split
+    /// (given a Go-model replay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go_heap_at_peak: Option<crate::replay_json::GoHeapAtPeak>,
     /// Distinct stacks in the trace, and how many `stacks` lists.
     pub distinct_stacks: u64,
     pub listed_per_figure: usize,
@@ -318,14 +329,18 @@ pub fn build(
     let mut by_names: FxHashMap<Vec<u32>, (Vec<u32>, SiteFigures)> = FxHashMap::default();
     for (id, w) in profile.sorted() {
         // A stack with no allocation still holds bytes when a report window starts after it.
-        if w.allocs == 0 && w.peak_bytes == 0 && w.leaked_objects == 0 {
+        if w.allocs == 0 && w.peak_bytes == 0 && w.leaked_objects == 0 && w.go_heap_bytes == 0 {
             continue;
         }
         let (frames, names) = interner.stack(id, w.first_seq, table, symbols);
         let row = by_names
             .entry(names)
             .or_insert_with(|| (frames, SiteFigures::default()));
-        row.1.merge(&SiteFigures::from(w));
+        let mut figures = SiteFigures::from(w);
+        if profile.go_heap.is_some() {
+            figures.go_heap_at_peak_bytes = Some(w.go_heap_bytes);
+        }
+        row.1.merge(&figures);
     }
     let mut functions: FxHashMap<u32, FunctionSite> = FxHashMap::default();
     for (frames, figures) in by_names.values() {
@@ -352,11 +367,12 @@ pub fn build(
     let listed = top.max(100);
     let mut rows: Vec<(Vec<u32>, SiteFigures)> = by_names.into_values().collect();
     let mut keep = vec![false; rows.len()];
-    let figures: [fn(&SiteFigures) -> u64; 4] = [
+    let figures: [fn(&SiteFigures) -> u64; 5] = [
         |f| f.bytes,
         |f| f.peak_live_bytes,
         |f| f.leaked_bytes,
         |f| f.waste_bytes,
+        |f| f.go_heap_at_peak_bytes.unwrap_or(0),
     ];
     for figure in figures {
         let mut order: Vec<usize> = (0..rows.len()).collect();
@@ -390,6 +406,7 @@ pub fn build(
         recorded: true,
         note: None,
         peak_live_bytes: profile.peak_live_bytes,
+        go_heap_at_peak: profile.go_heap.clone(),
         distinct_stacks: distinct as u64,
         listed_per_figure: listed,
         functions,

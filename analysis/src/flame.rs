@@ -118,6 +118,12 @@ pub fn flame_graphs(
             "Bytes lost to size-class rounding, by call stack",
             "bytes",
         ),
+        (
+            Weight::GoHeap,
+            "go-heap",
+            "The Go model's HeapInuse at its peak (a replay), by call stack",
+            "bytes",
+        ),
     ];
     let mut out = Vec::new();
     for (weight, name, title, unit) in graphs {

@@ -36,6 +36,8 @@ pub enum Weight {
     /// Bytes lost to size-class rounding (the report's pass only: the exports' profile has
     /// none).
     Waste,
+    /// Bytes of the Go model's HeapInuse at its peak (a report given a Go-model replay).
+    GoHeap,
 }
 
 impl Weight {
@@ -46,6 +48,7 @@ impl Weight {
             Weight::Leaked => w.leaked_bytes,
             Weight::Peak => w.peak_bytes,
             Weight::Waste => w.waste_bytes,
+            Weight::GoHeap => w.go_heap_bytes,
         }
     }
 }

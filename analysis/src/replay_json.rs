@@ -212,3 +212,39 @@ impl ReplayFigures {
         f
     }
 }
+
+/// The Go model's HeapInuse at its peak split over call sites: a replay JSON's
+/// `model.peak_by_site` (replayer's peak_sites.rs), for the report's call-site views.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GoHeapAtPeak {
+    pub heap_inuse_bytes: u64,
+    /// In-use span bytes no object occupies (free slots, span tails).
+    pub free_bytes: u64,
+    /// Bytes of objects allocated without a call site.
+    pub no_site_bytes: u64,
+    /// (call site, bytes) per site.
+    #[serde(skip)]
+    pub sites: Vec<(u32, u64)>,
+}
+
+/// The replay's [`GoHeapAtPeak`], when it has one (a Go-model replay of a trace with call
+/// sites). Entries that are not [site, bytes, objects] with a site that fits a u32 are left out.
+pub fn go_heap_at_peak(v: &Value) -> Option<GoHeapAtPeak> {
+    let p = at(v, &["model", "peak_by_site"])?;
+    let u = |k: &str| p.get(k).and_then(Value::as_u64);
+    let sites = p
+        .get("sites")?
+        .as_array()?
+        .iter()
+        .filter_map(|e| {
+            let site = u32::try_from(e.get(0)?.as_u64()?).ok()?;
+            Some((site, e.get(1)?.as_u64()?))
+        })
+        .collect();
+    Some(GoHeapAtPeak {
+        heap_inuse_bytes: u("heap_inuse_bytes")?,
+        free_bytes: u("free_bytes").unwrap_or(0),
+        no_site_bytes: u("no_site_bytes").unwrap_or(0),
+        sites,
+    })
+}

@@ -48,6 +48,9 @@ pub struct StackWeights {
     pub latency: LatencyBuckets,
     /// The request sizes that wasted bytes, and how much.
     pub waste_sizes: WasteSizes,
+    /// Bytes of the Go model's HeapInuse at its peak this stack's objects held (given a
+    /// replay, [`StackProfile::add_go_heap`]).
+    pub go_heap_bytes: u64,
 }
 
 /// The weights of every stack of a trace.
@@ -58,9 +61,20 @@ pub struct StackProfile {
     /// (`None`: no event did, the peak of a report window is at its start).
     pub peak_live_bytes: u64,
     pub peak_seq: Option<u64>,
+    /// The Go model's HeapInuse at its peak, when a replay gave it (each stack's share in
+    /// [`StackWeights::go_heap_bytes`]).
+    pub go_heap: Option<crate::replay_json::GoHeapAtPeak>,
 }
 
 impl StackProfile {
+    /// Adds the Go model's HeapInuse at its peak, split by stack (a replay of the same trace).
+    pub fn add_go_heap(&mut self, mut heap: crate::replay_json::GoHeapAtPeak) {
+        for (site, bytes) in std::mem::take(&mut heap.sites) {
+            self.stacks.entry(Some(site)).or_default().go_heap_bytes += bytes;
+        }
+        self.go_heap = Some(heap);
+    }
+
     /// The stacks sorted by id (`None` first): a stable order for outputs.
     pub fn sorted(&self) -> Vec<(StackId, &StackWeights)> {
         let mut v: Vec<_> = self.stacks.iter().map(|(&k, w)| (k, w)).collect();
@@ -266,6 +280,7 @@ impl SiteAccumulator {
             stacks,
             peak_live_bytes: self.peak_live_bytes,
             peak_seq: self.peak_seq,
+            go_heap: None,
         }
     }
 }

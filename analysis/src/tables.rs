@@ -36,7 +36,7 @@ pub fn tables(r: &Report) -> Vec<Table> {
     out
 }
 
-const SITE_HEADER: [&str; 13] = [
+const SITE_HEADER: [&str; 14] = [
     "allocs",
     "bytes",
     "peak_live_bytes",
@@ -49,6 +49,7 @@ const SITE_HEADER: [&str; 13] = [
     "waste_bytes",
     "p50_ns",
     "p99_ns",
+    "go_heap_at_peak_bytes",
     "stacks",
 ];
 
@@ -67,6 +68,7 @@ fn site_cells(f: &crate::callsites::SiteFigures) -> Vec<String> {
         f.waste_bytes.to_string(),
         opt(f.p50_ns),
         opt(f.p99_ns),
+        opt(f.go_heap_at_peak_bytes),
     ]
 }
 

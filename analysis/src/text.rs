@@ -143,6 +143,37 @@ pub fn window_line(r: &Report) -> Option<String> {
     ))
 }
 
+/// Who holds the Go model's heap at its peak (given a Go-model replay).
+fn go_heap_owners(
+    s: &mut String,
+    c: &crate::callsites::CallSitesReport,
+    heap: &crate::replay_json::GoHeapAtPeak,
+) {
+    let _ = writeln!(
+        s,
+        "\nWho holds the Go model's heap at its peak (the replay's HeapInuse {}: objects' slots \
+         by allocating function, garbage not yet swept included; {} in free slots and span tails)",
+        bytes(heap.heap_inuse_bytes),
+        bytes(heap.free_bytes)
+    );
+    let mut by_heap: Vec<(&str, u64)> = c
+        .functions
+        .iter()
+        .filter_map(|f| Some((f.frame.function.as_str(), f.figures.go_heap_at_peak_bytes?)))
+        .filter(|&(_, b)| b > 0)
+        .collect();
+    by_heap.sort_by_key(|&(_, b)| std::cmp::Reverse(b));
+    for (function, b) in by_heap.iter().take(CALL_SITE_ROWS) {
+        let _ = writeln!(
+            s,
+            "  {:<40} {:>10}  {:>5.1}%",
+            fit(function, 40),
+            bytes(*b),
+            100.0 * *b as f64 / heap.heap_inuse_bytes.max(1) as f64
+        );
+    }
+}
+
 /// Peak memory: requested, rounded, span heap, and the replay's heap when there is one.
 fn memory(s: &mut String, r: &Report) {
     let f = &r.frag;
@@ -435,6 +466,9 @@ fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport, windowed: b
                 sizes.join(", ")
             );
         }
+    }
+    if let Some(heap) = &c.go_heap_at_peak {
+        go_heap_owners(s, c, heap);
     }
     let mut by_peak: Vec<&crate::callsites::StackSite> = c.stacks.iter().collect();
     by_peak.sort_by_key(|s| std::cmp::Reverse(s.figures.peak_live_bytes));

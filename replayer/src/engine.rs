@@ -124,7 +124,13 @@ pub struct Compiled {
     /// The trace time of each op (ns since the recording started), for the timed GC mark
     /// (mgc.rs); empty when the trace has no timestamps or the configuration runs no GC.
     pub times_ns: Vec<u64>,
+    /// The call-site field of each op's event (a stack's leaf node, or an imported Go trace's
+    /// type id; [`NO_SITE`] for none), for [`crate::peak_sites`]; empty when no event has one.
+    pub sites: Vec<u32>,
 }
+
+/// [`Compiled::sites`] of an op whose event has no call site.
+pub const NO_SITE: u32 = u32::MAX;
 
 impl Compiled {
     /// The trace time of op `i` (0 when the trace has none).
@@ -202,7 +208,7 @@ impl Compiler<'_> {
         };
         if let Some(missed) = step.displaced {
             self.out
-                .push(ev.ts_ns, origin.free(missed.data, Call::Free));
+                .push(ev.ts_ns, origin.free(missed.data, Call::Free), None);
             self.slots.give(missed.data);
         }
         if let Some(born) = step.born {
@@ -211,12 +217,13 @@ impl Compiler<'_> {
             let size = born.requested_bytes;
             self.out
                 .count_request(self.classes, self.cfg, size, origin.noscan);
-            self.out.push(ev.ts_ns, origin.alloc(slot, released, size));
+            self.out
+                .push(ev.ts_ns, origin.alloc(slot, released, size), ev.callsite);
             if let Some(old) = released {
                 self.slots.give(old);
             }
         } else if let Some(old) = released {
-            self.out.push(ev.ts_ns, origin.free(old, origin.call));
+            self.out.push(ev.ts_ns, origin.free(old, origin.call), None);
             self.slots.give(old);
         }
         Ok(())
@@ -237,9 +244,20 @@ impl Compiler<'_> {
 }
 
 impl Compiled {
-    fn push(&mut self, ts_ns: u64, op: Op) {
+    fn push(&mut self, ts_ns: u64, op: Op, site: Option<u32>) {
         self.times_ns.push(ts_ns);
         self.ops.push(op);
+        match site {
+            Some(site) => {
+                if self.sites.len() + 1 < self.ops.len() {
+                    // The first op with a site: the ones before it had none.
+                    self.sites.resize(self.ops.len() - 1, NO_SITE);
+                }
+                self.sites.push(site);
+            }
+            None if !self.sites.is_empty() => self.sites.push(NO_SITE),
+            None => {}
+        }
     }
 
     /// An allocation of `size` bytes replayed: its class and rounded bytes.
@@ -349,7 +367,7 @@ impl Origin {
 /// A slot: the model address of the object and its requested size.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Slot {
-    addr: u64,
+    pub(crate) addr: u64,
     size_bytes: u64,
 }
 
@@ -357,6 +375,9 @@ pub struct Slot {
 #[derive(Clone, Debug, Default)]
 pub struct RunStats {
     pub peak_heap_alloc_bytes: u64,
+    /// The op after which HeapInuse first reached its peak (`None`: no op ran, or the run
+    /// did not track it).
+    pub peak_heap_inuse_op: Option<usize>,
     /// Wall time of the op loop.
     pub elapsed_ns: u64,
     pub ops: u64,
@@ -477,14 +498,22 @@ impl Stepper {
 pub fn run(heap: &mut Heap, compiled: &Compiled) -> Result<RunStats, ReplayError> {
     let mut st = Stepper::new(compiled.slots, Touch::Pages);
     let start = Instant::now();
+    let mut peak_inuse = 0;
+    let mut peak_heap_inuse_op = None;
     for (i, op) in compiled.ops.iter().enumerate() {
         st.step(heap, i, op, compiled.time_of(i))?;
+        let inuse = heap.mheap.stats.heap_inuse_bytes;
+        if inuse > peak_inuse {
+            peak_inuse = inuse;
+            peak_heap_inuse_op = Some(i);
+        }
     }
     let elapsed_ns = start.elapsed().as_nanos() as u64;
     #[cfg(feature = "check-invariants")]
     heap.check_invariants();
     Ok(RunStats {
         peak_heap_alloc_bytes: st.peak_heap_alloc_bytes,
+        peak_heap_inuse_op,
         elapsed_ns,
         ops: compiled.ops.len() as u64,
     })

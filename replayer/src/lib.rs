@@ -131,6 +131,7 @@ pub mod mstats;
 pub mod pacer;
 pub mod pagealloc;
 pub mod pagecache;
+pub mod peak_sites;
 pub mod report;
 pub mod scavenge;
 pub mod sizeclass;

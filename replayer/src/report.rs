@@ -66,6 +66,9 @@ pub struct Model {
     pub refused_allocs: u64,
     pub spans_swept: u64,
     pub released_total_bytes: u64,
+    /// HeapInuse at the peak by call site (a trace with call sites; see peak_sites.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_by_site: Option<crate::peak_sites::PeakSites>,
 }
 
 /// The whole result document.
@@ -241,6 +244,10 @@ impl ReplayReport {
                 refused_allocs: heap.refused_allocs,
                 spans_swept: mh.sweep.total_spans_swept,
                 released_total_bytes: mh.scav.released_total_bytes,
+                // The model already ran these ops once: a second run cannot fail.
+                peak_by_site: crate::peak_sites::attribute(cfg, compiled, run.peak_heap_inuse_op)
+                    .ok()
+                    .flatten(),
             },
             anomalies: {
                 let mut a = compiled.anomalies.clone();

@@ -187,6 +187,7 @@ pub(super) fn go_run(
         .map(|p| p.rss_bytes)
         .fold(peak_end, u64::max);
     let stats = RunStats {
+        peak_heap_inuse_op: None,
         peak_heap_alloc_bytes: st.peak_heap_alloc_bytes,
         elapsed_ns,
         ops: compiled.ops.len() as u64,
@@ -272,6 +273,7 @@ pub(super) fn go_run_threaded(
     }
     let timeline = vec![go_point(compiled.ops.len() as u64, &heap, rss0)];
     let stats = RunStats {
+        peak_heap_inuse_op: None,
         peak_heap_alloc_bytes: st.peak_heap_alloc_bytes,
         elapsed_ns,
         ops: compiled.ops.len() as u64,

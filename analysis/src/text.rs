@@ -490,7 +490,16 @@ fn call_sites(s: &mut String, c: &crate::callsites::CallSitesReport, windowed: b
             count(f.allocs),
             bytes(f.leaked_bytes)
         );
-        for frame in &st.frames {
+        // What runs before `main` (the C runtime's start-up frames) says nothing here.
+        let from = st
+            .frames
+            .iter()
+            .position(|f| f.function == "main")
+            .unwrap_or(0);
+        if from > 0 {
+            let _ = writeln!(s, "      ({from} start-up frames above main)");
+        }
+        for frame in &st.frames[from..] {
             let at = match (&frame.file, frame.line) {
                 (Some(file), Some(line)) => {
                     format!("  ({}:{line})", symbolize::file_name(file))

@@ -439,9 +439,9 @@ impl Stepper {
     ) -> Result<(), ReplayError> {
         let p = op.p as usize;
         heap.advance_clock(now_ns, p);
+        heap.current_event = i as u64;
         match op.kind {
             OpKind::Alloc => {
-                heap.current_event = i as u64;
                 let addr = heap.malloc(op.size_bytes, op.noscan, p)?;
                 self.touch(heap, addr, op.size_bytes, i as u8);
                 self.slots[op.slot as usize] = Slot {
@@ -457,7 +457,6 @@ impl Stepper {
                 heap.free(s.addr);
             }
             OpKind::Realloc => {
-                heap.current_event = i as u64;
                 let addr = heap.malloc(op.size_bytes, op.noscan, p)?;
                 let old = self.slots[op.aux as usize];
                 let n = old.size_bytes.min(op.size_bytes);

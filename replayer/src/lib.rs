@@ -135,6 +135,7 @@ pub mod peak_sites;
 pub mod report;
 pub mod scavenge;
 pub mod sizeclass;
+pub mod spanlog;
 pub mod sweep;
 
 pub use config::{Config, FreePolicy, Pointers};

@@ -41,7 +41,7 @@ pub use crate::mgc::GcCycle;
 
 /// The Go heap as a program sees it: the page heap and its central structures (`mheap`), one
 /// mcache per P, the pacer and the GC. Changed only through its methods (`malloc`, `free`,
-/// `advance_clock`, `gc_cycle`); the engine sets `current_event` before an allocation.
+/// `advance_clock`, `gc_cycle`); the engine sets `current_event` before each op.
 pub struct Heap {
     /// The page heap, spans, mcentrals, sweeper and scavenger state (mheap.rs).
     pub(crate) mheap: MHeap,
@@ -57,8 +57,8 @@ pub struct Heap {
     tiny_block_bytes: u64,
     /// The background sweeper runs (config.rs `bg_sweep`; mgc.rs).
     pub(crate) bg_sweep: bool,
-    /// Index of the op being replayed (set by the engine before an allocation; a cycle records
-    /// the op that started it).
+    /// Index of the op being replayed (set by the engine before each op; a cycle records the
+    /// op that started it, the span log the op that allocated or freed a span).
     pub(crate) current_event: u64,
     /// The trace's clock: ns since the recording started, of the op being replayed (0 when the
     /// trace has no timestamps; set by `advance_clock`).
@@ -238,6 +238,7 @@ impl Heap {
         spc: SpanClass,
         p: usize,
     ) -> Result<Option<(SpanId, u32, bool)>, ReplayError> {
+        self.stamp_span_log();
         #[cfg(feature = "check-invariants")]
         let old = self.mcaches[p].alloc[spc.index()];
         match self.mheap.next_free(&mut self.mcaches[p], spc, p) {
@@ -332,6 +333,7 @@ impl Heap {
         if size_bytes > crate::arena::MAX_HEAP_BYTES {
             return Ok(self.refuse());
         }
+        self.stamp_span_log();
         let id = match self.mheap.alloc_large(size_bytes, noscan, p) {
             Ok(id) => id,
             Err(ReplayError::OutOfMemory { .. }) => return Ok(self.refuse()),
@@ -428,6 +430,7 @@ impl Heap {
             self.mheap.stats.large_free_count += 1;
             self.mheap.stats.large_free_bytes += elem;
             s.free_now(0);
+            self.stamp_span_log();
             self.mheap.unlist_span(id);
             self.mheap.free_span(id);
             return;
@@ -438,6 +441,7 @@ impl Heap {
         match home {
             SpanHome::Cached => {}
             SpanHome::Full(_) | SpanHome::Partial(_) if empty => {
+                self.stamp_span_log();
                 self.mheap.unlist_span(id);
                 self.mheap.free_span(id);
             }

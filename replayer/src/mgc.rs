@@ -146,6 +146,7 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn gc_start(&mut self, p: usize) {
+        self.stamp_span_log();
         self.gc_counters_enter();
         self.gc_start_work(p);
         self.gc_counters_leave();
@@ -198,6 +199,7 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn gc_mark_termination(&mut self, p: usize) {
+        self.stamp_span_log();
         self.gc_counters_enter();
         self.gc_mark_termination_work(p);
         self.gc_counters_leave();

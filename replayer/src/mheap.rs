@@ -12,6 +12,9 @@
 //! Deliberate differences: the heap grows contiguously from the arena hint (Go 1.27's randomized
 //! heap base and its random padding pages are not modelled, so addresses are reproducible);
 //! there are no manual (stack) spans, so stacks and globals enter only the pacer, as bytes.
+//! Except in a `--span-log` replay of a trace imported from Go (spanlog.rs): `seed_span` then
+//! puts the runtime's spans, its stacks' and its padding pages' included, where they were when
+//! tracing began (the latter two as spans of no object on no list, counted in HeapInuse).
 
 use crate::arena::{Arena, ARENA_BYTES, MAX_HEAP_BYTES};
 use crate::error::ReplayError;
@@ -22,6 +25,7 @@ use crate::pagealloc::{PageAlloc, CHUNK_PAGES};
 use crate::pagecache::{PageCache, PAGE_CACHE_PAGES};
 use crate::scavenge::Scavenger;
 use crate::sizeclass::{SizeClasses, SpanClass};
+use crate::spanlog::{SpanLog, SpanOp};
 use crate::sweep::SweepState;
 
 /// The global heap state.
@@ -60,6 +64,9 @@ pub struct MHeap {
     pub(crate) refill_count: u64,
     /// Spans allocated from the page heap so far (`allocSpan`); as `refill_count`.
     pub(crate) span_alloc_count: u64,
+    /// Every span allocated and freed, when `replay --span-log` asked for it (spanlog.rs);
+    /// `None` otherwise: one branch per span, nothing per object.
+    pub(crate) span_log: Option<Box<SpanLog>>,
 }
 
 impl MHeap {
@@ -95,6 +102,7 @@ impl MHeap {
             span_alloc_count: 0,
             tiny_spc: None,
             scav: Scavenger::default(),
+            span_log: None,
         }
     }
 
@@ -200,6 +208,42 @@ impl MHeap {
             self.page_span[pg as usize] = id;
         }
         self.stats.note_heap_peaks();
+        if let Some(log) = self.span_log.as_deref_mut() {
+            log.push(SpanOp::Alloc, page, npages, spc.0 as i32);
+        }
+        Ok(id)
+    }
+
+    /// A span the heap already had when the replay began (spanlog.rs `Seed`): `npages` pages
+    /// from `page` in use for span class `spc`, on no list, with no object allocated. The heap
+    /// grows to hold it first. `logged_class` is what the span log says of it (-1: a span of
+    /// no heap objects, e.g. a goroutine stack; `None`: not logged, e.g. Go's padding pages).
+    pub(crate) fn seed_span(
+        &mut self,
+        page: u64,
+        npages: u64,
+        spc: SpanClass,
+        logged_class: Option<i32>,
+    ) -> Result<SpanId, ReplayError> {
+        while self.pages.total_pages() < page + npages {
+            let missing = page + npages - self.pages.total_pages();
+            self.grow(missing)?;
+        }
+        let scav_pages = self.pages.alloc_range(page, npages);
+        let nbytes = npages * self.page_bytes;
+        self.stats.heap_released_bytes -= scav_pages * self.page_bytes;
+        self.stats.heap_free_bytes -= nbytes - scav_pages * self.page_bytes;
+        self.stats.heap_inuse_bytes += nbytes;
+        self.stats.pages_in_use += npages;
+        let base_addr = self.page_addr(page);
+        self.alloc_needs_zero(base_addr, npages);
+        let id = self.init_span(base_addr, npages, spc, false);
+        for pg in page..page + npages {
+            self.page_span[pg as usize] = id;
+        }
+        if let (Some(log), Some(class)) = (self.span_log.as_deref_mut(), logged_class) {
+            log.push(SpanOp::Exists, page, npages, class);
+        }
         Ok(id)
     }
 
@@ -286,6 +330,10 @@ impl MHeap {
             (s.base_addr, s.npages as u64)
         };
         let page = self.addr_page(base);
+        if let Some(log) = self.span_log.as_deref_mut() {
+            let class = self.spans[id.index()].spanclass as i32;
+            log.push(SpanOp::Free, page, npages, class);
+        }
         for pg in page..page + npages {
             self.page_span[pg as usize] = SpanId::NONE;
         }

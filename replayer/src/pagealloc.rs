@@ -282,6 +282,18 @@ impl PageAlloc {
     pub(crate) fn alloc_to_cache(&mut self) -> Option<CacheBlock> {
         let first = self.find(1)?;
         let base_page = first & !63;
+        let block = self.take_block(base_page);
+        // Go sets searchAddr to the cache's last page: everything below is in use.
+        self.search_page = self.search_page.max(base_page + 63);
+        self.advance_search();
+        Some(block)
+    }
+
+    /// The free pages of the 64-page aligned block at `base_page`, taken for a page cache
+    /// (`allocToCache` after its search; spanlog.rs also gives a P the block its cache held
+    /// when a trace began).
+    pub(crate) fn take_block(&mut self, base_page: u64) -> CacheBlock {
+        debug_assert_eq!(base_page % 64, 0);
         let ci = (base_page / CHUNK_PAGES) as usize;
         let w = ((base_page % CHUNK_PAGES) / 64) as usize;
         let c = &mut self.chunks[ci];
@@ -290,14 +302,12 @@ impl PageAlloc {
         c.alloc[w] = !0;
         c.scav[w] &= !free;
         c.summarize();
-        // Go sets searchAddr to the cache's last page: everything below is in use.
-        self.search_page = self.search_page.max(base_page + 63);
         self.advance_search();
-        Some(CacheBlock {
+        CacheBlock {
             base_page,
             free,
             scav,
-        })
+        }
     }
 
     /// `pageCache.flush`: pages a cache did not use go back, with their released state.

@@ -45,6 +45,14 @@ pub struct Args {
     /// Write the result document (JSON, schema 1) here; replaced if it exists.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Go model only: write every span the model allocates or frees as CSV, in the columns of
+    /// `export --format spans` (n,event,op,page,npages,span_class; page counted from the lowest
+    /// span's first page, event = the op being replayed). For a trace imported from Go the
+    /// spans' replay starts from the runtime's heap when tracing began (its spans, their
+    /// objects and its padding pages, from the side file; replayer/src/spanlog.rs), so the two
+    /// logs can be compared. One more replay of the trace, untimed.
+    #[arg(long, value_name = "FILE.csv")]
+    span_log: Option<PathBuf>,
     /// Size-class table: "go" or a CSV path shaped like go_sizeclasses.csv.
     #[arg(long, value_name = "go|FILE")]
     size_classes: Option<String>,
@@ -286,6 +294,7 @@ fn outputs(a: &Args) -> Result<Outputs> {
         ("--latency-csv", &a.out.latency_csv),
         ("--timeline", &a.out.timeline),
         ("--sweep-chart", &a.sweep_chart),
+        ("--span-log", &a.span_log),
     ] {
         if let Some(p) = p {
             o.check(flag, p)?;
@@ -299,6 +308,17 @@ fn outputs(a: &Args) -> Result<Outputs> {
 
 pub fn run(args: Args) -> Result<i32> {
     let outputs = outputs(&args)?;
+    if args.span_log.is_some() {
+        if !args.sweep.is_empty() {
+            anyhow::bail!("--span-log logs one replay's spans: not with --sweep");
+        }
+        if let Some(other) = args.out.allocator.iter().find(|a| a.trim() != "go") {
+            anyhow::bail!(
+                "--span-log logs the Go model's spans; --allocator {other} has none (use \
+                 --allocator go)"
+            );
+        }
+    }
     let cfg = build_config(&args)?;
     if !args.sweep.is_empty() {
         return super::sweep::run(
@@ -327,6 +347,12 @@ pub fn run(args: Args) -> Result<i32> {
         args.strict,
         &opts,
     );
+    if let (Some(path), Ok(_)) = (&args.span_log, &replayed) {
+        let fatal = problems.lock().map_or(true, |p| p.is_fatal());
+        if !fatal {
+            write_span_log(&args, &cfg, &input, &problems, &outputs, path)?;
+        }
+    }
     let problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
     if problems.is_fatal() {
         return Ok(problems.exit_code());
@@ -364,4 +390,72 @@ pub fn run(args: Args) -> Result<i32> {
         crate::out!("{}", report.summary());
     }
     Ok(0)
+}
+
+/// `--span-log`: replays the trace once more through the Go model with its span log on (from
+/// the runtime's heap when tracing began, for a trace imported from Go) and writes the log.
+fn write_span_log(
+    args: &Args,
+    cfg: &Config,
+    input: &ReplayInput,
+    problems: &Mutex<Problems>,
+    outputs: &Outputs,
+    path: &Path,
+) -> Result<()> {
+    let seed = go_seed(&args.trace);
+    let log = replayer::spanlog::replay(
+        input.forked_from(),
+        input.events(problems),
+        cfg,
+        args.strict,
+        seed.as_ref(),
+    )
+    .map_err(|e| anyhow::Error::new(e).context(format!("--span-log {}", path.display())))?;
+    outputs.write_with("--span-log", path, |tmp| {
+        log.write_csv(std::io::BufWriter::new(std::fs::File::create(tmp)?))
+    })
+}
+
+/// The runtime's heap when tracing began, from the side file of a trace imported from Go
+/// (`None` for other traces, or when the side file does not say).
+fn go_seed(trace: &Path) -> Option<replayer::spanlog::Seed> {
+    use gotrace::side::{self, Record, SpanOp};
+    let reader = traces::TraceReader::open(trace).ok()?;
+    let summary = super::import_go::side_summary(trace, &reader)?;
+    let path = side::side_path(trace);
+    let file = traces::open_input(&path).ok()?;
+    let mut seed = replayer::spanlog::Seed {
+        objects: summary.counts.snapshot_objects,
+        ..Default::default()
+    };
+    let mut window = false;
+    side::read_records(&path, std::io::BufReader::new(file), |r| match r {
+        Record::Header(h) => {
+            if let Some(heap) = h.heap {
+                seed.page_bytes = heap.page_bytes;
+                seed.heap_base_addr = heap.min_heap_addr;
+            }
+        }
+        // The first generation's snapshot (a later generation's repeats spans already seen).
+        Record::Span(s) if s.op == SpanOp::Exists && !window => {
+            seed.spans.push(replayer::spanlog::SeedSpan {
+                page: s.page,
+                npages: s.npages,
+                span_class: s.span_class,
+            })
+        }
+        Record::Span(s) => {
+            window = true;
+            if s.op == SpanOp::Alloc {
+                seed.allocs.push(replayer::spanlog::SeedAlloc {
+                    event: s.event,
+                    page: s.page,
+                    npages: s.npages,
+                });
+            }
+        }
+        _ => {}
+    })
+    .ok()?;
+    (seed.page_bytes != 0).then_some(seed)
 }

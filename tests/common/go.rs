@@ -1,6 +1,6 @@
-//! Building and running the Go test programs (`tests/go/allocprog`) with the toolchain CI
-//! installs. Go is found via `ALLOCSCOPE_GO`, else `<repo>/.venv-go/bin/go`, else `go` on PATH;
-//! without it a test fails when `CI=true` and is skipped loudly otherwise.
+//! Building and running the Go test programs (`tests/go/allocprog`, `tests/go/spanprog`) with
+//! the toolchain CI installs. Go is found via `ALLOCSCOPE_GO`, else `<repo>/.venv-go/bin/go`,
+//! else `go` on PATH; without it a test fails when `CI=true` and is skipped loudly otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,39 +29,47 @@ fn find_go() -> Option<PathBuf> {
 /// `allocprog` built once per test process, or `None` (skip) without a Go toolchain.
 pub fn allocprog() -> Option<PathBuf> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let Some(go) = find_go() else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("Go toolchain not found (set ALLOCSCOPE_GO) and CI=true");
-            }
-            eprintln!("\n*** SKIPPING Go trace tests: no Go toolchain (set ALLOCSCOPE_GO) ***\n");
-            return None;
-        };
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("allocprog");
-        std::fs::create_dir_all(&out).unwrap();
-        let bin = out.join("allocprog");
-        let mut cmd = Command::new(&go);
-        cmd.args(["build", "-o"])
-            .arg(&bin)
-            .arg(".")
-            .current_dir(repo_root().join("tests/go/allocprog"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
-            .env("CGO_ENABLED", "0");
-        for (var, dir) in [("GOCACHE", "go-cache"), ("GOPATH", "go-path")] {
-            if std::env::var_os(var).is_none() && std::env::var_os("HOME").is_none() {
-                cmd.env(var, out.join(dir));
-            }
+    BIN.get_or_init(|| build("allocprog")).clone()
+}
+
+/// `spanprog` (tests/go_spans.rs) built once per test process, or `None` as [`allocprog`].
+pub fn spanprog() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| build("spanprog")).clone()
+}
+
+/// Builds `tests/go/<name>` into the tests' own directory.
+fn build(name: &str) -> Option<PathBuf> {
+    let Some(go) = find_go() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("Go toolchain not found (set ALLOCSCOPE_GO) and CI=true");
         }
-        let o = cmd.output().expect("run go build");
-        assert!(
-            o.status.success(),
-            "building allocprog failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Some(bin)
-    })
-    .clone()
+        eprintln!("\n*** SKIPPING Go trace tests: no Go toolchain (set ALLOCSCOPE_GO) ***\n");
+        return None;
+    };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    let bin = out.join(name);
+    let mut cmd = Command::new(&go);
+    cmd.args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(repo_root().join("tests/go").join(name))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0");
+    for (var, dir) in [("GOCACHE", "go-cache"), ("GOPATH", "go-path")] {
+        if std::env::var_os(var).is_none() && std::env::var_os("HOME").is_none() {
+            cmd.env(var, out.join(dir));
+        }
+    }
+    let o = cmd.output().expect("run go build");
+    assert!(
+        o.status.success(),
+        "building {name} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(bin)
 }
 
 /// Runs `allocprog MODE N TRACE` (GOMAXPROCS 2, with `env` added); returns what it printed:

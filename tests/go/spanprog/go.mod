@@ -1,0 +1,3 @@
+module spanprog
+
+go 1.23

@@ -6,7 +6,8 @@
 //! page_size = 8192
 //! tiny = true
 //! tiny_block = 16
-//! pointers = "noscan"            # noscan | scan | trace (per event when the trace says)
+//! pointers = "trace"             # trace: per event when the trace says, else noscan;
+//!                                # noscan | scan: every object, whatever the trace says
 //! procs = 1
 //! thread_to_p = [0, 0, 1]        # trace thread n runs on P thread_to_p[n] (else n % procs)
 //! gogc = 100                     # negative = off
@@ -56,7 +57,8 @@ pub enum Pointers {
     Noscan,
     /// Every object may hold pointers.
     Scan,
-    /// Per event when the trace says; noscan when it does not.
+    /// Per event when the trace says (a CSV `noscan` column, a Go trace's types); noscan when
+    /// it does not. The default (DESIGN.md: pointer-free unless the trace says otherwise).
     Trace,
 }
 
@@ -107,7 +109,7 @@ impl Default for Config {
             page_size: 8192,
             tiny: true,
             tiny_block: GO_TINY_BLOCK_BYTES,
-            pointers: Pointers::Noscan,
+            pointers: Pointers::Trace,
             procs: 1,
             thread_to_p: Vec::new(),
             gogc: 100,

@@ -150,6 +150,34 @@ fn pointer_assumption_and_threads() {
     let r = run(Pointers::Scan, 4);
     assert_eq!((by(&r, 1152), by(&r, 8)), (1, 1));
     assert_eq!(r.go_memstats.tiny_allocs, 0);
+    // By default the trace's kinds count (DESIGN.md: pointer-free unless the trace says).
+    assert_eq!(Config::default().pointers, Pointers::Trace);
+    let r = replayer::replay("t", ok(vec![a, b]), &Config::default(), true).unwrap();
+    assert_eq!((by(&r, 1152), by(&r, 16)), (1, 1));
+}
+
+#[test]
+fn a_csv_noscan_column_counts_by_default() {
+    // Ten 8-byte pointer objects (class 8: never tiny) and ten pointer-free ones (tiny).
+    let mut csv = String::from("op,id,size,noscan\n");
+    for i in 0..20 {
+        csv.push_str(&format!("malloc,{i},8,{}\n", (i >= 10) as u8));
+    }
+    let replay = |pointers| {
+        let cfg = Config {
+            pointers,
+            gogc: -1,
+            ..Config::default()
+        };
+        let r = replayer::replay_csv("w.csv", csv.as_bytes(), &cfg, true).unwrap();
+        let eight = r.go_memstats.by_size.iter().find(|b| b.size == 8).unwrap();
+        (eight.mallocs, r.go_memstats.tiny_allocs)
+    };
+    // Tiny allocations are Go's count: objects that joined a block already open (two 8-byte
+    // objects per 16-byte block).
+    assert_eq!(replay(Config::default().pointers), (10, 5));
+    assert_eq!(replay(Pointers::Noscan), (0, 10));
+    assert_eq!(replay(Pointers::Scan), (20, 0));
 }
 
 fn churn_events(n: u64) -> Vec<Event> {

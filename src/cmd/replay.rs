@@ -65,7 +65,9 @@ pub struct Args {
     /// Tiny block size in bytes.
     #[arg(long, value_name = "BYTES")]
     tiny_block: Option<u64>,
-    /// Pointer assumption for objects: noscan, scan, or trace (per event when the trace says).
+    /// Which objects hold pointers: trace (the default: per event when the trace says, as a
+    /// CSV `noscan` column or a Go trace's types do, else pointer-free), or noscan / scan for
+    /// every object whatever the trace says.
     #[arg(long, value_name = "noscan|scan|trace")]
     pointers: Option<String>,
     /// Number of Ps (GOMAXPROCS).

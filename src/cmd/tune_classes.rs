@@ -37,8 +37,9 @@ pub struct Args {
     /// Also write the proposal and both measurements as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Pointer assumption, as for `replay`: noscan, scan, or trace.
-    #[arg(long, value_name = "noscan|scan|trace", default_value = "noscan")]
+    /// Which objects hold pointers, as for `replay`: trace (per event when the trace says,
+    /// else pointer-free), noscan or scan.
+    #[arg(long, value_name = "noscan|scan|trace", default_value = "trace")]
     pointers: String,
     /// Only propose and write the table; do not replay.
     #[arg(long)]

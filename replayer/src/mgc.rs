@@ -257,8 +257,7 @@ impl Heap {
             }
         }
         let last_goal = self.pacer.goal_bytes();
-        self.pacer.heap_marked_bytes = marked;
-        self.pacer.last_heap_scan_bytes = scan;
+        self.pacer.reset_live(marked, scan);
         self.mheap.sweep.heap_live_bytes = marked;
         let last_heap_inuse = self.mheap.stats.heap_inuse_bytes;
         self.mheap.begin_sweep_phase();

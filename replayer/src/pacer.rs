@@ -161,7 +161,8 @@ pub struct Pacer {
     /// per-object cost (`costs.mark_object_cost_bytes`), since its length is measured in scan
     /// work.
     pub(crate) last_heap_scan_bytes: u64,
-    /// heapLive when the last cycle started (`triggered`), `u64::MAX` before the first.
+    /// heapLive when the running cycle started (`triggered`); `u64::MAX` when none runs
+    /// (before the first, and from each mark termination on: [`Pacer::reset_live`]).
     triggered_bytes: u64,
     sweep_dist_min_trigger_bytes: u64,
     gc_percent_goal_bytes: u64,
@@ -464,6 +465,16 @@ impl Pacer {
     /// Called when a cycle starts (`startCycle`).
     pub(crate) fn start_cycle(&mut self, heap_live_bytes: u64) {
         self.triggered_bytes = heap_live_bytes;
+    }
+
+    /// `resetLive`, at mark termination: the heap the mark found and its scan work are the
+    /// next goal's base, and the point this cycle triggered at is forgotten. (Kept, it held
+    /// every later goal at least 64 KiB above it: a heap that had grown to 250 MB and shrunk
+    /// to 1 MB kept a 330 MB goal and was never collected again.)
+    pub(crate) fn reset_live(&mut self, marked_bytes: u64, scan_bytes: u64) {
+        self.heap_marked_bytes = marked_bytes;
+        self.last_heap_scan_bytes = scan_bytes;
+        self.triggered_bytes = u64::MAX;
     }
 }
 

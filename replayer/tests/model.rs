@@ -236,6 +236,42 @@ fn pacer_triggers_cycles_at_the_heap_minimum() {
 }
 
 #[test]
+fn a_heap_that_shrank_is_collected_at_its_new_size() {
+    let mut h = heap(&Config {
+        touch_memory: false,
+        ..cfg()
+    });
+    // Grow to 64 MiB live, then free it all.
+    let big: Vec<u64> = (0..16 * 1024)
+        .map(|_| h.malloc(4096, true, 0).unwrap())
+        .collect();
+    for a in big {
+        h.free(a);
+    }
+    let before = h.memstats().num_gc;
+    // 200 MiB of churn with 64 KiB live: its first cycle comes at the big heap's trigger and
+    // finds the heap empty; from then on the goal is the heap minimum (4 MiB), not the point
+    // the last cycle triggered at (Go's resetLive forgets it; the model kept it and collected
+    // once per 100 MiB).
+    let mut ring = vec![0u64; 16];
+    for i in 0..50 * 1024 {
+        let slot = i % 16;
+        if ring[slot] != 0 {
+            h.free(ring[slot]);
+        }
+        ring[slot] = h.malloc(4096, true, 0).unwrap();
+    }
+    h.check_invariants();
+    let m = h.memstats();
+    assert!(
+        m.num_gc - before >= 20,
+        "{} cycles in the churn",
+        m.num_gc - before
+    );
+    assert_eq!(m.next_gc, 4 << 20);
+}
+
+#[test]
 fn gogc_off_never_collects_and_memory_limit_does() {
     let c = Config { gogc: -1, ..cfg() };
     let mut h = heap(&c);

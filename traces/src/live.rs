@@ -28,11 +28,17 @@
 //! fresh addresses, such as an imported CSV, would otherwise keep one per free). A double free of
 //! a forgotten address then counts as an unknown free (inherited in a fork child): the same in
 //! every tool, since the rule depends on the events alone.
+//!
+//! The map is hashed by [`AddrHasher`], which keeps neighbouring addresses in neighbouring
+//! slots: an allocator hands out addresses in runs and a program frees what it allocated
+//! recently, so most lookups land in table memory a recent one touched (a hash that scatters
+//! every address made the lookups of a large live set cache misses, most of `report`'s pass).
 
 use std::collections::hash_map::Entry as MapEntry;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::event::Event;
@@ -72,6 +78,60 @@ impl Birth {
         }
     }
 }
+
+/// Hashes a heap address for the live set's map (see the module comment).
+///
+/// The table's slot is the low bits of the hash and its tag (the byte a probe compares first)
+/// the top seven. Addresses in one [`AddrHasher::RUN_BYTES`] run get consecutive slots, one per
+/// 16 bytes (malloc's alignment), from a base that is a multiplicative hash of the run's number
+/// (so runs, and allocators' aligned regions, spread over the whole table); the tag is a
+/// multiplicative hash of the whole address, so the entries of one run differ in it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AddrHasher(u64);
+
+impl AddrHasher {
+    /// Bytes of address space whose addresses get consecutive slots: 64 slots of 16 bytes.
+    pub const RUN_BYTES: u64 = 1 << 10;
+    /// 2^64 divided by the golden ratio (Knuth's multiplicative hashing), odd.
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    /// The bits hashbrown takes the tag from.
+    const TAG_BITS: u64 = 0x7f << 57;
+
+    #[inline]
+    pub fn addr_hash(addr: u64) -> u64 {
+        let run = addr / Self::RUN_BYTES;
+        // The product's high bits depend on every bit of the run number: rotate them down to
+        // where the slot is taken from.
+        let base = run.wrapping_mul(Self::K).rotate_left(26);
+        let slot = base.wrapping_add((addr % Self::RUN_BYTES) / 16);
+        // Consecutive 16-byte units step the product by K: the golden ratio's spacing gives
+        // the 64 units of a run 64 distinct tags.
+        let tag = (addr / 16).wrapping_mul(Self::K) & Self::TAG_BITS;
+        (slot & !Self::TAG_BITS) | tag
+    }
+}
+
+impl Hasher for AddrHasher {
+    #[inline]
+    fn write_u64(&mut self, addr: u64) {
+        self.0 = Self::addr_hash(addr);
+    }
+
+    /// Only `u64` keys are hashed here; anything else is folded in a byte at a time.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(Self::K);
+        }
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The live set's map: address -> entry, hashed by [`AddrHasher`].
+type AddrMap<T> = HashMap<u64, T, BuildHasherDefault<AddrHasher>>;
 
 /// One map entry: a live block, or the tombstone of a freed address.
 #[derive(Clone, Copy, Debug)]
@@ -241,7 +301,7 @@ impl<T> Step<'_, T> {
 /// The blocks live at one point of a trace, and the anomalies met so far.
 #[derive(Clone, Debug, Default)]
 pub struct LiveSet<T> {
-    map: FxHashMap<u64, Entry<T>>,
+    map: AddrMap<Entry<T>>,
     live: usize,
     tombstones: usize,
     /// The trace is a fork child's: unknown addresses are inherited blocks.
@@ -256,7 +316,7 @@ impl<T: Copy + Default> LiveSet<T> {
     /// child's trace, whose frees of blocks it never allocated are inherited frees).
     pub fn new(forked_from: Option<u32>) -> LiveSet<T> {
         LiveSet {
-            map: FxHashMap::default(),
+            map: AddrMap::default(),
             live: 0,
             tombstones: 0,
             forked: forked_from.is_some(),
@@ -645,6 +705,28 @@ mod tests {
         set.step(&ev(2 * n + 1, Op::Free, 0, 0x1000, 0));
         let c = set.anomalies();
         assert_eq!((c.double_frees, c.unknown_frees), (1, 1));
+    }
+
+    #[test]
+    fn neighbouring_addresses_get_neighbouring_slots_and_differing_tags() {
+        let h = AddrHasher::addr_hash;
+        let slot = |a| h(a) & !AddrHasher::TAG_BITS;
+        let base = 0x5555_5555_8000u64;
+        let tags: std::collections::HashSet<u64> = (0..64)
+            .map(|i| {
+                assert_eq!(
+                    slot(base + 16 * i),
+                    slot(base).wrapping_add(i) & !AddrHasher::TAG_BITS
+                );
+                h(base + 16 * i) >> 57
+            })
+            .collect();
+        assert_eq!(tags.len(), 64);
+        // Runs (here 64 KiB-aligned regions, as an allocator's arenas) spread over a table of
+        // 2^16 slots: their bases fall in different 64-slot windows.
+        let windows: std::collections::HashSet<u64> =
+            (0..256u64).map(|r| (slot(r << 16) & 0xffff) >> 6).collect();
+        assert!(windows.len() > 200, "{} windows", windows.len());
     }
 
     #[test]

@@ -264,6 +264,12 @@ impl Symbols {
         }
     }
 
+    /// Whether [`Symbols::place`] gives the same place for an address whatever the seq (no two
+    /// modules' ranges overlap): a caller may then name each trie node once.
+    pub fn seq_independent(&self) -> bool {
+        !self.map.overlapping()
+    }
+
     /// The places of the stack ending at `leaf`, innermost first (none for a node the table
     /// does not hold).
     pub fn stack<'s>(&'s self, table: &StackTable, leaf: u32, seq: u64) -> Vec<Place<'s>> {

@@ -85,7 +85,13 @@ impl Birth {
 /// the top seven. Addresses in one [`AddrHasher::RUN_BYTES`] run get consecutive slots, one per
 /// 16 bytes (malloc's alignment), from a base that is a multiplicative hash of the run's number
 /// (so runs, and allocators' aligned regions, spread over the whole table); the tag is a
-/// multiplicative hash of the whole address, so the entries of one run differ in it.
+/// multiplicative hash of the whole address by another constant, so the entries of one run, or
+/// of one group of slots, differ in it.
+///
+/// What it costs (2 M inserts, lookups and removals of a map with 64-byte entries, against
+/// FxHash, 2026-12-02, 2 vCPU AMD EPYC vm, shared): addresses 16 or 48 bytes apart 0.6-0.75x
+/// the time, random addresses 1.0-1.2x, addresses 1 KiB, 4 KiB or 2 MiB apart (every one in its
+/// own run) 1.1-1.2x.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AddrHasher(u64);
 
@@ -94,6 +100,8 @@ impl AddrHasher {
     pub const RUN_BYTES: u64 = 1 << 10;
     /// 2^64 divided by the golden ratio (Knuth's multiplicative hashing), odd.
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    /// The fractional part of the square root of 2 (SHA-512's first initial word), made odd.
+    const TAG_K: u64 = 0x6a09_e667_f3bc_c909;
     /// The bits hashbrown takes the tag from.
     const TAG_BITS: u64 = 0x7f << 57;
 
@@ -104,9 +112,11 @@ impl AddrHasher {
         // where the slot is taken from.
         let base = run.wrapping_mul(Self::K).rotate_left(26);
         let slot = base.wrapping_add((addr % Self::RUN_BYTES) / 16);
-        // Consecutive 16-byte units step the product by K: the golden ratio's spacing gives
-        // the 64 units of a run 64 distinct tags.
-        let tag = (addr / 16).wrapping_mul(Self::K) & Self::TAG_BITS;
+        // Consecutive 16-byte units step the product by TAG_K: its spacing gives the 64 units
+        // of a run 64 distinct tags. Not K: for aligned addresses (2 MiB apart) the tag's bits
+        // were then bits of the slot, so that every entry of a group had the same tag (3.3x
+        // slower than FxHash in a table of 2 M such addresses).
+        let tag = (addr / 16).wrapping_mul(Self::TAG_K) & Self::TAG_BITS;
         (slot & !Self::TAG_BITS) | tag
     }
 }
@@ -727,6 +737,29 @@ mod tests {
         let windows: std::collections::HashSet<u64> =
             (0..256u64).map(|r| (slot(r << 16) & 0xffff) >> 6).collect();
         assert!(windows.len() > 200, "{} windows", windows.len());
+        // Aligned addresses whose slots share a group of 16 in a table of 2^22 slots still
+        // differ in their tags (with K as the tag's multiplier every such pair had the same).
+        for stride in [2u64 << 20, 64 << 20] {
+            let mut groups: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+            for i in 0..1u64 << 16 {
+                let a = 0x7f00_0000_0000 + stride * i;
+                groups
+                    .entry((slot(a) & 0x3f_ffff) >> 4)
+                    .or_default()
+                    .push(h(a) >> 57);
+            }
+            let (mut pairs, mut same) = (0, 0);
+            for tags in groups.values() {
+                for (i, t) in tags.iter().enumerate() {
+                    pairs += i;
+                    same += tags[..i].iter().filter(|&u| u == t).count();
+                }
+            }
+            assert!(
+                pairs > 1000 && same * 20 < pairs,
+                "{stride}: {same} of {pairs}"
+            );
+        }
     }
 
     #[test]

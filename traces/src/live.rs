@@ -89,7 +89,7 @@ impl Birth {
 /// of one group of slots, differ in it.
 ///
 /// What it costs (2 M inserts, lookups and removals of a map with 64-byte entries, against
-/// FxHash, 2026-12-02, 2 vCPU AMD EPYC vm, shared): addresses 16 or 48 bytes apart 0.6-0.75x
+/// FxHash, 2026-12-02, 2 vCPU AMD EPYC vm, shared): addresses 16 or 48 bytes apart 0.55-0.75x
 /// the time, random addresses 1.0-1.2x, addresses 1 KiB, 4 KiB or 2 MiB apart (every one in its
 /// own run) 1.1-1.2x.
 #[derive(Clone, Copy, Debug, Default)]

@@ -220,6 +220,9 @@ struct Interner<'s> {
     /// (module id or `u32::MAX`, address in it) -> its (frame, name) pairs in `arena`.
     by_place: FxHashMap<(u32, u64), (u32, u32)>,
     arena: Vec<(u32, u32)>,
+    /// By trie node, when a place does not depend on the seq: its pairs in `arena` (start,
+    /// length; length 0: not named yet). Stacks share most of their nodes.
+    by_node: Vec<(u32, u32)>,
 }
 
 impl<'s> Interner<'s> {
@@ -297,15 +300,34 @@ impl<'s> Interner<'s> {
         match id {
             None => pairs.push(self.add(named(NO_STACK))),
             Some(leaf) if table.node(leaf).is_none() => pairs.push(self.add(named(UNKNOWN_STACK))),
+            Some(leaf) if symbols.seq_independent() => {
+                if self.by_node.is_empty() {
+                    self.by_node = vec![(0, 0); table.len() as usize + 1];
+                }
+                let mut id = leaf;
+                while let Some((parent, addr)) = table.node(id) {
+                    let (start, len) = match self.by_node[id as usize] {
+                        (_, 0) => {
+                            let r = self.place(symbols.place(addr, first_seq));
+                            let at = (r.start as u32, r.len() as u32);
+                            self.by_node[id as usize] = at;
+                            at
+                        }
+                        at => at,
+                    };
+                    pairs.extend_from_slice(&self.arena[start as usize..(start + len) as usize]);
+                    id = parent;
+                }
+            }
             Some(leaf) => {
                 for addr in table.frames(leaf) {
                     let range = self.place(symbols.place(addr, first_seq));
                     pairs.extend_from_slice(&self.arena[range]);
                 }
-                if pairs.is_empty() {
-                    pairs.push(self.add(named(UNKNOWN_STACK)));
-                }
             }
+        }
+        if pairs.is_empty() {
+            pairs.push(self.add(named(UNKNOWN_STACK)));
         }
         pairs.into_iter().unzip()
     }

@@ -145,23 +145,46 @@ pub struct Symbols {
 impl Symbols {
     /// Names every return address of the stacks ending at `leaves` (leaf node, and the seq of
     /// an event that named it: it picks the module loaded at that time).
+    ///
+    /// When no two modules' ranges overlap, an address has one module whatever the seq: each
+    /// node of the trie is then visited once (stacks share most of their frames: the python
+    /// recording's 14 600 stacks of 51 frames have 81 000 nodes). Otherwise every stack is
+    /// walked with its own seq.
     pub fn for_stacks(
         table: &StackTable,
         modules: &[Module],
         leaves: impl IntoIterator<Item = (u32, u64)>,
         opts: &Options,
     ) -> Symbols {
-        let mut seen = FxHashSet::default();
+        let start = Instant::now();
+        let map = ModuleMap::new(modules);
         let mut addrs = Vec::new();
-        for (leaf, seq) in leaves {
-            addrs.extend(
-                table
-                    .frames(leaf)
-                    .filter(|&a| seen.insert((a, seq)))
-                    .map(|a| (a, seq)),
-            );
+        if map.overlapping() {
+            let mut seen = FxHashSet::default();
+            for (leaf, seq) in leaves {
+                addrs.extend(
+                    table
+                        .frames(leaf)
+                        .filter(|&a| seen.insert((a, seq)))
+                        .map(|a| (a, seq)),
+                );
+            }
+        } else {
+            // Nodes already walked: a stack's walk stops at the first one (its callers were
+            // walked with it).
+            let mut walked = vec![false; table.len() as usize + 1];
+            for (leaf, seq) in leaves {
+                let mut id = leaf;
+                while let Some((parent, addr)) = table.node(id) {
+                    if std::mem::replace(&mut walked[id as usize], true) {
+                        break;
+                    }
+                    addrs.push((addr, seq));
+                    id = parent;
+                }
+            }
         }
-        Symbols::resolve(modules, addrs, opts)
+        Symbols::resolve_in(map, addrs, opts, start)
     }
 
     /// Names the return addresses `addrs` (each with the seq of an event it was seen in).
@@ -170,8 +193,16 @@ impl Symbols {
         addrs: impl IntoIterator<Item = (u64, u64)>,
         opts: &Options,
     ) -> Symbols {
-        let start = Instant::now();
-        let map = ModuleMap::new(modules);
+        Symbols::resolve_in(ModuleMap::new(modules), addrs, opts, Instant::now())
+    }
+
+    /// [`Symbols::resolve`] with the module map made, the time counted from `start`.
+    fn resolve_in(
+        map: ModuleMap,
+        addrs: impl IntoIterator<Item = (u64, u64)>,
+        opts: &Options,
+        start: Instant,
+    ) -> Symbols {
         let mut wanted: Vec<FxHashSet<u64>> = vec![FxHashSet::default(); map.modules().len()];
         let mut outside = FxHashSet::default();
         for (addr, seq) in addrs {
@@ -231,6 +262,12 @@ impl Symbols {
             file_addr,
             frames,
         }
+    }
+
+    /// Whether [`Symbols::place`] gives the same place for an address whatever the seq (no two
+    /// modules' ranges overlap): a caller may then name each trie node once.
+    pub fn seq_independent(&self) -> bool {
+        !self.map.overlapping()
     }
 
     /// The places of the stack ending at `leaf`, innermost first (none for a node the table
@@ -349,4 +386,55 @@ fn name_module(m: &Module, want: FxHashSet<u64>, dirs: &[PathBuf], opts: &Option
         ));
     }
     named
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stack walked with its own seq: what `for_stacks` gives when modules overlap.
+    fn per_stack(table: &StackTable, leaves: &[(u32, u64)]) -> Vec<(u64, u64)> {
+        leaves
+            .iter()
+            .flat_map(|&(leaf, seq)| table.frames(leaf).map(move |a| (a, seq)))
+            .collect()
+    }
+
+    #[test]
+    fn walking_each_node_once_names_what_walking_each_stack_names() {
+        // main (0x1100) calls f (0x1200) and g (0x1300); f calls g; 0x9000 is in no module.
+        let mut table = StackTable::new();
+        for (id, parent, addr) in [
+            (1, 0, 0x1100),
+            (2, 1, 0x1200),
+            (3, 1, 0x1300),
+            (4, 2, 0x1300),
+            (5, 4, 0x9000),
+        ] {
+            assert!(table.push(id, parent, addr));
+        }
+        let modules = [Module {
+            id: 0,
+            path: "/nonexistent/allocscope-test.so".into(),
+            bias: 0x1000,
+            ranges: vec![(0x1000, 0x2000, 0)],
+            ..Module::default()
+        }];
+        let leaves = [(2, 3), (3, 7), (5, 9), (4, 11), (77, 1)];
+        let opts = Options::default();
+        let once = Symbols::for_stacks(&table, &modules, leaves, &opts);
+        let all = Symbols::resolve(&modules, per_stack(&table, &leaves), &opts);
+        let figures = |s: &Symbols| (s.stats.addresses, s.stats.outside_modules, s.notes.clone());
+        assert_eq!(figures(&once), figures(&all));
+        assert_eq!((once.stats.addresses, once.stats.outside_modules), (3, 1));
+        for (leaf, seq) in leaves {
+            let labels = |s: &Symbols| -> Vec<String> {
+                s.stack(&table, leaf, seq)
+                    .iter()
+                    .map(Place::label)
+                    .collect()
+            };
+            assert_eq!(labels(&once), labels(&all));
+        }
+    }
 }

@@ -64,6 +64,16 @@ impl ModuleMap {
         &self.rejected
     }
 
+    /// Whether any two ranges overlap (a library unloaded and another loaded in its place):
+    /// only then may [`Self::find`] depend on the seq.
+    pub fn overlapping(&self) -> bool {
+        self.ranges
+            .iter()
+            .skip(1)
+            .zip(&self.max_end)
+            .any(|(&(start, _, _), &end)| start < end)
+    }
+
     /// The index of the module holding `addr` at the time of the event `seq`.
     pub fn find(&self, addr: u64, seq: u64) -> Option<usize> {
         let mut i = self.ranges.partition_point(|&(s, _, _)| s <= addr);
@@ -143,6 +153,25 @@ mod tests {
         assert_eq!(map.find(0x1000_0000, 0), Some(3));
         assert_eq!(map.find(0x50, 0), None);
         assert_eq!(file_offset(&map.modules()[1], 0x10010), Some(0x1010));
+        assert!(map.overlapping());
+        // Side by side, each its own: a module per address whatever the time.
+        let apart = ModuleMap::new(&[
+            module(
+                0,
+                vec![(0x1000, 0x2000, 0), (0x3000, 0x4000, 0x2000)],
+                0,
+                None,
+            ),
+            module(1, vec![(0x2000, 0x3000, 0)], 5, Some(10)),
+        ]);
+        assert!(!apart.overlapping());
+        // A later range inside an earlier one that is not its neighbour.
+        let nested = ModuleMap::new(&[
+            module(0, vec![(0x1000, 0x9000, 0)], 0, None),
+            module(1, vec![(0x2000, 0x3000, 0)], 0, None),
+            module(2, vec![(0x4000, 0x5000, 0)], 0, None),
+        ]);
+        assert!(nested.overlapping());
     }
 
     #[test]

@@ -253,7 +253,7 @@ fn a_heap_that_shrank_is_collected_at_its_new_size() {
     // finds the heap empty; from then on the goal is the heap minimum (4 MiB), not the point
     // the last cycle triggered at (Go's resetLive forgets it; the model kept it and collected
     // once per 100 MiB).
-    let mut ring = vec![0u64; 16];
+    let mut ring = [0u64; 16];
     for i in 0..50 * 1024 {
         let slot = i % 16;
         if ring[slot] != 0 {

@@ -140,8 +140,13 @@ pub fn run(args: Args) -> Result<i32> {
             crate::outln!("\nrecording ended: {}", recording_end.description);
         }
     }
-    // The JSON carries how the recording ended (`recording_end`, see ARCHITECTURE.md).
-    let doc = with_recording_end(&report, &recording_end)?;
+    // The JSON carries how the recording ended (`recording_end`, see ARCHITECTURE.md); built
+    // only for the outputs that hold it (several MB with call sites).
+    let doc = if args.out.is_some() || args.json.is_some() {
+        with_recording_end(&report, &recording_end)?
+    } else {
+        serde_json::Value::Null
+    };
     if let Some(d) = &args.csv {
         outputs.write_dir_with("--csv", d, |stage| {
             analysis::tables::write_csv(&report, stage).map(|_| ())

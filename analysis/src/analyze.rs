@@ -416,8 +416,7 @@ pub fn analyze_file(
     replay: Option<&serde_json::Value>,
     on_problem: impl FnMut(traces::TraceError),
 ) -> crate::Result<Report> {
-    let whole = Window::WHOLE;
-    analyze_file_with(path, classes, replay, None, &whole, on_problem)
+    analyze_file_with(path, classes, replay, None, &Window::WHOLE, on_problem)
 }
 
 /// [`analyze_file`], with the per-Go-type view when `go_types` (the import's type table) is

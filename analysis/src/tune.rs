@@ -33,7 +33,7 @@ use replayer::sizeclass::{
     MAX_OBJS_PER_SPAN,
 };
 use serde::Serialize;
-use traces::{Event, PtrKind};
+use traces::Event;
 
 use crate::{AnalysisError, Result};
 
@@ -70,11 +70,7 @@ impl SizeHistogram {
             return;
         }
         let size = ev.requested_bytes();
-        let noscan = match pointers {
-            Pointers::Noscan => true,
-            Pointers::Scan => false,
-            Pointers::Trace => ev.kind != PtrKind::Scan,
-        };
+        let noscan = pointers.noscan(ev.kind);
         // The model's one placement rule: only small objects are tuned (with their header).
         match go_classes().place(size, noscan, TINY_BLOCK_BYTES) {
             Placement::Small { header, .. } => {

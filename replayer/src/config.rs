@@ -62,6 +62,19 @@ pub enum Pointers {
     Trace,
 }
 
+impl Pointers {
+    /// Whether an object whose event says `kind` is pointer-free under this policy: the one
+    /// rule the model, the span log and `tune-classes` apply.
+    #[inline]
+    pub fn noscan(self, kind: traces::PtrKind) -> bool {
+        match self {
+            Pointers::Noscan => true,
+            Pointers::Scan => false,
+            Pointers::Trace => kind != traces::PtrKind::Scan,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {

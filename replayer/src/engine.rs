@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 use traces::live::{Anomaly, LiveSet, Passed};
-use traces::{Event, PtrKind};
+use traces::Event;
 
-use crate::config::{Config, Pointers};
+use crate::config::Config;
 use crate::error::ReplayError;
 use crate::malloc::Heap;
 use crate::sizeclass::{SizeClass, SizeClasses};
@@ -306,11 +306,7 @@ struct Origin {
 
 impl Origin {
     fn of(ev: &Event, n: u64, cfg: &Config) -> Result<Origin, ReplayError> {
-        let noscan = match cfg.pointers {
-            Pointers::Noscan => true,
-            Pointers::Scan => false,
-            Pointers::Trace => ev.kind != PtrKind::Scan,
-        };
+        let noscan = cfg.pointers.noscan(ev.kind);
         let thread = u16::try_from(ev.thread).map_err(|_| ReplayError::TooManyThreads {
             event: n,
             thread: ev.thread,
@@ -495,7 +491,16 @@ impl Stepper {
 
 /// Runs the model over the op stream (one byte written per page of each new object).
 pub fn run(heap: &mut Heap, compiled: &Compiled) -> Result<RunStats, ReplayError> {
-    let mut st = Stepper::new(compiled.slots, Touch::Pages);
+    run_touching(heap, compiled, Touch::Pages)
+}
+
+/// [`run`], writing into each new object what `touch` says.
+pub fn run_touching(
+    heap: &mut Heap,
+    compiled: &Compiled,
+    touch: Touch,
+) -> Result<RunStats, ReplayError> {
+    let mut st = Stepper::new(compiled.slots, touch);
     let start = Instant::now();
     let mut peak_inuse = 0;
     let mut peak_heap_inuse_op = None;

@@ -52,7 +52,11 @@ pub fn attribute(
     }
     let peak_op = match peak_op {
         Some(op) => op,
-        None => find_peak(cfg, compiled)?,
+        None => {
+            let mut heap = Heap::new(cfg)?;
+            let run = crate::engine::run_touching(&mut heap, compiled, Touch::None)?;
+            run.peak_heap_inuse_op.unwrap_or(0)
+        }
     };
     let mut heap = Heap::new(cfg)?;
     let mut st = Stepper::new(compiled.slots, Touch::None);
@@ -64,21 +68,6 @@ pub fn attribute(
         }
     }
     Ok(Some(walk(&heap, &site_of, peak_op)))
-}
-
-/// The op after which HeapInuse first reached its largest value.
-fn find_peak(cfg: &Config, compiled: &Compiled) -> Result<usize, ReplayError> {
-    let mut heap = Heap::new(cfg)?;
-    let mut st = Stepper::new(compiled.slots, Touch::None);
-    let (mut peak, mut at) = (0, 0);
-    for (i, op) in compiled.ops.iter().enumerate() {
-        st.step(&mut heap, i, op, compiled.time_of(i))?;
-        if heap.mheap.stats.heap_inuse_bytes > peak {
-            peak = heap.mheap.stats.heap_inuse_bytes;
-            at = i;
-        }
-    }
-    Ok(at)
 }
 
 /// Divides the spans in use now among the objects in them.

@@ -268,12 +268,7 @@ impl<'c> Claims<'c> {
         if !ev.allocates() || ev.addr < self.heap_base_addr {
             return;
         }
-        // The pointer rule of engine.rs `Origin::of`.
-        let noscan = match self.cfg.pointers {
-            crate::config::Pointers::Noscan => true,
-            crate::config::Pointers::Scan => false,
-            crate::config::Pointers::Trace => ev.kind != traces::PtrKind::Scan,
-        };
+        let noscan = self.cfg.pointers.noscan(ev.kind);
         let tiny = matches!(
             classes.place(ev.size, noscan, self.cfg.tiny_block_bytes()),
             crate::sizeclass::Placement::Tiny

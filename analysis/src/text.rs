@@ -88,9 +88,14 @@ fn overview(s: &mut String, r: &Report) {
     } else {
         ""
     };
+    let end = if r.trace.window.is_some() {
+        "the window's end"
+    } else {
+        "end"
+    };
     let _ = writeln!(
         s,
-        "  {} events over {}{clock}; {} allocations ({}), {} frees, {} live at end",
+        "  {} events over {}{clock}; {} allocations ({}), {} frees, {} live at {end}",
         count(w.events),
         ns(w.duration_ns),
         count(w.allocs),
